@@ -1,0 +1,477 @@
+#!/usr/bin/env bash
+# Local infrastructure for Millrace without a Docker engine.
+#
+#   deps.sh up             make every dependency answer (reuse what already answers)
+#   deps.sh down           stop only what this script started (markers in .run/deps/)
+#   deps.sh stop NAME      stop one dependency, even the machine's own (tests, chaos)
+#   deps.sh start NAME     start one dependency and wait until it answers
+#   deps.sh status         one line per dependency
+#
+# NAME is one of: postgres redis rabbitmq mosquitto influxdb
+# Hosts and ports come from .run/env (created by env.sh when missing).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+RUN="$ROOT/.run"
+MARKS="$RUN/deps"
+ALL_DEPS=(postgres redis rabbitmq mosquitto influxdb)
+START_DEADLINE=60
+STOP_DEADLINE=30
+POLL=0.2
+PATH="$PATH:/usr/sbin:/sbin"
+
+[[ -f "$RUN/env" ]] || "$HERE/env.sh"
+set -a
+# shellcheck source=/dev/null
+. "$RUN/env"
+set +a
+mkdir -p "$MARKS"
+
+say() { echo "$*"; }
+die() { echo "deps: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- URL parsing
+# url_parts URL DEFAULT_PORT -> sets U_USER U_PASS U_HOST U_PORT U_PATH
+urldecode() { local s="${1//+/ }"; printf '%b' "${s//%/\\x}"; }
+url_parts() {
+    local url="$1" rest auth userinfo=""
+    rest="${url#*://}"
+    auth="${rest%%/*}"
+    U_PATH=""
+    [[ "$rest" == */* ]] && U_PATH="${rest#*/}"
+    U_PATH="${U_PATH%%\?*}"
+    if [[ "$auth" == *@* ]]; then
+        userinfo="${auth%@*}"
+        auth="${auth##*@}"
+    fi
+    U_USER="$(urldecode "${userinfo%%:*}")"
+    U_PASS=""
+    [[ "$userinfo" == *:* ]] && U_PASS="$(urldecode "${userinfo#*:}")"
+    if [[ "$auth" == *:* ]]; then
+        U_HOST="${auth%:*}"
+        U_PORT="${auth##*:}"
+    else
+        U_HOST="$auth"
+        U_PORT="$2"
+    fi
+    U_HOST="${U_HOST#[}"
+    U_HOST="${U_HOST%]}"
+}
+
+# endpoint NAME -> sets HOST PORT
+endpoint() {
+    case "$1" in
+        postgres) url_parts "${POSTGRES_URL:-postgresql://millrace@127.0.0.1:5432/millrace}" 5432 ;;
+        redis) url_parts "${REDIS_URL:-redis://127.0.0.1:6379/0}" 6379 ;;
+        rabbitmq) url_parts "${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}" 5672 ;;
+        mosquitto) U_HOST="${MQTT_HOST:-127.0.0.1}"; U_PORT="${MQTT_PORT:-1883}" ;;
+        influxdb) url_parts "${INFLUX_URL:-http://127.0.0.1:8086}" 8086 ;;
+        *) die "unknown dependency '$1' (expected: ${ALL_DEPS[*]})" ;;
+    esac
+    HOST="$U_HOST"
+    PORT="$U_PORT"
+}
+
+is_local_host() { [[ "$1" == 127.* || "$1" == localhost || "$1" == ::1 ]]; }
+
+# ---------------------------------------------------------------- probes
+# shellcheck disable=SC2016 # $0/$1 expand in the child shell
+tcp_open() { timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null; }
+
+# answering NAME: the service is usable at HOST:PORT (endpoint must have been called)
+answering() {
+    case "$1" in
+        postgres)
+            if command -v pg_isready >/dev/null 2>&1; then
+                pg_isready -q -t 1 -h "$HOST" -p "$PORT"
+            else
+                tcp_open "$HOST" "$PORT"
+            fi
+            ;;
+        influxdb)
+            [[ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$HOST:$PORT/ping" || true)" == 204 ]]
+            ;;
+        *) tcp_open "$HOST" "$PORT" ;;
+    esac
+}
+
+wait_answering() { # NAME [DEADLINE]
+    local end=$((SECONDS + ${2:-$START_DEADLINE}))
+    until answering "$1"; do
+        ((SECONDS < end)) || return 1
+        sleep "$POLL"
+    done
+}
+
+wait_silent() { # NAME [DEADLINE]: until nothing listens on HOST:PORT
+    local end=$((SECONDS + ${2:-$STOP_DEADLINE}))
+    while tcp_open "$HOST" "$PORT"; do
+        ((SECONDS < end)) || return 1
+        sleep "$POLL"
+    done
+}
+
+pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+
+# Terminate a pid: SIGTERM, wait for the port to close and the process to exit,
+# SIGKILL after the deadline.
+term_pid() { # NAME PID
+    local end=$((SECONDS + STOP_DEADLINE))
+    kill -TERM "$2" 2>/dev/null || true
+    while pid_alive "$2" || tcp_open "$HOST" "$PORT"; do
+        if ((SECONDS >= end)); then
+            say "$1: pid $2 did not exit within ${STOP_DEADLINE}s, sending SIGKILL"
+            kill -KILL "$2" 2>/dev/null || true
+            sleep "$POLL"
+            pid_alive "$2" && return 1
+            return 0
+        fi
+        sleep "$POLL"
+    done
+}
+
+# pid of the process listening on PORT (needs ss from iproute2), else pgrep by name
+listener_pid() { # PROCESS_NAME PORT
+    local pid=""
+    if command -v ss >/dev/null 2>&1; then
+        pid="$(ss -Hltnp "sport = :$2" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)"
+    fi
+    [[ -n "$pid" ]] || pid="$(pgrep -x "$1" | head -n1 || true)"
+    echo "$pid"
+}
+
+# ---------------------------------------------------------------- packages
+have() { command -v "$1" >/dev/null 2>&1 || compgen -G "$1" >/dev/null; }
+
+ensure_pkg() { # BINARY-OR-GLOB PACKAGE
+    have "$1" && return 0
+    if [[ "$(id -u)" != 0 ]]; then
+        die "'$1' is missing: install the Debian package '$2' (as root: apt-get install -y $2)"
+    fi
+    say "installing Debian package $2 (for $1)"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >"$MARKS/apt-$2.log" 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$MARKS/apt-$2.log" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >>"$MARKS/apt-$2.log" 2>&1 \
+            || { tail -n 20 "$MARKS/apt-$2.log" >&2; die "apt-get install $2 failed"; }
+    fi
+    have "$1" || die "package $2 installed but '$1' is still missing"
+}
+
+ensure_installed() {
+    case "$1" in
+        postgres) ensure_pkg '/usr/lib/postgresql/*/bin/postgres' postgresql ;;
+        redis) ensure_pkg redis-server redis-server ;;
+        rabbitmq) ensure_pkg rabbitmq-server rabbitmq-server ;;
+        mosquitto) ensure_pkg mosquitto mosquitto ;;
+        influxdb) ensure_pkg influxd influxdb ;;
+    esac
+}
+
+# ---------------------------------------------------------------- per dependency
+pg_version() {
+    local v
+    v="$(pg_lsclusters -h 2>/dev/null | awk '$2 == "main" {print $1}' | sort -V | tail -n1)"
+    if [[ -z "$v" ]]; then
+        v="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n1)"
+    fi
+    [[ -n "$v" ]] || die "postgres: no PostgreSQL version found under /usr/lib/postgresql"
+    echo "$v"
+}
+
+start_postgres() {
+    local ver
+    ver="$(pg_version)"
+    if ! pg_lsclusters -h 2>/dev/null | awk '{print $1, $2}' | grep -qx "$ver main"; then
+        say "postgres: creating cluster $ver/main"
+        pg_createcluster "$ver" main >/dev/null
+    fi
+    local conf_port
+    conf_port="$(pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "main" {print $3}')"
+    [[ "$conf_port" == "$PORT" ]] \
+        || say "postgres: WARNING cluster $ver/main is configured for port $conf_port, POSTGRES_URL says $PORT"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+    STARTED_INFO="pg_ctlcluster --skip-systemctl-redirect $ver main stop"
+    STARTED_DESC="cluster $ver/main"
+}
+
+stop_postgres() {
+    local ver
+    ver="$(pg_version)"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main stop
+}
+
+redis_cmd() {
+    local dir="$RUN/redis"
+    mkdir -p "$dir"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$PORT" --save "" --appendonly no \
+        --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"
+}
+
+start_redis() {
+    rm -f "$RUN/redis/redis.pid"
+    redis_cmd
+    local end=$((SECONDS + 5))
+    until [[ -s "$RUN/redis/redis.pid" ]] || ((SECONDS >= end)); do sleep "$POLL"; done
+    STARTED_INFO="$(cat "$RUN/redis/redis.pid" 2>/dev/null || true)"
+    STARTED_DESC="pid $STARTED_INFO"
+}
+
+stop_redis() {
+    if command -v redis-cli >/dev/null 2>&1; then
+        redis-cli -h "$HOST" -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+    else
+        local pid
+        pid="$(listener_pid redis-server "$PORT")"
+        if [[ -n "$pid" ]]; then kill -TERM "$pid"; fi
+    fi
+}
+
+start_rabbitmq() {
+    # Data stays in /var/lib/rabbitmq (the Debian wrapper runs the node as user rabbitmq).
+    rabbitmq-server -detached >>"$MARKS/rabbitmq-start.log" 2>&1
+    STARTED_INFO="rabbitmqctl stop"
+    STARTED_DESC="rabbitmq-server -detached"
+}
+
+stop_rabbitmq() {
+    rabbitmqctl stop >>"$MARKS/rabbitmq-stop.log" 2>&1 || true
+}
+
+# Local runtime config: derived from infra/mosquitto/mosquitto.conf (the compose one).
+mosquitto_config() {
+    local dir="$RUN/mosquitto" bind=127.0.0.1
+    mkdir -p "$dir"
+    is_local_host "$HOST" && [[ "$HOST" != localhost ]] && bind="$HOST"
+    {
+        echo "# GENERATED by infra/local/deps.sh from infra/mosquitto/mosquitto.conf; do not edit."
+        sed -E '/^(listener|persistence_location|log_dest|pid_file|user) /d' \
+            "$ROOT/infra/mosquitto/mosquitto.conf"
+        echo
+        echo "# --- local overrides ---"
+        echo "listener $PORT $bind"
+        echo "persistence_location $dir/"
+        echo "pid_file $dir/mosquitto.pid"
+        echo "log_dest file $dir/mosquitto.log"
+        echo "# Started as root, mosquitto would switch to user 'mosquitto', which usually"
+        echo "# cannot write into the repository (e.g. under /root) and then fails silently."
+        echo "# Keep the invoking user; ignored when not started as root."
+        echo "user root"
+    } >"$dir/mosquitto.conf"
+}
+
+start_mosquitto() {
+    mosquitto_config
+    rm -f "$RUN/mosquitto/mosquitto.pid"
+    if [[ "$(id -u)" != 0 ]]; then
+        sed -i '/^user root$/d' "$RUN/mosquitto/mosquitto.conf"
+    fi
+    mosquitto -d -c "$RUN/mosquitto/mosquitto.conf"
+    local end=$((SECONDS + 5))
+    until [[ -s "$RUN/mosquitto/mosquitto.pid" ]] || ((SECONDS >= end)); do sleep "$POLL"; done
+    STARTED_INFO="$(cat "$RUN/mosquitto/mosquitto.pid" 2>/dev/null || true)"
+    STARTED_DESC="pid $STARTED_INFO"
+}
+
+stop_mosquitto() {
+    local pid=""
+    [[ -s "$RUN/mosquitto/mosquitto.pid" ]] && pid="$(cat "$RUN/mosquitto/mosquitto.pid")"
+    pid_alive "$pid" || pid="$(listener_pid mosquitto "$PORT")"
+    [[ -n "$pid" ]] || die "mosquitto: answering on $HOST:$PORT but no mosquitto process found"
+    term_pid mosquitto "$pid"
+}
+
+sed_escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
+
+start_influxdb() {
+    local dir="$RUN/influxdb" rpc_port=$((PORT + 2)) bind=127.0.0.1
+    is_local_host "$HOST" && [[ "$HOST" != localhost ]] && bind="$HOST"
+    mkdir -p "$dir/meta" "$dir/data" "$dir/wal"
+    sed -e "s|@RUN_DIR@|$(sed_escape "$dir")|g" \
+        -e "s|@HTTP_BIND@|$bind:$PORT|g" \
+        -e "s|@RPC_BIND@|127.0.0.1:$rpc_port|g" \
+        "$ROOT/infra/influxdb/influxdb.conf" >"$dir/influxdb.conf"
+    rm -f "$dir/influxd.pid"
+    setsid nohup influxd run -config "$dir/influxdb.conf" -pidfile "$dir/influxd.pid" \
+        >>"$dir/influxd.log" 2>&1 </dev/null &
+    local end=$((SECONDS + 10))
+    until [[ -s "$dir/influxd.pid" ]] || ((SECONDS >= end)); do sleep "$POLL"; done
+    STARTED_INFO="$(cat "$dir/influxd.pid" 2>/dev/null || true)"
+    STARTED_DESC="pid $STARTED_INFO"
+}
+
+stop_influxdb() {
+    local pid=""
+    [[ -s "$RUN/influxdb/influxd.pid" ]] && pid="$(cat "$RUN/influxdb/influxd.pid")"
+    pid_alive "$pid" || pid="$(listener_pid influxd "$PORT")"
+    [[ -n "$pid" ]] || die "influxdb: answering on $HOST:$PORT but no influxd process found"
+    term_pid influxdb "$pid"
+}
+
+# ---------------------------------------------------------------- provisioning
+# Role and databases from POSTGRES_URL (idempotent; the password follows the URL).
+provision_postgres() {
+    url_parts "$POSTGRES_URL" 5432
+    local role="${U_USER:-millrace}" pass="$U_PASS" db="${U_PATH:-millrace}"
+    local -a psql_cmd
+    if [[ "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1 && is_local_host "$HOST"; then
+        psql_cmd=(runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" -d postgres)
+    else
+        psql_cmd=(psql -X -q -w -v ON_ERROR_STOP=1 -h "$HOST" -p "$PORT" -U postgres -d postgres)
+    fi
+    (cd / && "${psql_cmd[@]}" -v role="$role" -v pass="$pass" -v db="$db" -v testdb="${db}_test") <<'SQL' \
+        || die "postgres: could not provision role/databases (needs superuser 'postgres' access)"
+SELECT format('CREATE ROLE %I LOGIN', :'role')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') \gexec
+ALTER ROLE :"role" WITH LOGIN PASSWORD :'pass';
+SELECT format('CREATE DATABASE %I OWNER %I', d, :'role')
+  FROM unnest(ARRAY[:'db', :'testdb']) AS d
+ WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d) \gexec
+ALTER DATABASE :"db" OWNER TO :"role";
+ALTER DATABASE :"testdb" OWNER TO :"role";
+SQL
+    say "postgres: role $role and databases $db, ${db}_test present"
+}
+
+# ---------------------------------------------------------------- commands
+marker() { echo "$MARKS/$1.started"; }
+foreign_marker() { echo "$MARKS/$1.foreign-stopped"; }
+
+# do_start NAME: start (installing if needed) and wait; records a marker unless the
+# process stands in for a machine service that `stop` took down.
+do_start() {
+    local name="$1"
+    endpoint "$name"
+    is_local_host "$HOST" || die "$name: $HOST:$PORT is not answering and is not a local address"
+    ensure_installed "$name"
+    if answering "$name"; then # the package's install script may have started it
+        say "$name: already answering on $HOST:$PORT, reusing"
+        return 0
+    fi
+    STARTED_INFO=""
+    STARTED_DESC=""
+    "start_$name"
+    if ! wait_answering "$name"; then
+        case "$name" in
+            redis) tail -n 30 "$RUN/redis/redis.log" >&2 2>/dev/null || true ;;
+            mosquitto) tail -n 30 "$RUN/mosquitto/mosquitto.log" >&2 2>/dev/null || true ;;
+            influxdb) tail -n 30 "$RUN/influxdb/influxd.log" >&2 2>/dev/null || true ;;
+            rabbitmq) tail -n 30 "$MARKS/rabbitmq-start.log" >&2 2>/dev/null || true ;;
+        esac
+        die "$name: did not answer on $HOST:$PORT within ${START_DEADLINE}s"
+    fi
+    if [[ -f "$(foreign_marker "$name")" ]]; then
+        rm -f "$(foreign_marker "$name")"
+        say "$name: restarted ($STARTED_DESC) on $HOST:$PORT [machine service, left running by down]"
+    else
+        echo "$STARTED_INFO" >"$(marker "$name")"
+        say "$name: started ($STARTED_DESC) on $HOST:$PORT"
+    fi
+}
+
+# do_stop NAME: stop whatever answers at HOST:PORT and wait until the port is closed.
+do_stop() {
+    local name="$1"
+    endpoint "$name"
+    if ! tcp_open "$HOST" "$PORT"; then
+        say "$name: not answering on $HOST:$PORT, nothing to stop"
+        return 0
+    fi
+    "stop_$name"
+    wait_silent "$name" || die "$name: still answering on $HOST:$PORT after ${STOP_DEADLINE}s"
+    if [[ ! -f "$(marker "$name")" ]]; then
+        touch "$(foreign_marker "$name")"
+    fi
+    say "$name: stopped"
+}
+
+cmd_up() {
+    local name
+    ensure_pkg mosquitto_pub mosquitto-clients # tests use the real mosquitto_pub/sub
+    for name in "${ALL_DEPS[@]}"; do
+        endpoint "$name"
+        if answering "$name"; then
+            say "$name: already answering on $HOST:$PORT, reusing"
+        else
+            do_start "$name"
+        fi
+        if [[ "$name" == postgres ]]; then
+            provision_postgres
+        fi
+    done
+}
+
+cmd_down() {
+    local name m info
+    for name in "${ALL_DEPS[@]}"; do
+        m="$(marker "$name")"
+        [[ -f "$m" ]] || continue
+        info="$(cat "$m")"
+        endpoint "$name"
+        if tcp_open "$HOST" "$PORT"; then
+            case "$name" in
+                postgres) stop_postgres ;;
+                rabbitmq) stop_rabbitmq ;;
+                redis | mosquitto | influxdb)
+                    if pid_alive "$info"; then term_pid "$name" "$info"; else "stop_$name"; fi
+                    ;;
+            esac
+            wait_silent "$name" || die "$name: still answering on $HOST:$PORT after ${STOP_DEADLINE}s"
+            say "$name: stopped"
+        else
+            say "$name: was not running"
+        fi
+        rm -f "$m"
+    done
+}
+
+cmd_status() {
+    local name state who
+    for name in "${ALL_DEPS[@]}"; do
+        endpoint "$name"
+        if answering "$name"; then state="answering"; else state="NOT answering"; fi
+        if [[ -f "$(marker "$name")" ]]; then
+            who="started by deps.sh ($(cat "$(marker "$name")"))"
+        elif [[ -f "$(foreign_marker "$name")" ]]; then
+            who="machine service, stopped by deps.sh stop"
+        else
+            who="not started by deps.sh"
+        fi
+        say "$name: $state on $HOST:$PORT, $who"
+    done
+}
+
+check_name() {
+    local n
+    for n in "${ALL_DEPS[@]}"; do [[ "$n" == "${1:-}" ]] && return 0; done
+    die "unknown dependency '${1:-}' (expected one of: ${ALL_DEPS[*]})"
+}
+
+# One deps.sh at a time (make up in two terminals, tests racing a chaos harness).
+exec 9>"$MARKS/.lock"
+flock 9
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    start)
+        check_name "${2:-}"
+        endpoint "$2"
+        if answering "$2"; then
+            say "$2: already answering on $HOST:$PORT"
+        else
+            do_start "$2"
+        fi
+        if [[ "$2" == postgres ]]; then provision_postgres; fi
+        ;;
+    stop)
+        check_name "${2:-}"
+        do_stop "$2"
+        ;;
+    *)
+        echo "usage: $0 up | down | start NAME | stop NAME | status" >&2
+        echo "       NAME: ${ALL_DEPS[*]}" >&2
+        exit 2
+        ;;
+esac

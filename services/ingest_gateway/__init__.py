@@ -1,0 +1,1 @@
+"""HTTP ingest: validate gateway batches and hand them to RabbitMQ, confirmed."""

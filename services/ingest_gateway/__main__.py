@@ -1,0 +1,3 @@
+from services.ingest_gateway.main import main
+
+main()

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import (
+    AmqpSettings,
+    IngestLimits,
+    JwtSettings,
+    PostgresSettings,
+    RedisSettings,
+    ServiceSettings,
+)
+
+
+class Settings(ServiceSettings):
+    port: int = Field(default=8001, validation_alias="INGEST_GATEWAY_PORT")
+    # Seconds a gateway is told to wait (Retry-After) when the broker cannot take data.
+    retry_after_s: int = Field(default=5, validation_alias="INGEST_RETRY_AFTER_S")
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    limits: IngestLimits = Field(default_factory=IngestLimits)

@@ -1,0 +1,90 @@
+"""Splitting a gateway batch into what can be accepted and what cannot, with exact paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from shared.ingest import Rejection
+from shared.readings import (
+    FieldError,
+    IngestRequest,
+    MachineBatch,
+    ValidationContext,
+    field_errors,
+)
+
+_ITEM = TypeAdapter(MachineBatch)
+
+
+@dataclass(slots=True)
+class Checked:
+    gateway_id: str
+    factory_id: str | None
+    items: list[tuple[int, MachineBatch]]
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class Invalid(Exception):
+    """Nothing in the request can be accepted."""
+
+    def __init__(self, errors: list[FieldError], message: str = "Validation failed") -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.message = message
+
+
+def check(body: bytes, ctx: ValidationContext) -> Checked:
+    """Validate a request body. Machines with any invalid reading are rejected as a whole.
+
+    Fast path: one ``model_validate_json`` over the whole body. Only when that fails is the
+    body parsed again item by item, to find out which machines can still be accepted.
+    """
+    try:
+        req = IngestRequest.model_validate_json(body, context=ctx)
+        return Checked(req.gateway_id, req.factory_id, list(enumerate(req.batch)))
+    except ValidationError as e:
+        errors = field_errors(e)
+        first = e.errors(include_url=False)
+        if any(err["type"] == "json_invalid" for err in first):
+            raise Invalid(
+                [FieldError("body", "Malformed JSON: " + first[0]["msg"], None)],
+                "Malformed JSON",
+            ) from e
+        top_level = [err for err in first if len(err["loc"]) < 2 or err["loc"][0] != "batch"]
+        if top_level:
+            raise Invalid(errors) from e
+    doc = orjson.loads(body)
+    by_item: dict[int, list[FieldError]] = {}
+    for fe, err in zip(errors, first, strict=True):
+        by_item.setdefault(int(err["loc"][1]), []).append(fe)
+    items: list[tuple[int, MachineBatch]] = []
+    rejected: list[Rejection] = []
+    for index, raw_item in enumerate(doc["batch"]):
+        if index in by_item:
+            machine_id = raw_item.get("machine_id") if isinstance(raw_item, dict) else None
+            rejected.append(
+                Rejection(
+                    index,
+                    str(machine_id) if machine_id is not None else "",
+                    "validation failed",
+                    [f.as_dict() for f in by_item[index]],
+                )
+            )
+        else:
+            items.append((index, _ITEM.validate_python(raw_item, context=ctx)))
+    if not items:
+        raise Invalid([fe for fes in by_item.values() for fe in fes])
+    gateway_id = str(doc.get("gateway_id", ""))
+    factory = doc.get("factory_id")
+    return Checked(gateway_id, str(factory) if factory else None, items, rejected)
+
+
+def as_error_list(rejected: list[Rejection]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in rejected:
+        out.extend(r.errors)
+    return out

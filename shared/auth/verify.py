@@ -1,0 +1,202 @@
+"""Verify access tokens locally: JWKS fetched from auth (cached, refreshed on an unknown ``kid``),
+``iss``/``aud``/``exp``/``nbf`` checked, revoked ``jti``s and revoked users looked up in Redis.
+
+Redis is consulted for revocation only; if it is unreachable the check is skipped with a WARNING
+(tokens live 15 minutes) so that reads keep working while the cache is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+
+from shared.http import ApiError
+from shared.settings import JwtSettings
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ["RS256", "EdDSA"]
+REQUIRED_CLAIMS = ["sub", "role", "permissions", "iss", "aud", "iat", "exp", "jti"]
+
+
+def revoked_jti_key(jti: str) -> str:
+    return f"millrace:revoked:jti:{jti}"
+
+
+def revoked_subject_key(sub: str) -> str:
+    """Holds the time (s) before which every token of ``sub`` is void (deactivation)."""
+    return f"millrace:revoked:sub:{sub}"
+
+
+@dataclass(slots=True, frozen=True)
+class Principal:
+    sub: str
+    username: str
+    role: str
+    permissions: frozenset[str]
+    jti: str
+    exp: int
+    iat: int
+    claims: dict[str, Any]
+
+
+class JwksCache:
+    """Public keys by ``kid``; refetched when a token names a key not seen yet."""
+
+    def __init__(self, settings: JwtSettings, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self._http = http or httpx.AsyncClient(timeout=5.0)
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def load(self, jwks: dict[str, Any]) -> None:
+        keys = {}
+        for entry in jwks.get("keys", []):
+            try:
+                keys[entry["kid"]] = jwt.PyJWK(entry)
+            except (jwt.PyJWKError, KeyError) as e:
+                log.warning("ignoring unusable JWKS entry: %s", e)
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            # Another request may have refreshed while this one waited: at most one fetch a second.
+            if time.monotonic() - self._fetched_at < 1.0 and self._keys:
+                return
+            try:
+                resp = await self._http.get(self.settings.jwks_url)
+                resp.raise_for_status()
+                self.load(resp.json())
+            except (httpx.HTTPError, ValueError) as e:
+                log.warning(
+                    "JWKS fetch from %s failed: %s",
+                    self.settings.jwks_url,
+                    e,
+                    extra={"dependency": "auth"},
+                )
+
+    async def key(self, kid: str) -> jwt.PyJWK | None:
+        stale = time.monotonic() - self._fetched_at > self.settings.jwks_cache_s
+        if kid not in self._keys or stale:
+            await self.refresh()
+        return self._keys.get(kid)
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self._keys)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class JwtAuthorizer:
+    """The authorizer every service puts in its state (see :func:`shared.http.requires`)."""
+
+    def __init__(
+        self, settings: JwtSettings, jwks: JwksCache, redis: aioredis.Redis | None
+    ) -> None:
+        self.settings = settings
+        self.jwks = jwks
+        self.redis = redis
+
+    async def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "Missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return await self.verify(token.strip())
+
+    async def check(self, request: Request, permission: str) -> Principal:
+        principal = await self.authenticate(request)
+        if permission not in principal.permissions:
+            raise ApiError(
+                403,
+                f"Missing permission: {permission}",
+                required_permission=permission,
+                role=principal.role,
+            )
+        return principal
+
+    async def verify(self, token: str) -> Principal:
+        def unauthorized(reason: str) -> ApiError:
+            return ApiError(
+                401,
+                f"Invalid token: {reason}",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise unauthorized("malformed") from e
+        alg = header.get("alg")
+        kid = header.get("kid")
+        if alg not in ALGORITHMS or not isinstance(kid, str):
+            raise unauthorized("unsupported algorithm or missing kid")
+        key = await self.jwks.key(kid)
+        if key is None:
+            raise unauthorized("unknown signing key")
+        if key.algorithm_name != alg:
+            raise unauthorized("algorithm does not match the key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=self.settings.leeway_s,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise unauthorized("expired") from e
+        except jwt.ImmatureSignatureError as e:
+            raise unauthorized("not yet valid") from e
+        except jwt.PyJWTError as e:
+            raise unauthorized(type(e).__name__) from e
+        if claims.get("typ", "access") != "access":
+            raise unauthorized("not an access token")
+        await self._check_revocation(claims, unauthorized)
+        perms = claims.get("permissions")
+        if not isinstance(perms, list):
+            raise unauthorized("permissions claim")
+        return Principal(
+            sub=str(claims["sub"]),
+            username=str(claims.get("username", "")),
+            role=str(claims["role"]),
+            permissions=frozenset(str(p) for p in perms),
+            jti=str(claims["jti"]),
+            exp=int(claims["exp"]),
+            iat=int(claims["iat"]),
+            claims=claims,
+        )
+
+    async def _check_revocation(self, claims: dict[str, Any], unauthorized: Any) -> None:
+        if self.redis is None:
+            return
+        try:
+            revoked, void_before = await self.redis.mget(
+                [revoked_jti_key(str(claims["jti"])), revoked_subject_key(str(claims["sub"]))]
+            )
+        except (RedisError, OSError) as e:
+            log.warning(
+                "Redis unreachable for the token denylist (%s); accepting unexpired token",
+                e,
+                extra={"dependency": "redis"},
+            )
+            return
+        if revoked is not None:
+            raise unauthorized("revoked")
+        if void_before is not None and int(claims["iat"]) <= int(float(void_before)):
+            raise unauthorized("revoked")

@@ -1,0 +1,159 @@
+"""RabbitMQ topology and the confirmed publisher every ingest door uses.
+
+Topology (CONTRACT §5), declared idempotently by whichever service starts first:
+
+- topic exchange ``telemetry``; routing key ``reading.<factory_id>.<machine_id>``;
+- quorum queue ``telemetry.writer`` bound to ``reading.#``, bounded, overflow ``reject-publish``
+  (the broker nacks new data instead of dropping accepted data), poison messages dead-lettered
+  after ``delivery_limit`` attempts;
+- fanout exchange and quorum queue ``telemetry.dead`` for dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from shared.envelope import Envelope
+from shared.errors import BrokerUnavailable
+from shared.settings import AmqpSettings
+
+log = logging.getLogger(__name__)
+
+# What a publish can fail with when the broker is gone, refuses, or does not confirm in time.
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    RuntimeError,  # aio-pika raises it for a closed channel/connection
+)
+DEAD_LETTER_ROUTING_KEY = "dead"
+
+
+def routing_key(factory_id: str, machine_id: str) -> str:
+    # '.' and wildcard characters would change the routing: keep keys to three words.
+    safe_factory = factory_id.replace(".", "_").replace("*", "_").replace("#", "_")
+    return f"reading.{safe_factory}.{machine_id}"
+
+
+def writer_queue_arguments(settings: AmqpSettings) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": settings.dead_letter,
+        "x-dead-letter-routing-key": DEAD_LETTER_ROUTING_KEY,
+        "x-max-length": settings.queue_max_length,
+        "x-overflow": "reject-publish",
+        "x-delivery-limit": settings.delivery_limit,
+    }
+
+
+async def declare_topology(
+    channel: AbstractChannel, settings: AmqpSettings
+) -> tuple[AbstractExchange, AbstractQueue, AbstractExchange]:
+    """Declare exchanges and queues; safe to run from every service, every start."""
+    exchange = await channel.declare_exchange(
+        settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    dead_exchange = await channel.declare_exchange(
+        settings.dead_letter, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    dead_queue = await channel.declare_queue(
+        settings.dead_letter, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead_queue.bind(dead_exchange, routing_key="#")
+    queue = await channel.declare_queue(
+        settings.queue, durable=True, arguments=writer_queue_arguments(settings)
+    )
+    await queue.bind(exchange, routing_key="reading.#")
+    return exchange, queue, dead_exchange
+
+
+async def connect(settings: AmqpSettings, name: str) -> AbstractRobustConnection:
+    """A robust connection: aio-pika reconnects and restores channels by itself."""
+    return await aio_pika.connect_robust(
+        settings.url.get_secret_value(),
+        client_properties={"connection_name": name},
+        heartbeat=settings.heartbeat_s,
+        timeout=10,
+    )
+
+
+def to_message(envelope: Envelope) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=envelope.encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=envelope.message_id,
+        correlation_id=envelope.request_id,
+        headers=envelope.headers(),
+    )
+
+
+class Publisher:
+    """Publishes envelopes and returns only once RabbitMQ confirmed every one of them."""
+
+    def __init__(self, settings: AmqpSettings, connection: AbstractRobustConnection) -> None:
+        self.settings = settings
+        self.connection = connection
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._dead: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        self._channel = await self.connection.channel(publisher_confirms=True)
+        self._exchange, _, self._dead = await declare_topology(self._channel, self.settings)
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._channel is not None
+            and not self._channel.is_closed
+            and not self.connection.is_closed
+        )
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Publish all, wait for all confirms. Raises :class:`BrokerUnavailable` otherwise."""
+        if self._exchange is None:
+            raise BrokerUnavailable("publisher not started")
+        exchange = self._exchange
+        try:
+            async with asyncio.timeout(self.settings.confirm_timeout_s):
+                await asyncio.gather(
+                    *(
+                        exchange.publish(to_message(env), env.routing_key, mandatory=True)
+                        for env in envelopes
+                    )
+                )
+        except PUBLISH_ERRORS as e:
+            raise BrokerUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def dead_letter(self, envelopes: list[Envelope]) -> None:
+        """Publish straight to ``telemetry.dead`` (confirmed), e.g. unparseable MQTT input."""
+        if self._dead is None:
+            raise BrokerUnavailable("publisher not started")
+        dead = self._dead
+        try:
+            async with asyncio.timeout(self.settings.confirm_timeout_s):
+                await asyncio.gather(
+                    *(
+                        dead.publish(to_message(env), DEAD_LETTER_ROUTING_KEY, mandatory=True)
+                        for env in envelopes
+                    )
+                )
+        except PUBLISH_ERRORS as e:
+            raise BrokerUnavailable(f"{type(e).__name__}: {e}") from e
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()

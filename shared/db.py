@@ -1,0 +1,72 @@
+"""PostgreSQL: connection pool and versioned migrations applied at start-up.
+
+Migrations are ``shared/migrations/NNNN_name.sql``, applied in order, each in its own
+transaction, under an advisory lock so that several services starting together never race.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from shared.settings import PostgresSettings
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 0x4D696C6C  # "Mill"
+DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def create_pool(settings: PostgresSettings, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        settings.url.get_secret_value(),
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        timeout=settings.timeout_s,
+        kwargs={"application_name": name, "connect_timeout": max(1, int(settings.timeout_s))},
+        open=False,
+    )
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration, in version order."""
+    out = []
+    for entry in resources.files("shared.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            out.append((version, entry.name, entry.read_text()))
+    return sorted(out)
+
+
+async def migrate(pool: AsyncConnectionPool) -> list[str]:
+    """Apply pending migrations; returns the names applied now."""
+    applied_now: list[str] = []
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, name, sql in migration_files():
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                applied_now.append(name)
+                log.info("applied migration %s", name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            await conn.set_autocommit(False)
+    return applied_now

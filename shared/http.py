@@ -1,0 +1,184 @@
+"""What every HTTP service shares: JSON responses, errors, request ids, health, metrics, RBAC slot.
+
+Errors are raised as :class:`ApiError` anywhere in a handler and turned into the contract's
+``{"status": "error", "message": ..., "errors": [...]}`` body in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from functools import wraps
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.log import request_id
+
+log = logging.getLogger(__name__)
+
+HTTP_REQUESTS = Counter(
+    "millrace_http_requests_total", "HTTP requests", ["service", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "millrace_http_request_seconds",
+    "HTTP request latency",
+    ["service", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, message and optional per-field/parameter errors."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"status": "error", "message": self.message}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return ApiError(exc.status_code, str(exc.detail), headers=exc.headers).response()
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, "Internal server error", request_id=request_id.get()).response()
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    ApiError: _api_error,
+    HTTPException: _http_exception,
+    Exception: _unhandled,
+}
+
+
+class RequestContextMiddleware:
+    """Request id in (``X-Request-ID`` or a new one), in logs, and back out; request metrics."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:64]
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            HTTP_REQUESTS.labels(self.service, path, str(status)).inc()
+            HTTP_LATENCY.labels(self.service, path).observe(time.perf_counter() - started)
+            request_id.reset(token)
+
+
+ReadyCheck = Callable[[Request], Awaitable[dict[str, bool]]]
+
+
+def ops_routes(ready: ReadyCheck) -> list[Route]:
+    """``/health`` (the process answers), ``/ready`` (dependencies reachable), ``/metrics``."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready_endpoint(request: Request) -> Response:
+        checks = await ready(request)
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/health", health, methods=["GET"], include_in_schema=False),
+        Route("/ready", ready_endpoint, methods=["GET"], include_in_schema=False),
+        Route("/metrics", metrics, methods=["GET"], include_in_schema=False),
+    ]
+
+
+class Authorizer(Protocol):
+    """Checks a request's credentials; raises :class:`ApiError` 401/403. Stored in app state."""
+
+    async def check(self, request: Request, permission: str) -> Any: ...
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def requires(permission: str) -> Callable[[Endpoint], Endpoint]:
+    """Guard an endpoint with a permission. The principal lands in ``request.state.principal``."""
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            authorizer: Authorizer | None = getattr(request.state, "authorizer", None)
+            if authorizer is None:
+                raise ApiError(503, "Authorization is not configured")
+            request.state.principal = await authorizer.check(request, permission)
+            return await endpoint(request)
+
+        guarded.required_permission = permission  # type: ignore[attr-defined]
+        return guarded
+
+    return decorate

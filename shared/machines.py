@@ -1,0 +1,258 @@
+"""The machine registry (PostgreSQL ``machine_metadata``) behind a Redis cache-aside.
+
+Reads go: a small in-process cache (a few seconds), then Redis, then PostgreSQL. Writes go to
+PostgreSQL and then delete the Redis key, so a read right after a write sees it. A change made
+through another process becomes visible to every process within ``local_ttl_s`` (default 5 s).
+Redis is only a cache: when it fails, reads fall through to PostgreSQL and a WARNING is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+import redis.asyncio as aioredis
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("active", "inactive", "maintenance", "error")
+_COLUMNS = "id, name, location, sensor_type, status, created_at, updated_at"
+
+
+@dataclass(slots=True, frozen=True)
+class Machine:
+    id: str
+    name: str
+    location: str
+    sensor_type: str
+    status: str
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Machine:
+        return cls(
+            id=str(row["id"]),
+            name=row["name"],
+            location=row["location"],
+            sensor_type=row["sensor_type"],
+            status=row["status"],
+            created_at=_iso(row["created_at"]),
+            updated_at=_iso(row["updated_at"]),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "location": self.location,
+            "sensor_type": self.sensor_type,
+            "status": self.status,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _iso(value: datetime | str) -> str:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+class MachineRepository:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def create(self, name: str, location: str, sensor_type: str, status: str) -> Machine:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "INSERT INTO machine_metadata (name, location, sensor_type, status)"
+                f" VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (name, location, sensor_type, status),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return Machine.from_row(row)
+
+    async def get_many(self, ids: list[str]) -> dict[str, Machine]:
+        if not ids:
+            return {}
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {_COLUMNS} FROM machine_metadata WHERE id = ANY(%s::uuid[])", (ids,)
+            )
+            return {str(r["id"]): Machine.from_row(r) for r in await cur.fetchall()}
+
+    async def list(
+        self, filters: dict[str, str], limit: int, offset: int
+    ) -> tuple[list[Machine], int]:
+        where = []
+        params: list[Any] = []
+        for column in ("location", "status", "sensor_type"):
+            if column in filters:
+                where.append(f"{column} = %s")
+                params.append(filters[column])
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SELECT count(*) AS n FROM machine_metadata{clause}", params)
+            total_row = await cur.fetchone()
+            await cur.execute(
+                f"SELECT {_COLUMNS} FROM machine_metadata{clause}"
+                " ORDER BY name, id LIMIT %s OFFSET %s",
+                [*params, limit, offset],
+            )
+            rows = await cur.fetchall()
+        return [Machine.from_row(r) for r in rows], int(total_row["n"]) if total_row else 0
+
+    async def update(self, machine_id: str, changes: dict[str, str]) -> Machine | None:
+        allowed = {
+            k: v for k, v in changes.items() if k in ("name", "location", "sensor_type", "status")
+        }
+        if not allowed:
+            found = await self.get_many([machine_id])
+            return found.get(machine_id)
+        sets = ", ".join(f"{k} = %s" for k in allowed)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"UPDATE machine_metadata SET {sets}, updated_at = now() WHERE id = %s"
+                f" RETURNING {_COLUMNS}",
+                [*allowed.values(), machine_id],
+            )
+            row = await cur.fetchone()
+            return Machine.from_row(row) if row else None
+
+    async def delete(self, machine_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM machine_metadata WHERE id = %s", (machine_id,))
+            return cur.rowcount > 0
+
+
+class MachineCache:
+    """Cache-aside over :class:`MachineRepository`, shared by ingest and query."""
+
+    def __init__(
+        self,
+        repo: MachineRepository,
+        redis: aioredis.Redis | None,
+        *,
+        redis_ttl_s: int = 300,
+        negative_ttl_s: int = 5,
+        local_ttl_s: float = 5.0,
+    ) -> None:
+        self.repo = repo
+        self.redis = redis
+        self.redis_ttl_s = redis_ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self.local_ttl_s = local_ttl_s
+        self._local: dict[str, tuple[float, Machine | None]] = {}
+        self._redis_failing_since: float | None = None
+
+    @staticmethod
+    def key(machine_id: str) -> str:
+        return f"millrace:machine:{machine_id}"
+
+    async def get_many(self, ids: list[str]) -> dict[str, Machine | None]:
+        """Every id → its machine, or None when it does not exist."""
+        now = time.monotonic()
+        out: dict[str, Machine | None] = {}
+        missing: list[str] = []
+        for mid in ids:
+            hit = self._local.get(mid)
+            if hit is not None and hit[0] > now:
+                out[mid] = hit[1]
+            else:
+                missing.append(mid)
+        if not missing:
+            return out
+        from_redis = await self._redis_get(missing)
+        out.update(from_redis)
+        still = [m for m in missing if m not in from_redis]
+        if still:
+            found = await self.repo.get_many(still)
+            fresh = {m: found.get(m) for m in still}
+            out.update(fresh)
+            await self._redis_set(fresh)
+        if len(self._local) > 100_000:
+            self._local.clear()
+        expires = now + self.local_ttl_s
+        for mid in missing:
+            self._local[mid] = (expires, out[mid])
+        return out
+
+    async def get(self, machine_id: str) -> Machine | None:
+        return (await self.get_many([machine_id]))[machine_id]
+
+    async def invalidate(self, machine_id: str) -> None:
+        self._local.pop(machine_id, None)
+        if self.redis is None:
+            return
+        try:
+            await self.redis.delete(self.key(machine_id))
+            self._redis_ok()
+        except (RedisError, OSError) as e:
+            self._redis_failed("invalidate", e)
+
+    async def _redis_get(self, ids: list[str]) -> dict[str, Machine | None]:
+        if self.redis is None:
+            return {}
+        try:
+            raw = await self.redis.mget([self.key(m) for m in ids])
+            self._redis_ok()
+        except (RedisError, OSError) as e:
+            self._redis_failed("read", e)
+            return {}
+        out: dict[str, Machine | None] = {}
+        for mid, value in zip(ids, raw, strict=True):
+            if value is None:
+                continue
+            out[mid] = None if value in (b"", "") else Machine(**orjson.loads(value))
+        return out
+
+    async def _redis_set(self, machines: dict[str, Machine | None]) -> None:
+        if self.redis is None or not machines:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for mid, m in machines.items():
+                    if m is None:
+                        pipe.set(self.key(mid), b"", ex=self.negative_ttl_s)
+                    else:
+                        pipe.set(self.key(mid), orjson.dumps(m.as_dict()), ex=self.redis_ttl_s)
+                await pipe.execute()
+            self._redis_ok()
+        except (RedisError, OSError) as e:
+            self._redis_failed("write", e)
+
+    def _redis_failed(self, what: str, e: BaseException) -> None:
+        if self._redis_failing_since is None:
+            self._redis_failing_since = time.monotonic()
+            log.warning(
+                "Redis %s failed (%s: %s); falling back to PostgreSQL, retrying on next request",
+                what,
+                type(e).__name__,
+                e,
+                extra={"dependency": "redis"},
+            )
+
+    def _redis_ok(self) -> None:
+        if self._redis_failing_since is not None:
+            log.info(
+                "Redis is back after %.1f s",
+                time.monotonic() - self._redis_failing_since,
+                extra={"dependency": "redis"},
+            )
+            self._redis_failing_since = None
+
+
+def valid_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+    except ValueError:
+        return False
+    return True

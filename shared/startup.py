@@ -1,0 +1,54 @@
+"""Start-up helpers: wait for dependencies with bounded, logged retries; build common clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from shared.settings import RedisSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def wait_for(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    errors: tuple[type[BaseException], ...],
+    timeout_s: float = 120.0,
+) -> T:
+    """Call ``attempt`` until it succeeds; WARNING per retry, the error re-raised at the end."""
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        retry=retry_if_exception_type(errors),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    )
+    async for trying in retrying:
+        with trying:
+            result = await attempt()
+            log.info("%s reachable", what)
+            return result
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def create_redis(settings: RedisSettings) -> aioredis.Redis:
+    """A Redis client whose calls fail fast: it is a cache and must never stall a request."""
+    return aioredis.from_url(
+        settings.url.get_secret_value(),
+        socket_timeout=settings.timeout_s,
+        socket_connect_timeout=settings.timeout_s,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
