@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from shared.ingest import Rejection
@@ -57,7 +57,9 @@ def check(body: bytes, ctx: ValidationContext) -> Checked:
         top_level = [err for err in first if len(err["loc"]) < 2 or err["loc"][0] != "batch"]
         if top_level:
             raise Invalid(errors) from e
-    doc = orjson.loads(body)
+    # Slow path only. The stdlib parser, like pydantic's, accepts NaN/Infinity literals
+    # (then refused as non-finite values) where orjson would not.
+    doc = json.loads(body)
     by_item: dict[int, list[FieldError]] = {}
     for fe, err in zip(errors, first, strict=True):
         by_item.setdefault(int(err["loc"][1]), []).append(fe)

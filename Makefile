@@ -1,0 +1,66 @@
+# Millrace — the two commands: `make up` (whole pipeline) and `make test` (whole suite).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN := .run
+
+.PHONY: help install up down status test test-unit lint fmt demo bench chaos clean
+
+help:
+	@echo "make up       start infrastructure + every service (returns when all answer /ready)"
+	@echo "make down     stop what make up started"
+	@echo "make test     run the whole test suite against real services (starts them if needed)"
+	@echo "make lint     ruff + mypy;  make fmt  format the code"
+	@echo "make demo     simulated gateways sending data, readings flowing end to end"
+	@echo "make bench    benchmark table"
+
+# The venv is rebuilt whenever the lock file changes.
+$(VENV)/.installed: requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
+	@touch $@
+
+install: $(VENV)/.installed
+
+$(RUN)/env:
+	@infra/local/env.sh
+
+up: install $(RUN)/env
+	@infra/local/deps.sh up
+	@infra/local/services.sh up
+	@$(PY) -m services.auth dev-users
+
+down:
+	@infra/local/services.sh down
+	@infra/local/deps.sh down
+
+status:
+	@infra/local/deps.sh status
+	@infra/local/services.sh status
+
+test: up
+	set -a; . $(RUN)/env; set +a; $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared services tools
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+demo: up
+	set -a; . $(RUN)/env; set +a; $(PY) -m tools.demo
+
+bench: up
+	set -a; . $(RUN)/env; set +a; $(PY) -m tools.bench
+
+clean: down
+	rm -rf $(RUN)

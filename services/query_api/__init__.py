@@ -1,0 +1,1 @@
+"""Query API: sensor history from InfluxDB and the machine registry, for dashboards."""

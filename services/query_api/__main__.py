@@ -1,0 +1,3 @@
+from services.query_api.main import main
+
+main()

@@ -1,0 +1,129 @@
+"""Query API: history (``read:sensor_data``) and the machine registry (``*:machines``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.query_api import history
+from services.query_api.machines_api import machine_routes
+from services.query_api.params import parse_history
+from services.query_api.settings import Settings
+from shared.auth.verify import JwksCache, JwtAuthorizer
+from shared.db import DB_ERRORS, create_pool, migrate
+from shared.errors import InfluxQueryError, InfluxUnavailable
+from shared.http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    JSONResponse,
+    RequestContextMiddleware,
+    ops_routes,
+    requires,
+)
+from shared.influx import InfluxClient
+from shared.machines import MachineCache, MachineRepository, valid_uuid
+from shared.readings import BUILTIN_FIELDS
+from shared.startup import create_redis, wait_for
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Starlette:
+    known_fields = [*BUILTIN_FIELDS, *settings.limits.extra_fields]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        redis = create_redis(settings.redis)
+        pool = create_pool(settings.postgres, "query_api")
+        await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
+        await migrate(pool)
+        influx = InfluxClient(settings.influx)
+        jwks = JwksCache(settings.jwt)
+        try:
+            yield {
+                "pool": pool,
+                "redis": redis,
+                "influx": influx,
+                "machines": MachineCache(MachineRepository(pool), redis),
+                "authorizer": JwtAuthorizer(settings.jwt, jwks, redis),
+            }
+        finally:
+            await influx.close()
+            await pool.close()
+            await redis.aclose()
+            await jwks.close()
+
+    @requires("read:sensor_data")
+    async def machine_history(request: Request) -> Response:
+        mid = str(request.path_params["machine_id"])
+        if not valid_uuid(mid):
+            raise ApiError(
+                400,
+                "Invalid path parameter",
+                [{"parameter": "machine_id", "error": "Must be a UUID", "value": mid}],
+            )
+        q = parse_history(
+            request.query_params, known_fields, settings.default_range_s, datetime.now(UTC)
+        )
+        machine = await request.state.machines.get(mid)
+        if machine is None:
+            raise ApiError(404, "Machine not found", machine_id=mid)
+        try:
+            rows, total = await history.fetch(request.state.influx, mid, q)
+        except InfluxUnavailable as e:
+            log.warning("history query failed: %s", e, extra={"dependency": "influxdb"})
+            raise ApiError(
+                503, "Time-series store unavailable, retry later", headers={"Retry-After": "5"}
+            ) from e
+        except InfluxQueryError as e:
+            log.error("history query rejected: %s", e)
+            raise ApiError(500, "History query failed") from e
+        return JSONResponse(
+            {
+                "status": "success",
+                "machine": machine.as_dict(),
+                "query": {**q.describe(), "tier": "raw"},
+                "data": rows,
+                "pagination": {
+                    "limit": q.limit,
+                    "offset": q.offset,
+                    "returned_records": len(rows),
+                    "total_records": total,
+                    "has_more": q.offset + len(rows) < total,
+                },
+            }
+        )
+
+    async def ready(request: Request) -> dict[str, bool]:
+        checks = {"postgres": True, "influxdb": True}
+        try:
+            async with request.state.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+        except (*DB_ERRORS, TimeoutError, psycopg.Error):
+            checks["postgres"] = False
+        try:
+            await request.state.influx.ping()
+        except InfluxUnavailable:
+            checks["influxdb"] = False
+        return checks
+
+    return Starlette(
+        routes=[
+            Route("/api/v1/data/machine/{machine_id}", machine_history, methods=["GET"]),
+            *machine_routes(),
+            *ops_routes(ready),
+        ],
+        middleware=[Middleware(RequestContextMiddleware, service="query_api")],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,160 @@
+"""The machine registry over HTTP: list with filters, create, read, update, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shared.http import ApiError, JSONResponse, requires
+from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
+from shared.readings import field_errors
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Status = Annotated[str, Field(pattern="^(" + "|".join(STATUSES) + ")$")]
+
+
+class MachineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text
+    location: Text
+    sensor_type: Text
+    status: Status = "active"
+
+
+class MachinePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text | None = None
+    location: Text | None = None
+    sensor_type: Text | None = None
+    status: Status | None = None
+
+
+async def _json(request: Request, model: type[BaseModel]) -> Any:
+    body = await request.body()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise ApiError(400, "Validation failed", [f.as_dict() for f in field_errors(e)]) from None
+
+
+def _machine_id(request: Request) -> str:
+    mid = str(request.path_params["machine_id"])
+    if not valid_uuid(mid):
+        raise ApiError(
+            400,
+            "Invalid path parameter",
+            [{"parameter": "machine_id", "error": "Must be a UUID", "value": mid}],
+        )
+    return mid
+
+
+def _repo(request: Request) -> MachineRepository:
+    return MachineRepository(request.state.pool)
+
+
+@requires("read:machines")
+async def list_machines(request: Request) -> Response:
+    params = request.query_params
+    errors = []
+    filters = {k: params[k] for k in ("location", "status", "sensor_type") if params.get(k)}
+    if "status" in filters and filters["status"] not in STATUSES:
+        errors.append(
+            {
+                "parameter": "status",
+                "error": "Must be one of: " + ", ".join(STATUSES),
+                "value": filters["status"],
+            }
+        )
+    try:
+        limit = int(params.get("limit", "100"))
+        offset = int(params.get("offset", "0"))
+        if not (1 <= limit <= 1000 and offset >= 0):
+            raise ValueError
+    except ValueError:
+        errors.append(
+            {
+                "parameter": "limit/offset",
+                "error": "limit must be 1-1000, offset >= 0",
+                "value": f"{params.get('limit')}/{params.get('offset')}",
+            }
+        )
+    if errors:
+        raise ApiError(400, "Invalid query parameters", errors)
+    machines, total = await _repo(request).list(filters, limit, offset)
+    return JSONResponse(
+        {
+            "status": "success",
+            "machines": [m.as_dict() for m in machines],
+            "pagination": {
+                "limit": limit,
+                "offset": offset,
+                "returned_records": len(machines),
+                "total_records": total,
+                "has_more": offset + len(machines) < total,
+            },
+        }
+    )
+
+
+@requires("write:machines")
+async def create_machine(request: Request) -> Response:
+    data: MachineIn = await _json(request, MachineIn)
+    machine = await _repo(request).create(data.name, data.location, data.sensor_type, data.status)
+    await _cache(request).invalidate(machine.id)
+    return JSONResponse(
+        {"status": "success", "machine": machine.as_dict()},
+        status_code=201,
+        headers={"Location": f"/api/v1/machines/{machine.id}"},
+    )
+
+
+def _cache(request: Request) -> MachineCache:
+    cache: MachineCache = request.state.machines
+    return cache
+
+
+@requires("read:machines")
+async def get_machine(request: Request) -> Response:
+    mid = _machine_id(request)
+    machine = await _cache(request).get(mid)
+    if machine is None:
+        raise ApiError(404, "Machine not found", machine_id=mid)
+    return JSONResponse({"status": "success", "machine": machine.as_dict()})
+
+
+@requires("write:machines")
+async def update_machine(request: Request) -> Response:
+    mid = _machine_id(request)
+    patch: MachinePatch = await _json(request, MachinePatch)
+    changes = patch.model_dump(exclude_none=True)
+    machine = await _repo(request).update(mid, changes)
+    await _cache(request).invalidate(mid)
+    if machine is None:
+        raise ApiError(404, "Machine not found", machine_id=mid)
+    return JSONResponse({"status": "success", "machine": machine.as_dict()})
+
+
+@requires("delete:machines")
+async def delete_machine(request: Request) -> Response:
+    mid = _machine_id(request)
+    deleted = await _repo(request).delete(mid)
+    await _cache(request).invalidate(mid)
+    if not deleted:
+        raise ApiError(404, "Machine not found", machine_id=mid)
+    return Response(status_code=204)
+
+
+def machine_routes() -> list[Route]:
+    return [
+        Route("/api/v1/machines", list_machines, methods=["GET"]),
+        Route("/api/v1/machines", create_machine, methods=["POST"]),
+        Route("/api/v1/machines/{machine_id}", get_machine, methods=["GET"]),
+        Route("/api/v1/machines/{machine_id}", update_machine, methods=["PATCH"]),
+        Route("/api/v1/machines/{machine_id}", delete_machine, methods=["DELETE"]),
+    ]

@@ -1,0 +1,131 @@
+"""Query parameters of the history endpoint: parsed, checked, every problem reported at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+from shared.http import ApiError
+from shared.readings import to_ns
+
+INTERVALS: dict[str, str | None] = {"raw": None, "1m": "1m", "5m": "5m", "1h": "1h", "1d": "1d"}
+AGGREGATES = ("mean", "min", "max", "count")
+MAX_LIMIT = 10_000
+
+
+@dataclass(slots=True)
+class HistoryQuery:
+    start: datetime
+    end: datetime
+    interval: str
+    fields: list[str]
+    limit: int
+    offset: int
+    agg: str
+
+    @property
+    def start_ns(self) -> int:
+        return to_ns(self.start)
+
+    @property
+    def end_ns(self) -> int:
+        return to_ns(self.end)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "start_time": iso(self.start),
+            "end_time": iso(self.end),
+            "interval": self.interval,
+            "fields": self.fields,
+            "agg": self.agg,
+        }
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time(name: str, raw: str | None, errors: list[dict[str, Any]]) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        errors.append({"parameter": name, "error": "Invalid ISO 8601 format", "value": raw})
+        return None
+    if parsed.tzinfo is None:
+        errors.append(
+            {"parameter": name, "error": "Timestamp must carry a time zone", "value": raw}
+        )
+        return None
+    return parsed
+
+
+def _int(
+    name: str, raw: str | None, default: int, low: int, high: int, errors: list[dict[str, Any]]
+) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errors.append({"parameter": name, "error": "Must be an integer", "value": raw})
+        return default
+    if not low <= value <= high:
+        errors.append(
+            {"parameter": name, "error": f"Must be between {low} and {high}", "value": raw}
+        )
+    return value
+
+
+def parse_history(
+    params: QueryParams, known_fields: list[str], default_range_s: int, now: datetime
+) -> HistoryQuery:
+    errors: list[dict[str, Any]] = []
+    interval = params.get("interval", "raw")
+    if interval not in INTERVALS:
+        errors.append(
+            {
+                "parameter": "interval",
+                "error": "Must be one of: " + ", ".join(INTERVALS),
+                "value": interval,
+            }
+        )
+    agg = params.get("agg", "mean")
+    if agg not in AGGREGATES:
+        errors.append(
+            {"parameter": "agg", "error": "Must be one of: " + ", ".join(AGGREGATES), "value": agg}
+        )
+    raw_fields = params.get("fields")
+    fields = list(known_fields)
+    if raw_fields:
+        fields = [f.strip() for f in raw_fields.split(",") if f.strip()]
+        unknown = [f for f in fields if f not in known_fields]
+        if unknown or not fields:
+            errors.append(
+                {
+                    "parameter": "fields",
+                    "error": "Unknown field(s); known: " + ", ".join(known_fields),
+                    "value": raw_fields,
+                }
+            )
+    limit = _int("limit", params.get("limit"), 1000, 1, MAX_LIMIT, errors)
+    offset = _int("offset", params.get("offset"), 0, 0, 10**9, errors)
+    end = _time("end_time", params.get("end_time"), errors) or now
+    start = _time("start_time", params.get("start_time"), errors) or (
+        end - timedelta(seconds=default_range_s)
+    )
+    if start >= end and not any(e["parameter"] in ("start_time", "end_time") for e in errors):
+        errors.append(
+            {
+                "parameter": "start_time",
+                "error": "Must be before end_time",
+                "value": params.get("start_time"),
+            }
+        )
+    if errors:
+        raise ApiError(400, "Invalid query parameters", errors)
+    return HistoryQuery(start, end, interval, fields, limit, offset, agg)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import (
+    InfluxSettings,
+    IngestLimits,
+    JwtSettings,
+    PostgresSettings,
+    RedisSettings,
+    ServiceSettings,
+)
+
+
+class Settings(ServiceSettings):
+    port: int = Field(default=8002, validation_alias="QUERY_API_PORT")
+    # Default history window when start_time is not given.
+    default_range_s: int = Field(default=86_400, ge=1, validation_alias="QUERY_DEFAULT_RANGE_S")
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    # Only for the list of declared fields (INGEST_EXTRA_FIELDS), shared with ingest.
+    limits: IngestLimits = Field(default_factory=IngestLimits)

@@ -1,0 +1,3 @@
+from services.writer.main import main
+
+main()

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import AmqpSettings, InfluxSettings, ServiceSettings
+
+
+class Settings(ServiceSettings):
+    port: int = Field(default=8005, validation_alias="WRITER_PORT")
+    # A batch is written when it holds this many points or its first message is this old.
+    batch_points: int = Field(default=5000, ge=1, validation_alias="WRITER_BATCH_POINTS")
+    batch_ms: int = Field(default=200, ge=1, validation_alias="WRITER_BATCH_MS")
+    # Unacked messages held at once (each carries up to INGEST_READINGS_PER_MESSAGE readings).
+    prefetch: int = Field(default=64, ge=1, validation_alias="WRITER_PREFETCH")
+    # Backoff while InfluxDB is down: exponential up to this many seconds between attempts.
+    retry_max_s: float = Field(default=30.0, gt=0, validation_alias="WRITER_RETRY_MAX_S")
+    # After this many failed attempts in a row each retry is logged at ERROR (still retrying:
+    # nothing is acked, nothing is lost).
+    retry_error_after: int = Field(default=5, ge=1, validation_alias="WRITER_RETRY_ERROR_AFTER")
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
