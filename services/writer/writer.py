@@ -148,8 +148,10 @@ class Writer:
         self._held_points += len(lines)
         PENDING.set(self._held_points)
         if self._first_at is None:
+            # Wake the flusher so it starts this batch's time limit.
             self._first_at = time.monotonic()
-        if self._held_points >= self.settings.batch_points:
+            self._wake.set()
+        elif self._held_points >= self.settings.batch_points:
             self._wake.set()
 
     async def _flush_loop(self) -> None:

@@ -1,0 +1,223 @@
+"""The HTTP door against real PostgreSQL, Redis and RabbitMQ (a private topology per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from starlette.testclient import TestClient
+
+from services.ingest_gateway.app import create_app
+from services.ingest_gateway.settings import Settings
+from shared.db import create_pool, migrate
+from shared.envelope import Envelope
+from shared.machines import MachineRepository
+from shared.settings import AmqpSettings, IngestLimits, PostgresSettings
+from tests.tokens import bearer, trust_test_key
+
+pytestmark = pytest.mark.integration
+URL = "/api/v1/data/ingest"
+
+
+async def _create_machines(pg: PostgresSettings, n: int) -> list[str]:
+    pool: AsyncConnectionPool = create_pool(pg, "tests")
+    await pool.open(wait=True)
+    await migrate(pool)
+    repo = MachineRepository(pool)
+    out = [
+        (await repo.create(f"M-{uuid.uuid4().hex[:6]}", "Hall 2, Bay 4", "Temperature", "active")).id
+        for _ in range(n)
+    ]
+    await pool.close()
+    return out
+
+
+@pytest.fixture
+def machines(postgres_settings: PostgresSettings) -> list[str]:
+    return asyncio.run(_create_machines(postgres_settings, 2))
+
+
+@pytest.fixture
+def client(
+    amqp_settings: AmqpSettings, postgres_settings: PostgresSettings
+) -> Iterator[TestClient]:
+    settings = Settings(
+        amqp=amqp_settings,
+        postgres=postgres_settings,
+        limits=IngestLimits(max_body_bytes=64 * 1024, readings_per_message=3),
+    )
+    with TestClient(create_app(settings)) as c:
+        trust_test_key(c.app_state)
+        yield c
+    asyncio.run(_delete_topology(amqp_settings))
+
+
+async def _delete_topology(s: AmqpSettings) -> None:
+    conn = await aio_pika.connect(s.url.get_secret_value())
+    async with conn:
+        ch = await conn.channel()
+        for q in (s.queue, s.dead_letter):
+            await ch.queue_delete(q)
+        for ex in (s.exchange, s.dead_letter):
+            await ch.exchange_delete(ex)
+
+
+def drain(s: AmqpSettings) -> list[Envelope]:
+    async def run() -> list[Envelope]:
+        out = []
+        conn = await aio_pika.connect(s.url.get_secret_value())
+        async with conn:
+            ch = await conn.channel()
+            queue = await ch.get_queue(s.queue)
+            while (msg := await queue.get(fail=False)) is not None:
+                out.append(Envelope.decode(msg.body, msg.routing_key or ""))
+                await msg.ack()
+        return out
+
+    return asyncio.run(run())
+
+
+def batch(*machine_ids: str, readings: int = 1, ts: str = "2025-12-13T10:00:00Z") -> dict[str, Any]:
+    return {
+        "gateway_id": "GW-01",
+        "timestamp": "2025-12-13T10:00:00Z",
+        "batch": [
+            {
+                "machine_id": m,
+                "sensor_type": "Temperature",
+                "location": "Floor 1",
+                "readings": [
+                    {"timestamp": ts, "temperature": 60.5 + i, "pressure": 102.0, "speed": 1400}
+                    for i in range(readings)
+                ],
+            }
+            for m in machine_ids
+        ],
+    }
+
+
+def test_accepted_only_after_confirm_and_packed(
+    client: TestClient, machines: list[str], amqp_settings: AmqpSettings
+) -> None:
+    resp = client.post(URL, json=batch(*machines, readings=4), headers=bearer("Operator"))
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["accepted"] == {"machines": 2, "readings": 8, "messages": 3}
+    envelopes = drain(amqp_settings)
+    readings = [r for e in envelopes for r in e.readings]
+    assert len(readings) == 8
+    assert {e.source for e in envelopes} == {"http"}
+    assert envelopes[0].request_id == resp.headers["x-request-id"]
+    assert envelopes[0].routing_key == f"reading.default.{machines[0]}"
+    first = readings[0]
+    assert first["fields"] == {"temperature": 60.5, "pressure": 102.0, "speed": 1400.0}
+    assert first["ts"] == 1_765_620_000_000_000_000
+    assert first["location"] == "Floor 1" and first["factory_id"] == "default"
+
+
+def test_registry_fills_missing_tags(
+    client: TestClient, machines: list[str], amqp_settings: AmqpSettings
+) -> None:
+    body = batch(machines[0])
+    del body["batch"][0]["location"], body["batch"][0]["sensor_type"]
+    body["factory_id"] = "plant-7"
+    assert client.post(URL, json=body, headers=bearer()).status_code == 202
+    [env] = drain(amqp_settings)
+    assert env.readings[0]["location"] == "Hall 2, Bay 4"
+    assert env.routing_key == f"reading.plant-7.{machines[0]}"
+
+
+def test_unknown_machine_among_known_is_207(
+    client: TestClient, machines: list[str], amqp_settings: AmqpSettings
+) -> None:
+    stranger = str(uuid.uuid4())
+    resp = client.post(URL, json=batch(machines[0], stranger), headers=bearer())
+    assert resp.status_code == 207, resp.text
+    body = resp.json()
+    assert body["rejected"] == [
+        {
+            "machine_id": stranger,
+            "reason": "unknown machine",
+            "index": 1,
+            "errors": [
+                {"field": "batch[1].machine_id", "error": "Unknown machine", "value": stranger}
+            ],
+        }
+    ]
+    assert body["accepted"]["readings"] == 1
+    assert len(drain(amqp_settings)) == 1
+
+
+def test_nothing_valid_is_400_and_nothing_published(
+    client: TestClient, machines: list[str], amqp_settings: AmqpSettings
+) -> None:
+    resp = client.post(URL, json=batch(machines[0], ts="2025-13-45"), headers=bearer())
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "status": "error",
+        "message": "Validation failed",
+        "errors": [
+            {
+                "field": "batch[0].readings[0].timestamp",
+                "error": "Invalid ISO 8601 format",
+                "value": "2025-13-45",
+            }
+        ],
+    }
+    resp = client.post(URL, json=batch(str(uuid.uuid4())), headers=bearer())
+    assert resp.status_code == 400 and resp.json()["errors"][0]["error"] == "Unknown machine"
+    assert drain(amqp_settings) == []
+
+
+def test_bodies(client: TestClient, machines: list[str], amqp_settings: AmqpSettings) -> None:
+    raw = orjson.dumps(batch(machines[0]))
+    auth = bearer()
+    resp = client.post(URL, content=raw, headers={**auth, "content-type": "text/plain"})
+    assert resp.status_code == 415
+    resp = client.post(
+        URL, content=b"x" * 70_000, headers={**auth, "content-type": "application/json"}
+    )
+    assert resp.status_code == 413
+    resp = client.post(
+        URL,
+        content=gzip.compress(raw),
+        headers={**auth, "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert resp.status_code == 202, resp.text
+    bomb = gzip.compress(b" " * 1_000_000)
+    resp = client.post(
+        URL,
+        content=bomb,
+        headers={**auth, "content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert resp.status_code == 413
+    resp = client.post(URL, content=b"{nope", headers={**auth, "content-type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "body"
+    assert len(drain(amqp_settings)) == 1
+
+
+def test_credentials(client: TestClient, machines: list[str]) -> None:
+    assert client.post(URL, json=batch(machines[0])).status_code == 401
+    expired = bearer(exp=1_000_000_000, iat=999_999_000, nbf=999_999_000)
+    assert client.post(URL, json=batch(machines[0]), headers=expired).status_code == 401
+    no_write = bearer("Operator", permissions=["read:sensor_data"])
+    resp = client.post(URL, json=batch(machines[0]), headers=no_write)
+    assert resp.status_code == 403
+    assert "write:sensor_data" in resp.json()["message"]
+
+
+def test_broker_unavailable_is_503_with_retry_after(
+    client: TestClient, machines: list[str]
+) -> None:
+    publisher = client.app_state["publisher"]
+    client.portal.call(publisher.close)  # type: ignore[union-attr]
+    resp = client.post(URL, json=batch(machines[0]), headers=bearer())
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == "5"
+    assert "nothing was accepted" in resp.json()["message"]
