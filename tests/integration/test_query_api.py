@@ -1,0 +1,140 @@
+"""The query API against real PostgreSQL, Redis and InfluxDB (test database)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from services.query_api.app import create_app
+from services.query_api.settings import Settings
+from services.writer.batch import reading_line
+from shared.influx import InfluxClient
+from shared.settings import InfluxSettings, PostgresSettings
+from tests.tokens import bearer, trust_test_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(
+    postgres_settings: PostgresSettings, influx_settings: InfluxSettings
+) -> Iterator[TestClient]:
+    settings = Settings(postgres=postgres_settings, influx=influx_settings)
+    with TestClient(create_app(settings)) as c:
+        trust_test_key(c.app_state)
+        yield c
+
+
+def new_machine(client: TestClient, **over: str) -> dict[str, str]:
+    body = {"name": f"Press-{uuid.uuid4().hex[:6]}", "location": "Hall 1", "sensor_type": "Pressure"}
+    body.update(over)
+    resp = client.post("/api/v1/machines", json=body, headers=bearer("Supervisor"))
+    assert resp.status_code == 201, resp.text
+    machine: dict[str, str] = resp.json()["machine"]
+    return machine
+
+
+def write_points(settings: InfluxSettings, machine: str, start_ns: int, n: int, step_s: int) -> None:
+    async def run() -> None:
+        client = InfluxClient(settings)
+        await client.provision()
+        lines = [
+            reading_line(
+                {
+                    "machine_id": machine, "factory_id": "f", "sensor_type": "Pressure",
+                    "location": "Hall 1", "ts": start_ns + i * step_s * 10**9,
+                    "fields": {"temperature": float(i), "pressure": 100.0 + i},
+                }
+            )
+            for i in range(n)
+        ]
+        await client.write("\n".join(lines).encode())
+        await client.close()
+
+    asyncio.run(run())
+
+
+def test_machine_registry_crud_and_filters(client: TestClient) -> None:
+    loc = f"Hall {uuid.uuid4().hex[:6]}"
+    a = new_machine(client, location=loc)
+    new_machine(client, location=loc, status="maintenance")
+    op = bearer("Operator")
+    resp = client.get("/api/v1/machines", params={"location": loc}, headers=op)
+    assert resp.json()["pagination"]["total_records"] == 2
+    resp = client.get("/api/v1/machines", params={"location": loc, "status": "maintenance"},
+                      headers=op)
+    assert [m["status"] for m in resp.json()["machines"]] == ["maintenance"]
+    assert client.get(f"/api/v1/machines/{a['id']}", headers=op).json()["machine"] == a
+    # A read right after a write sees the write (cache invalidated).
+    resp = client.patch(f"/api/v1/machines/{a['id']}", json={"status": "error"},
+                        headers=bearer("Supervisor"))
+    assert resp.status_code == 200 and resp.json()["machine"]["status"] == "error"
+    assert client.get(f"/api/v1/machines/{a['id']}", headers=op).json()["machine"]["status"] == "error"
+    assert client.delete(f"/api/v1/machines/{a['id']}", headers=bearer("Supervisor")).status_code == 403
+    assert client.delete(f"/api/v1/machines/{a['id']}", headers=bearer("Management")).status_code == 204
+    assert client.get(f"/api/v1/machines/{a['id']}", headers=op).status_code == 404
+
+
+def test_machine_validation(client: TestClient) -> None:
+    sup = bearer("Supervisor")
+    resp = client.post("/api/v1/machines", json={"name": "x", "location": "y"}, headers=sup)
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "sensor_type"
+    resp = client.post("/api/v1/machines", json={"name": "x", "location": "y", "sensor_type": "t",
+                                                  "status": "broken"}, headers=sup)
+    assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "status"
+    assert client.post("/api/v1/machines", json={"name": "x", "location": "y", "sensor_type": "t"},
+                       headers=bearer("Operator")).status_code == 403
+    assert client.get("/api/v1/machines/not-a-uuid", headers=bearer()).status_code == 400
+
+
+def test_history_raw_pages_and_aggregates(
+    client: TestClient, influx_settings: InfluxSettings
+) -> None:
+    machine = new_machine(client)
+    hour = 3600 * 10**9
+    start = (time.time_ns() // hour - 5) * hour  # whole hours, 5 hours ago
+    write_points(influx_settings, machine["id"], start, 120, 60)  # 2 hours at 1/min
+    op = bearer("Operator")
+    url = f"/api/v1/data/machine/{machine['id']}"
+    window = {"start_time": _iso(start), "end_time": _iso(start + 3 * hour)}
+    resp = client.get(url, params={**window, "limit": 50, "offset": 100}, headers=op)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["machine"]["id"] == machine["id"]
+    assert body["pagination"] == {"limit": 50, "offset": 100, "returned_records": 20,
+                                  "total_records": 120, "has_more": False}
+    assert body["data"][0]["temperature"] == 100.0 and body["data"][0]["pressure"] == 200.0
+    resp = client.get(url, params={**window, "interval": "1h", "fields": "temperature"}, headers=op)
+    body = resp.json()
+    assert body["query"]["interval"] == "1h"
+    assert [row["temperature"] for row in body["data"]] == [29.5, 89.5]
+    assert body["pagination"]["total_records"] == 2
+    resp = client.get(url, params={**window, "interval": "1h", "agg": "max"}, headers=op)
+    assert [row["pressure"] for row in resp.json()["data"]] == [159.0, 219.0]
+
+
+def test_history_errors(client: TestClient) -> None:
+    op = bearer("Operator")
+    machine = new_machine(client)
+    resp = client.get(f"/api/v1/data/machine/{machine['id']}", params={"interval": "2h"}, headers=op)
+    assert resp.status_code == 400
+    assert resp.json()["errors"] == [
+        {"parameter": "interval", "error": "Must be one of: raw, 1m, 5m, 1h, 1d", "value": "2h"}
+    ]
+    resp = client.get(f"/api/v1/data/machine/{uuid.uuid4()}", headers=op)
+    assert resp.status_code == 404
+    assert client.get(f"/api/v1/data/machine/{machine['id']}").status_code == 401
+    no_read = bearer("Operator", permissions=["read:machines"])
+    resp = client.get(f"/api/v1/data/machine/{machine['id']}", headers=no_read)
+    assert resp.status_code == 403
+
+
+def _iso(ns: int) -> str:
+    from services.query_api.history import ns_to_iso
+
+    return ns_to_iso(ns)
