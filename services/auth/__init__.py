@@ -1,0 +1,1 @@
+"""Auth service: users, sessions (rotating refresh tokens), gateway credentials, signing keys."""

@@ -1,0 +1,82 @@
+"""Gateway credentials for Management: register (client id + secret, shown once), list,
+disable. Gateways are credentials like users, so the user permissions guard them:
+``read:users`` to list, ``write:users`` to register, ``delete:users`` to disable."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.auth import gateways
+from services.auth.audit import Actor
+from services.auth.bodies import query_bool, read_fields
+from services.auth.errors import Conflict, InvalidInput
+from services.auth.passwords import Hasher
+from services.auth.revocation import Revoker
+from services.auth.session_routes import NO_STORE
+from shared.auth.verify import Principal
+from shared.http import ApiError, JSONResponse, requires
+
+log = logging.getLogger(__name__)
+
+
+@requires("write:users")
+async def register_gateway(request: Request) -> Response:
+    fields = await read_fields(request)
+    principal: Principal = request.state.principal
+    hasher: Hasher = request.state.hasher
+    try:
+        gateway, secret = await gateways.register(
+            request.state.pool, hasher, Actor.of(request, principal), fields.get("gateway_id")
+        )
+    except InvalidInput as e:
+        raise ApiError(400, "Validation failed", e.errors) from None
+    except Conflict as e:
+        raise ApiError(409, str(e)) from None
+    log.info("gateway %s registered by %s", gateway.gateway_id, principal.username)
+    return JSONResponse(
+        {
+            "status": "success",
+            "gateway": gateway.public(),
+            "client_id": gateway.client_id,
+            "client_secret": secret,
+            "message": "Store the secret now: it is not shown again",
+        },
+        status_code=201,
+        headers=NO_STORE,
+    )
+
+
+@requires("read:users")
+async def list_gateways(request: Request) -> Response:
+    found = await gateways.list_gateways(
+        request.state.pool, include_disabled=bool(query_bool(request, "include_disabled"))
+    )
+    return JSONResponse({"status": "success", "gateways": [g.public() for g in found]})
+
+
+@requires("delete:users")
+async def disable_gateway(request: Request) -> Response:
+    gateway_id = request.path_params["gateway_id"]
+    principal: Principal = request.state.principal
+    gateway = await gateways.disable(request.state.pool, Actor.of(request, principal), gateway_id)
+    if gateway is None:
+        raise ApiError(404, f"Gateway {gateway_id} has no active credentials")
+    revoker: Revoker = request.state.revoker
+    voided = await revoker.void_subject(gateway.id)
+    log.info("gateway %s disabled by %s", gateway_id, principal.username)
+    body = {"status": "success", "gateway": gateway.public()}
+    if not voided:
+        body["warning"] = "Disabled, but tokens already issued stay valid until they expire"
+    return JSONResponse(body)
+
+
+def gateway_routes() -> list[Route]:
+    return [
+        Route("/api/v1/auth/gateways", list_gateways, methods=["GET"]),
+        Route("/api/v1/auth/gateways", register_gateway, methods=["POST"]),
+        Route("/api/v1/auth/gateways/{gateway_id}/disable", disable_gateway, methods=["POST"]),
+    ]

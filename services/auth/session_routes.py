@@ -1,0 +1,250 @@
+"""Login, refresh, logout, ``/me``, the gateway client-credentials grant, and the JWKS.
+
+Errors carry an OAuth2 ``error`` code next to the contract's ``message`` so that OAuth2 client
+libraries understand them too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.auth import gateways, users
+from services.auth.audit import client_address
+from services.auth.bodies import basic_credentials, read_fields, string_field
+from services.auth.keys import KeySet
+from services.auth.passwords import Hasher
+from services.auth.revocation import Revoker
+from services.auth.sessions import Outcome, Session, SessionStore
+from services.auth.settings import Settings
+from services.auth.throttle import Throttle
+from services.auth.tokens import TokenIssuer
+from services.auth.users import User
+from shared.auth.roles import PERMISSIONS, Role
+from shared.auth.verify import JwtAuthorizer
+from shared.http import ApiError, JSONResponse
+
+log = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _token_response(body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"status": "success", **body}, headers=NO_STORE)
+
+
+def _session_body(session: Session, user: User) -> dict[str, Any]:
+    return {
+        "access_token": session.access.token,
+        "refresh_token": session.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": session.access.expires_at - session.access.issued_at,
+        "refresh_expires_in": session.refresh_expires_in,
+        "user": user.public(),
+    }
+
+
+def _too_many(retry_after: int) -> ApiError:
+    return ApiError(
+        429,
+        "Too many failed attempts; try again later",
+        headers={"Retry-After": str(retry_after)},
+        error="slow_down",
+    )
+
+
+def _check_grant(fields: dict[str, Any], expected: str, *, required: bool) -> None:
+    grant = string_field(fields, "grant_type")
+    if grant is None and not required:
+        return
+    if grant != expected:
+        raise ApiError(400, f"grant_type must be {expected}", error="unsupported_grant_type")
+
+
+async def login(request: Request) -> Response:
+    """OAuth2 password grant, JSON or form: ``{username, password}`` → token pair."""
+    fields = await read_fields(request)
+    _check_grant(fields, "password", required=False)
+    raw_username, password = string_field(fields, "username"), string_field(fields, "password")
+    if raw_username is None or password is None:
+        raise ApiError(
+            400,
+            "Validation failed",
+            [
+                {"field": name, "error": "Required"}
+                for name, value in (("username", raw_username), ("password", password))
+                if value is None
+            ],
+            error="invalid_request",
+        )
+    username = users.normalize_username(raw_username)[:256]
+    address = client_address(request) or "unknown"
+    throttle: Throttle = request.state.login_throttle
+    subjects = (("user", username), ("addr", address))
+    if (wait := await throttle.retry_after(*subjects)) is not None:
+        log.info("login throttled for %s from %s", username, address)
+        raise _too_many(wait)
+
+    pool = request.state.pool
+    hasher: Hasher = request.state.hasher
+    user = await users.by_username(pool, username)
+    # Unknown user: verify against a dummy hash anyway, so timing does not reveal names.
+    ok = await hasher.verify(user.password_hash if user else None, password)
+    if user is None or not ok or not user.active:
+        await throttle.failure(*subjects)
+        log.info(
+            "login failed for %s from %s",
+            username,
+            address,
+            extra={"event": "login_failed", "user": username},
+        )
+        raise ApiError(401, "Invalid username or password", error="invalid_grant")
+    await throttle.reset(("user", username))
+    if hasher.needs_rehash(user.password_hash):
+        await users.set_password(pool, None, user.id, await hasher.hash(password))
+
+    sessions: SessionStore = request.state.sessions
+    session, user = await sessions.start(user, address, request.headers.get("user-agent"))
+    log.info("login of %s (%s) from %s", user.username, user.role, address)
+    return _token_response(_session_body(session, user))
+
+
+async def refresh(request: Request) -> Response:
+    """Rotate a refresh token: a new pair; a reused token revokes its whole session."""
+    fields = await read_fields(request)
+    _check_grant(fields, "refresh_token", required=False)
+    token = string_field(fields, "refresh_token")
+    if token is None:
+        raise ApiError(
+            400,
+            "Validation failed",
+            [{"field": "refresh_token", "error": "Required"}],
+            error="invalid_request",
+        )
+    sessions: SessionStore = request.state.sessions
+    rotation = await sessions.rotate(token[:256])
+    if rotation.outcome is Outcome.REUSED:
+        revoker: Revoker = request.state.revoker
+        await revoker.deny(rotation.revoked)
+        raise ApiError(
+            401,
+            "Refresh token already used: the session has been revoked, log in again",
+            error="invalid_grant",
+        )
+    if rotation.outcome is Outcome.INVALID or rotation.session is None or rotation.user is None:
+        raise ApiError(401, "Invalid, expired or revoked refresh token", error="invalid_grant")
+    return _token_response(_session_body(rotation.session, rotation.user))
+
+
+async def logout(request: Request) -> Response:
+    """Revoke the presented access token and its session (and ``refresh_token`` if given)."""
+    authorizer: JwtAuthorizer = request.state.authorizer
+    principal = await authorizer.authenticate(request)
+    fields = await read_fields(request, optional=True)
+    sessions: SessionStore = request.state.sessions
+    revoked: list[tuple[str, int]] = [(principal.jti, principal.exp)]
+    if principal.role != Role.GATEWAY:
+        revoked += await sessions.revoke_for_logout(
+            principal.sub, principal.jti, string_field(fields, "refresh_token")
+        )
+    revoker: Revoker = request.state.revoker
+    if not await revoker.deny(revoked):
+        raise ApiError(
+            503,
+            "The session is closed but the access token could not be revoked yet; retry",
+            headers={"Retry-After": "5"},
+        )
+    return JSONResponse({"status": "success", "message": "Logged out"}, headers=NO_STORE)
+
+
+async def me(request: Request) -> Response:
+    authorizer: JwtAuthorizer = request.state.authorizer
+    principal = await authorizer.authenticate(request)
+    token = {
+        "sub": principal.sub,
+        "username": principal.username,
+        "role": principal.role,
+        "permissions": sorted(principal.permissions),
+        "jti": principal.jti,
+        "expires_at": principal.exp,
+    }
+    if principal.role == Role.GATEWAY:
+        return JSONResponse({"status": "success", "user": None, "token": token})
+    user = await users.by_id(request.state.pool, principal.sub)
+    if user is None or not user.active:
+        # The denylist normally stops these first; this holds while Redis is unreachable.
+        raise ApiError(401, "Invalid token: revoked", headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse({"status": "success", "user": user.public(), "token": token})
+
+
+async def client_credentials(request: Request) -> Response:
+    """OAuth2 client-credentials grant for gateways: a token with only ``write:sensor_data``."""
+    fields = await read_fields(request, optional=True)
+    _check_grant(fields, "client_credentials", required=True)
+    basic = basic_credentials(request)
+    in_body = (string_field(fields, "client_id"), string_field(fields, "client_secret"))
+    if basic is not None and any(in_body):
+        raise ApiError(400, "Send credentials once: Basic or body", error="invalid_request")
+    client_id, secret = basic or in_body
+    if not client_id or not secret:
+        raise ApiError(400, "client_id and client_secret required", error="invalid_request")
+    client_id = client_id[:64]
+    address = client_address(request) or "unknown"
+    throttle: Throttle = request.state.client_throttle
+    subjects = (("client", client_id), ("addr", address))
+    if (wait := await throttle.retry_after(*subjects)) is not None:
+        raise _too_many(wait)
+
+    pool = request.state.pool
+    hasher: Hasher = request.state.hasher
+    gateway = await gateways.by_client_id(pool, client_id)
+    ok = await hasher.verify(gateway.secret_hash if gateway else None, secret)
+    if gateway is None or not ok or not gateway.active:
+        await throttle.failure(*subjects)
+        log.info("client credentials refused for %s from %s", client_id, address)
+        raise ApiError(
+            401,
+            "Invalid client credentials",
+            headers={"WWW-Authenticate": 'Basic realm="millrace"'},
+            error="invalid_client",
+        )
+    await throttle.reset(("client", client_id))
+    settings: Settings = request.state.settings
+    issuer: TokenIssuer = request.state.issuer
+    permissions = sorted(PERMISSIONS[Role.GATEWAY])
+    minted = issuer.mint(
+        sub=gateway.id,
+        username=gateway.gateway_id,
+        role=Role.GATEWAY.value,
+        permissions=permissions,
+        ttl_s=settings.auth.gateway_ttl_s,
+        extra={"gateway_id": gateway.gateway_id, "client_id": gateway.client_id},
+    )
+    await gateways.touch(pool, gateway)
+    return _token_response(
+        {
+            "access_token": minted.token,
+            "token_type": "Bearer",
+            "expires_in": minted.expires_at - minted.issued_at,
+            "scope": " ".join(permissions),
+        }
+    )
+
+
+def session_routes(keys: KeySet) -> list[Route]:
+    async def jwks(request: Request) -> Response:
+        # Verifiers cache it and refetch at once on an unknown kid: a short max-age is enough.
+        return JSONResponse(keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    return [
+        Route("/api/v1/auth/login", login, methods=["POST"]),
+        Route("/api/v1/auth/refresh", refresh, methods=["POST"]),
+        Route("/api/v1/auth/logout", logout, methods=["POST"]),
+        Route("/api/v1/auth/me", me, methods=["GET"]),
+        Route("/api/v1/auth/token", client_credentials, methods=["POST"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+    ]

@@ -1,0 +1,72 @@
+"""Configuration of the auth service (env prefix ``AUTH_``), composed with the shared pieces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.auth.security import SecuritySettings
+from shared.settings import JwtSettings, PostgresSettings, RedisSettings, ServiceSettings
+
+# Development state lives under the repository's git-ignored ``.run/`` (computed, never written).
+_RUN_DIR = Path(__file__).resolve().parents[2] / ".run"
+
+# OWASP's floor for argon2id; production refuses anything cheaper (tests lower it freely).
+_MIN_PRODUCTION_MEMORY_KIB = 19 * 1024
+
+
+class AuthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", case_sensitive=False)
+
+    # Signing key: PEM in the environment (``\n`` escapes accepted) or a file. RSA (RS256,
+    # >= 2048 bits) or Ed25519 (EdDSA); the algorithm follows the key.
+    private_key: SecretStr | None = None
+    private_key_file: Path | None = None
+    # Public (or private) PEM files of retired keys, still published in the JWKS so that tokens
+    # they signed keep verifying until they expire. Development defaults to ``<key_dir>/previous``.
+    previous_keys_dir: Path | None = None
+    # Development only: where a generated signing key is kept so restarts keep tokens valid.
+    key_dir: Path = _RUN_DIR / "auth"
+    dev_users_file: Path = _RUN_DIR / "dev-users.txt"
+
+    access_ttl_s: int = Field(default=900, ge=30)
+    refresh_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    gateway_ttl_s: int = Field(default=900, ge=30)
+
+    # Failed logins allowed per username and per client address within the window.
+    throttle_max_failures: int = Field(default=5, ge=1)
+    throttle_window_s: int = Field(default=900, ge=1)
+
+    min_password_length: int = Field(default=12, ge=8)
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+
+class Settings(ServiceSettings):
+    port: int = Field(default=8003, validation_alias="AUTH_PORT")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @model_validator(mode="after")
+    def _production_needs_real_keys(self) -> Settings:
+        if not self.production:
+            return self
+        problems = []
+        if self.auth.private_key is None and self.auth.private_key_file is None:
+            problems.append(
+                "AUTH_PRIVATE_KEY or AUTH_PRIVATE_KEY_FILE is required in production "
+                "(no key is generated outside development)"
+            )
+        if self.auth.argon2_memory_kib < _MIN_PRODUCTION_MEMORY_KIB:
+            problems.append(f"AUTH_ARGON2_MEMORY_KIB must be >= {_MIN_PRODUCTION_MEMORY_KIB}")
+        if "*" in self.security.cors_origins:
+            problems.append("CORS_ORIGINS must list origins, not '*', in production")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

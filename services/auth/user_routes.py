@@ -1,0 +1,200 @@
+"""User management for Management: list, read, create, change role/email, reactivate,
+deactivate. Permissions: ``read:users`` to read, ``write:users`` to create and change,
+``delete:users`` to deactivate (users are never erased: the audit log refers to them).
+
+Tokens follow the changes: deactivation voids every token of the user at once (Redis subject
+marker) and revokes their sessions; a role change denylists their live access tokens, so the next
+refresh carries the new permissions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.auth import users
+from services.auth.audit import Actor
+from services.auth.bodies import query_bool, query_int, read_fields
+from services.auth.errors import Conflict, InvalidInput
+from services.auth.passwords import Hasher
+from services.auth.revocation import Revoker
+from services.auth.sessions import SessionStore
+from services.auth.settings import Settings
+from shared.auth.verify import Principal
+from shared.http import ApiError, JSONResponse, requires
+
+log = logging.getLogger(__name__)
+
+
+def invalid(e: InvalidInput) -> ApiError:
+    return ApiError(400, "Validation failed", e.errors)
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def _not_found(user_id: str) -> ApiError:
+    return ApiError(404, f"User {user_id} not found")
+
+
+@requires("read:users")
+async def list_users(request: Request) -> Response:
+    limit = query_int(request, "limit", 100, 1, 500)
+    offset = query_int(request, "offset", 0, 0, 10_000_000)
+    role_param = request.query_params.get("role")
+    try:
+        role = users.parse_role(role_param) if role_param else None
+    except InvalidInput as e:
+        raise ApiError(
+            400,
+            "Invalid query parameters",
+            [{"parameter": "role", "error": e.errors[0]["error"], "value": role_param}],
+        ) from e
+    found, total = await users.list_users(
+        request.state.pool,
+        limit=limit,
+        offset=offset,
+        role=role,
+        active=query_bool(request, "active"),
+    )
+    return JSONResponse(
+        {
+            "status": "success",
+            "users": [u.public() for u in found],
+            "pagination": {
+                "limit": limit,
+                "offset": offset,
+                "returned_records": len(found),
+                "total_records": total,
+                "has_more": offset + len(found) < total,
+            },
+        }
+    )
+
+
+@requires("read:users")
+async def get_user(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    user = await users.by_id(request.state.pool, user_id)
+    if user is None:
+        raise _not_found(user_id)
+    return JSONResponse({"status": "success", "user": user.public()})
+
+
+@requires("write:users")
+async def create_user(request: Request) -> Response:
+    fields = await read_fields(request)
+    settings: Settings = request.state.settings
+    hasher: Hasher = request.state.hasher
+    try:
+        user = await users.create(
+            request.state.pool,
+            hasher,
+            Actor.of(request, _principal(request)),
+            username=fields.get("username"),
+            password=fields.get("password"),
+            role=fields.get("role"),
+            email=fields.get("email"),
+            min_password_length=settings.auth.min_password_length,
+        )
+    except InvalidInput as e:
+        raise invalid(e) from None
+    except Conflict as e:
+        raise ApiError(409, str(e)) from None
+    log.info("user %s (%s) created by %s", user.username, user.role, _principal(request).username)
+    return JSONResponse({"status": "success", "user": user.public()}, status_code=201)
+
+
+def _refuse_self(request: Request, user_id: str, what: str) -> None:
+    if _principal(request).sub == user_id:
+        raise ApiError(409, f"You cannot {what} your own account; ask another manager")
+
+
+@requires("write:users")
+async def update_user(request: Request) -> Response:
+    """``{role?, email?, active?: true}``; deactivation is ``DELETE`` (``delete:users``)."""
+    user_id = request.path_params["user_id"]
+    fields = await read_fields(request)
+    unknown = sorted(set(fields) - {"role", "email", "active"})
+    if unknown:
+        raise ApiError(
+            400,
+            "Validation failed",
+            [{"field": name, "error": "Unknown field"} for name in unknown],
+        )
+    if "active" in fields and fields["active"] is not True:
+        raise ApiError(
+            400,
+            "Validation failed",
+            [{"field": "active", "error": "Only true (reactivate); deactivate with DELETE"}],
+        )
+    changes: dict[str, Any] = {}
+    try:
+        if "role" in fields:
+            changes["role"] = users.parse_role(fields["role"])
+            _refuse_self(request, user_id, "change the role of")
+    except InvalidInput as e:
+        raise invalid(e) from None
+    if "email" in fields:
+        changes["email"] = fields["email"]
+    try:
+        result = await users.update(
+            request.state.pool,
+            Actor.of(request, _principal(request)),
+            user_id,
+            activate=fields.get("active") is True,
+            **changes,
+        )
+    except InvalidInput as e:
+        raise invalid(e) from None
+    except Conflict as e:
+        raise ApiError(409, str(e)) from None
+    if result is None:
+        raise _not_found(user_id)
+    before, after = result
+    if before.role != after.role:
+        # Live tokens carry the old permissions: void them; refreshing yields the new role.
+        sessions: SessionStore = request.state.sessions
+        revoker: Revoker = request.state.revoker
+        await revoker.deny(await sessions.live_access_tokens(after.id))
+        log.info("role of %s changed %s -> %s", after.username, before.role, after.role)
+    return JSONResponse({"status": "success", "user": after.public()})
+
+
+@requires("delete:users")
+async def deactivate_user(request: Request) -> Response:
+    user_id = request.path_params["user_id"]
+    _refuse_self(request, user_id, "deactivate")
+    user = await users.deactivate(
+        request.state.pool, Actor.of(request, _principal(request)), user_id
+    )
+    if user is None:
+        raise _not_found(user_id)
+    sessions: SessionStore = request.state.sessions
+    revoker: Revoker = request.state.revoker
+    revoked = await sessions.revoke_user(user.id, "deactivated")
+    voided = await revoker.void_subject(user.id) and await revoker.deny(revoked)
+    log.info("user %s deactivated by %s", user.username, _principal(request).username)
+    body: dict[str, Any] = {"status": "success", "user": user.public()}
+    if not voided:
+        body["warning"] = (
+            "Deactivated, but Redis could not be updated: access tokens already issued stay "
+            "valid until they expire (at most the access token lifetime)"
+        )
+    return JSONResponse(body)
+
+
+def user_routes() -> list[Route]:
+    return [
+        Route("/api/v1/auth/users", list_users, methods=["GET"]),
+        Route("/api/v1/auth/users", create_user, methods=["POST"]),
+        Route("/api/v1/auth/users/{user_id}", get_user, methods=["GET"]),
+        Route("/api/v1/auth/users/{user_id}", update_user, methods=["PATCH"]),
+        Route("/api/v1/auth/users/{user_id}", deactivate_user, methods=["DELETE"]),
+    ]
