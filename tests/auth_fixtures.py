@@ -97,14 +97,19 @@ def auth_app(auth_settings: Settings) -> Starlette:
 
 
 def unique_address() -> str:
-    """A client address of its own, so throttling counters never leak between tests."""
     a, b, c = secrets.token_bytes(3)
     return f"10.{a}.{b}.{c}"
 
 
 @pytest.fixture
-def auth_client(auth_app: Starlette) -> Iterator[TestClient]:
-    with TestClient(auth_app, client=(unique_address(), 50000)) as client:
+def client_address() -> str:
+    """The address ``auth_client`` connects from (its own: throttling counters never leak)."""
+    return unique_address()
+
+
+@pytest.fixture
+def auth_client(auth_app: Starlette, client_address: str) -> Iterator[TestClient]:
+    with TestClient(auth_app, client=(client_address, 50000)) as client:
         yield client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -100,13 +101,14 @@ def test_login_validation_and_media_types(auth_client: TestClient) -> None:
 
 
 def test_me_returns_the_caller(auth_client: TestClient, make_user: MakeUser, log_in: LogIn) -> None:
-    account = make_user("Management", email="boss@example.com")
+    email = f"boss-{uuid.uuid4().hex[:8]}@example.com"
+    account = make_user("Management", email=email)
     tokens = log_in(account)
     response = auth_client.get("/api/v1/auth/me", headers=auth(tokens["access_token"]))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["user"]["id"] == account.id
-    assert body["user"]["email"] == "boss@example.com"
+    assert body["user"]["email"] == email
     assert body["token"]["role"] == "Management"
     assert "delete:users" in body["token"]["permissions"]
     assert auth_client.get("/api/v1/auth/me").status_code == 401

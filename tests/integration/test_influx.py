@@ -69,7 +69,6 @@ async def test_rewrite_is_idempotent(influx: InfluxClient) -> None:
     await influx.write(body)
     [[series]] = await influx.query(
         f"SELECT count(temperature) FROM sensor_readings WHERE machine_id = {quote_literal(machine)}"
-
     )
     assert series.values[0][1] == 3
 

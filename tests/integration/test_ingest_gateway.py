@@ -32,7 +32,9 @@ async def _create_machines(pg: PostgresSettings, n: int) -> list[str]:
     await migrate(pool)
     repo = MachineRepository(pool)
     out = [
-        (await repo.create(f"M-{uuid.uuid4().hex[:6]}", "Hall 2, Bay 4", "Temperature", "active")).id
+        (
+            await repo.create(f"M-{uuid.uuid4().hex[:6]}", "Hall 2, Bay 4", "Temperature", "active")
+        ).id
         for _ in range(n)
     ]
     await pool.close()

@@ -31,7 +31,11 @@ def client(
 
 
 def new_machine(client: TestClient, **over: str) -> dict[str, str]:
-    body = {"name": f"Press-{uuid.uuid4().hex[:6]}", "location": "Hall 1", "sensor_type": "Pressure"}
+    body = {
+        "name": f"Press-{uuid.uuid4().hex[:6]}",
+        "location": "Hall 1",
+        "sensor_type": "Pressure",
+    }
     body.update(over)
     resp = client.post("/api/v1/machines", json=body, headers=bearer("Supervisor"))
     assert resp.status_code == 201, resp.text
@@ -39,15 +43,20 @@ def new_machine(client: TestClient, **over: str) -> dict[str, str]:
     return machine
 
 
-def write_points(settings: InfluxSettings, machine: str, start_ns: int, n: int, step_s: int) -> None:
+def write_points(
+    settings: InfluxSettings, machine: str, start_ns: int, n: int, step_s: int
+) -> None:
     async def run() -> None:
         client = InfluxClient(settings)
         await client.provision()
         lines = [
             reading_line(
                 {
-                    "machine_id": machine, "factory_id": "f", "sensor_type": "Pressure",
-                    "location": "Hall 1", "ts": start_ns + i * step_s * 10**9,
+                    "machine_id": machine,
+                    "factory_id": "f",
+                    "sensor_type": "Pressure",
+                    "location": "Hall 1",
+                    "ts": start_ns + i * step_s * 10**9,
                     "fields": {"temperature": float(i), "pressure": 100.0 + i},
                 }
             )
@@ -66,17 +75,27 @@ def test_machine_registry_crud_and_filters(client: TestClient) -> None:
     op = bearer("Operator")
     resp = client.get("/api/v1/machines", params={"location": loc}, headers=op)
     assert resp.json()["pagination"]["total_records"] == 2
-    resp = client.get("/api/v1/machines", params={"location": loc, "status": "maintenance"},
-                      headers=op)
+    resp = client.get(
+        "/api/v1/machines", params={"location": loc, "status": "maintenance"}, headers=op
+    )
     assert [m["status"] for m in resp.json()["machines"]] == ["maintenance"]
     assert client.get(f"/api/v1/machines/{a['id']}", headers=op).json()["machine"] == a
     # A read right after a write sees the write (cache invalidated).
-    resp = client.patch(f"/api/v1/machines/{a['id']}", json={"status": "error"},
-                        headers=bearer("Supervisor"))
+    resp = client.patch(
+        f"/api/v1/machines/{a['id']}", json={"status": "error"}, headers=bearer("Supervisor")
+    )
     assert resp.status_code == 200 and resp.json()["machine"]["status"] == "error"
-    assert client.get(f"/api/v1/machines/{a['id']}", headers=op).json()["machine"]["status"] == "error"
-    assert client.delete(f"/api/v1/machines/{a['id']}", headers=bearer("Supervisor")).status_code == 403
-    assert client.delete(f"/api/v1/machines/{a['id']}", headers=bearer("Management")).status_code == 204
+    assert (
+        client.get(f"/api/v1/machines/{a['id']}", headers=op).json()["machine"]["status"] == "error"
+    )
+    assert (
+        client.delete(f"/api/v1/machines/{a['id']}", headers=bearer("Supervisor")).status_code
+        == 403
+    )
+    assert (
+        client.delete(f"/api/v1/machines/{a['id']}", headers=bearer("Management")).status_code
+        == 204
+    )
     assert client.get(f"/api/v1/machines/{a['id']}", headers=op).status_code == 404
 
 
@@ -84,11 +103,20 @@ def test_machine_validation(client: TestClient) -> None:
     sup = bearer("Supervisor")
     resp = client.post("/api/v1/machines", json={"name": "x", "location": "y"}, headers=sup)
     assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "sensor_type"
-    resp = client.post("/api/v1/machines", json={"name": "x", "location": "y", "sensor_type": "t",
-                                                  "status": "broken"}, headers=sup)
+    resp = client.post(
+        "/api/v1/machines",
+        json={"name": "x", "location": "y", "sensor_type": "t", "status": "broken"},
+        headers=sup,
+    )
     assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "status"
-    assert client.post("/api/v1/machines", json={"name": "x", "location": "y", "sensor_type": "t"},
-                       headers=bearer("Operator")).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/machines",
+            json={"name": "x", "location": "y", "sensor_type": "t"},
+            headers=bearer("Operator"),
+        ).status_code
+        == 403
+    )
     assert client.get("/api/v1/machines/not-a-uuid", headers=bearer()).status_code == 400
 
 
@@ -106,8 +134,13 @@ def test_history_raw_pages_and_aggregates(
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["machine"]["id"] == machine["id"]
-    assert body["pagination"] == {"limit": 50, "offset": 100, "returned_records": 20,
-                                  "total_records": 120, "has_more": False}
+    assert body["pagination"] == {
+        "limit": 50,
+        "offset": 100,
+        "returned_records": 20,
+        "total_records": 120,
+        "has_more": False,
+    }
     assert body["data"][0]["temperature"] == 100.0 and body["data"][0]["pressure"] == 200.0
     resp = client.get(url, params={**window, "interval": "1h", "fields": "temperature"}, headers=op)
     body = resp.json()
@@ -121,7 +154,9 @@ def test_history_raw_pages_and_aggregates(
 def test_history_errors(client: TestClient) -> None:
     op = bearer("Operator")
     machine = new_machine(client)
-    resp = client.get(f"/api/v1/data/machine/{machine['id']}", params={"interval": "2h"}, headers=op)
+    resp = client.get(
+        f"/api/v1/data/machine/{machine['id']}", params={"interval": "2h"}, headers=op
+    )
     assert resp.status_code == 400
     assert resp.json()["errors"] == [
         {"parameter": "interval", "error": "Must be one of: raw, 1m, 5m, 1h, 1d", "value": "2h"}

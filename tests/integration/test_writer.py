@@ -133,8 +133,9 @@ async def test_no_ack_while_influx_is_down(
     """InfluxDB unreachable: nothing acked, messages survive the writer; a healthy writer
     later stores every reading exactly once."""
     amqp = amqp_cleanup
-    unreachable = InfluxSettings(url="http://127.0.0.1:9", database=influx_settings.database,
-                                 timeout_s=0.5)
+    unreachable = InfluxSettings(
+        url="http://127.0.0.1:9", database=influx_settings.database, timeout_s=0.5
+    )
     writer, conn, influx = await start_writer(
         amqp, unreachable, retry_max_s=0.2, shutdown_timeout_s=1.0
     )

@@ -47,8 +47,10 @@ def test_range_must_be_ordered() -> None:
 
 
 def test_raw_statement() -> None:
-    q = parse("start_time=2025-12-13T10:00:00Z&end_time=2025-12-13T11:00:00Z&limit=10&offset=20"
-              "&fields=temperature")
+    q = parse(
+        "start_time=2025-12-13T10:00:00Z&end_time=2025-12-13T11:00:00Z&limit=10&offset=20"
+        "&fields=temperature"
+    )
     page, count = build_statements(InfluxSettings(), "m'1", q)
     assert page == (
         'SELECT "temperature" FROM "millrace"."raw"."sensor_readings" WHERE machine_id = '

@@ -25,8 +25,12 @@ def body(*items: dict[str, object], **top: object) -> bytes:
 def item(machine: str = MACHINE, **reading: object) -> dict[str, object]:
     r = {"timestamp": "2025-12-13T10:00:00Z", "temperature": 60.5, "pressure": 102.0, "speed": 1400}
     r.update(reading)
-    return {"machine_id": machine, "sensor_type": "Temperature", "location": "Floor 1",
-            "readings": [r]}
+    return {
+        "machine_id": machine,
+        "sensor_type": "Temperature",
+        "location": "Floor 1",
+        "readings": [r],
+    }
 
 
 def errors_of(raw: bytes, **kw: object) -> list[dict[str, object]]:
@@ -48,8 +52,11 @@ def test_contract_example_is_valid() -> None:
 def test_bad_timestamp_names_exact_path() -> None:
     errs = errors_of(body(item(timestamp="2025-13-45")))
     assert errs == [
-        {"field": "batch[0].readings[0].timestamp", "error": "Invalid ISO 8601 format",
-         "value": "2025-13-45"}
+        {
+            "field": "batch[0].readings[0].timestamp",
+            "error": "Invalid ISO 8601 format",
+            "value": "2025-13-45",
+        }
     ]
 
 
@@ -73,8 +80,13 @@ def test_reading_needs_a_value() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("temperature", 5000.0), ("pressure", -1.0), ("speed", "fast"), ("speed", True),
-     ("temperature", None)],
+    [
+        ("temperature", 5000.0),
+        ("pressure", -1.0),
+        ("speed", "fast"),
+        ("speed", True),
+        ("temperature", None),
+    ],
 )
 def test_implausible_values(field: str, value: object) -> None:
     reading = {"timestamp": "2025-12-13T10:00:00Z", "pressure": 100.0, field: value}
@@ -124,8 +136,10 @@ def test_top_level_errors_refuse_everything() -> None:
 def test_batch_and_reading_limits() -> None:
     errs = errors_of(body(item(), item(), item()), max_batch_items=2)
     assert errs[0]["field"] == "batch" and "At most 2" in str(errs[0]["error"])
-    many = {"machine_id": MACHINE, "readings": [{"timestamp": "2025-12-13T10:00:00Z",
-                                                 "speed": 1.0}] * 3}
+    many = {
+        "machine_id": MACHINE,
+        "readings": [{"timestamp": "2025-12-13T10:00:00Z", "speed": 1.0}] * 3,
+    }
     errs = errors_of(body(many), max_readings_per_item=2)
     assert errs[0]["field"] == "batch[0].readings"
 
@@ -137,6 +151,9 @@ def test_future_timestamps_refused() -> None:
 
 def test_machine_id_must_be_uuid() -> None:
     errs = errors_of(body(item(machine="machine-7")))
-    assert errs[0] == {"field": "batch[0].machine_id", "error": errs[0]["error"],
-                       "value": "machine-7"}
+    assert errs[0] == {
+        "field": "batch[0].machine_id",
+        "error": errs[0]["error"],
+        "value": "machine-7",
+    }
     assert not math.isnan(0.0)
