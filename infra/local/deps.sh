@@ -254,7 +254,7 @@ mosquitto_config() {
         echo "pid_file $dir/mosquitto.pid"
         echo "log_dest file $dir/mosquitto.log"
         echo "# Started as root, mosquitto would switch to user 'mosquitto', which usually"
-        echo "# cannot write into the repository (e.g. under /root) and then fails silently."
+        echo "# cannot write into the repository (e.g. one under root's home) and then fails silently."
         echo "# Keep the invoking user; ignored when not started as root."
         echo "user root"
     } >"$dir/mosquitto.conf"
@@ -266,7 +266,8 @@ start_mosquitto() {
     if [[ "$(id -u)" != 0 ]]; then
         sed -i '/^user root$/d' "$RUN/mosquitto/mosquitto.conf"
     fi
-    mosquitto -d -c "$RUN/mosquitto/mosquitto.conf"
+    # -d forks; early messages (e.g. the "run as root" warning) go to the log too.
+    mosquitto -d -c "$RUN/mosquitto/mosquitto.conf" 2>>"$RUN/mosquitto/mosquitto.log"
     local end=$((SECONDS + 5))
     until [[ -s "$RUN/mosquitto/mosquitto.pid" ]] || ((SECONDS >= end)); do sleep "$POLL"; done
     STARTED_INFO="$(cat "$RUN/mosquitto/mosquitto.pid" 2>/dev/null || true)"
@@ -343,14 +344,15 @@ do_start() {
     local name="$1"
     endpoint "$name"
     is_local_host "$HOST" || die "$name: $HOST:$PORT is not answering and is not a local address"
-    ensure_installed "$name"
+    # 9>&-: daemons must not inherit the lock fd (they would hold the lock forever).
+    ensure_installed "$name" 9>&-
     if answering "$name"; then # the package's install script may have started it
         say "$name: already answering on $HOST:$PORT, reusing"
         return 0
     fi
     STARTED_INFO=""
     STARTED_DESC=""
-    "start_$name"
+    "start_$name" 9>&-
     if ! wait_answering "$name"; then
         case "$name" in
             redis) tail -n 30 "$RUN/redis/redis.log" >&2 2>/dev/null || true ;;
@@ -387,7 +389,7 @@ do_stop() {
 
 cmd_up() {
     local name
-    ensure_pkg mosquitto_pub mosquitto-clients # tests use the real mosquitto_pub/sub
+    ensure_pkg mosquitto_pub mosquitto-clients 9>&- # tests use the real mosquitto_pub/sub
     for name in "${ALL_DEPS[@]}"; do
         endpoint "$name"
         if answering "$name"; then

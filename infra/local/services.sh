@@ -209,10 +209,10 @@ cmd_status() {
         if ready "$port"; then rd="200"; else rd="not ready"; fi
         printf '%-16s pid %-8s %-12s /ready :%s %s\n' "$inst" "$pid" "$alive" "$port" "$rd"
     done < <(
-        {
-            instances_for_up "${SELECTED[@]}"
-            instances_with_pidfiles "${SELECTED[@]}"
-        } | awk '!seen[$1]++'
+        for svc in "${SELECTED[@]}"; do
+            instances_for_up "$svc"
+            instances_with_pidfiles "$svc"
+        done | awk '!seen[$1]++'
     )
 }
 
