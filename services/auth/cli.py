@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 
 from services.auth import gateways, users
 from services.auth.audit import CLI_ACTOR
@@ -204,7 +205,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        sys.stderr.write(f"error: configuration refused: {problems}\n")
+        raise SystemExit(2) from None
     command = args.command or "serve"
     configure_logging("auth", settings.log_level if command == "serve" else "WARNING")
     try:
