@@ -66,7 +66,7 @@ async def verifier(auth_settings: Settings) -> AsyncIterator[JwtAuthorizer]:
     authorizer, cache, redis = await verifier_for(auth_settings)
     yield authorizer
     await cache.close()
-    await redis.aclose()
+    await redis.aclose()  # type: ignore[attr-defined]
 
 
 async def refused(verifier: JwtAuthorizer, token: str) -> str:
@@ -218,7 +218,7 @@ async def test_key_rotation_keeps_old_tokens_valid_while_the_old_key_is_listed(
         assert (await verifier.verify(fresh)).username == account.username
     finally:
         await cache.close()
-        await redis.aclose()
+        await redis.aclose()  # type: ignore[attr-defined]
 
     # Once the old key is dropped from the JWKS, its tokens stop verifying.
     verifier, cache, redis = await verifier_for(settings_with(tmp_path / "empty"))
@@ -226,4 +226,4 @@ async def test_key_rotation_keeps_old_tokens_valid_while_the_old_key_is_listed(
         assert await refused(verifier, old_token) == "Invalid token: unknown signing key"
     finally:
         await cache.close()
-        await redis.aclose()
+        await redis.aclose()  # type: ignore[attr-defined]
