@@ -42,6 +42,11 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def any_of(tag: str, values: list[str]) -> str:
+    """``(tag = 'a' OR tag = 'b' ...)`` — InfluxQL has no IN."""
+    return "(" + " OR ".join(f"{quote_ident(tag)} = {quote_literal(v)}" for v in values) + ")"
+
+
 class InfluxClient:
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings

@@ -16,9 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api import history
+from services.query_api.cache import HistoryCache
 from services.query_api.machines_api import machine_routes
 from services.query_api.params import parse_history
 from services.query_api.settings import Settings
+from services.query_api.status_api import status_endpoint
+from services.query_api.summary_api import summary_endpoint
 from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.db import DB_ERRORS, create_pool, migrate
 from shared.errors import InfluxQueryError, InfluxUnavailable
@@ -55,6 +58,7 @@ def create_app(settings: Settings) -> Starlette:
                 "redis": redis,
                 "influx": influx,
                 "machines": MachineCache(MachineRepository(pool), redis),
+                "history_cache": HistoryCache(redis, settings.cache_ttl_s),
                 "authorizer": JwtAuthorizer(settings.jwt, jwks, redis),
             }
         finally:
@@ -78,6 +82,11 @@ def create_app(settings: Settings) -> Starlette:
         machine = await request.state.machines.get(mid)
         if machine is None:
             raise ApiError(404, "Machine not found", machine_id=mid)
+        cache: HistoryCache = request.state.history_cache
+        key = await cache.key(mid, q.cache_key())
+        cached = await cache.get(key)
+        if cached is not None:
+            return JSONResponse({**cached, "machine": machine.as_dict(), "cached": True})
         try:
             rows, total = await history.fetch(request.state.influx, mid, q)
         except InfluxUnavailable as e:
@@ -88,21 +97,21 @@ def create_app(settings: Settings) -> Starlette:
         except InfluxQueryError as e:
             log.error("history query rejected: %s", e)
             raise ApiError(500, "History query failed") from e
-        return JSONResponse(
-            {
-                "status": "success",
-                "machine": machine.as_dict(),
-                "query": {**q.describe(), "tier": "raw"},
-                "data": rows,
-                "pagination": {
-                    "limit": q.limit,
-                    "offset": q.offset,
-                    "returned_records": len(rows),
-                    "total_records": total,
-                    "has_more": q.offset + len(rows) < total,
-                },
-            }
-        )
+        body = {
+            "status": "success",
+            "machine": machine.as_dict(),
+            "query": {**q.describe(), "tier": history.choose_tier(q)},
+            "data": rows,
+            "pagination": {
+                "limit": q.limit,
+                "offset": q.offset,
+                "returned_records": len(rows),
+                "total_records": total,
+                "has_more": q.offset + len(rows) < total,
+            },
+        }
+        await cache.put(key, body)
+        return JSONResponse(body)
 
     async def ready(request: Request) -> dict[str, bool]:
         checks = {"postgres": True, "influxdb": True}
@@ -120,6 +129,12 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/api/v1/data/machine/{machine_id}", machine_history, methods=["GET"]),
+            Route("/api/v1/data/summary", summary_endpoint(known_fields), methods=["GET"]),
+            Route(
+                "/api/v1/machines/status",
+                status_endpoint(settings.online_threshold_s),
+                methods=["GET"],
+            ),
             *machine_routes(),
             *ops_routes(ready),
         ],

@@ -27,32 +27,56 @@ def source(settings: InfluxSettings, rp: str) -> str:
     return f"{quote_ident(settings.database)}.{quote_ident(rp)}.{quote_ident(MEASUREMENT)}"
 
 
-def build_statements(settings: InfluxSettings, machine_id: str, q: HistoryQuery) -> tuple[str, str]:
-    """(page statement, count statement) for the query."""
-    src = source(settings, settings.raw_rp)
+TIERS = {"raw": None, "1m": None, "5m": None, "1h": "hourly", "1d": "daily"}
+
+
+def choose_tier(q: HistoryQuery) -> str:
+    """Raw pages and minute buckets read raw data; hourly and daily buckets read their tier,
+    unless the caller asked for ``tier=raw`` (e.g. to compare)."""
+    if q.tier == "raw":
+        return "raw"
+    return TIERS[q.interval] or "raw"
+
+
+def _tier_aggregate(agg: str, field: str) -> str:
+    f = field
+    if agg == "mean":
+        # Exact across windows and series: total sum over total count.
+        return f"sum({quote_ident('sum_' + f)}) / sum({quote_ident('count_' + f)})"
+    if agg == "count":
+        return f"sum({quote_ident('count_' + f)})"
+    return f"{agg}({quote_ident(agg + '_' + f)})"
+
+
+def build_statements(
+    settings: InfluxSettings, machine_id: str, q: HistoryQuery, tier: str = "raw"
+) -> tuple[str, str]:
+    """(page statement, count statement) for the query, read from ``tier``."""
+    rp = {"raw": settings.raw_rp, "hourly": settings.hourly_rp, "daily": settings.daily_rp}[tier]
+    src = source(settings, rp)
     cond = where(machine_id, q)
     bucket = INTERVALS[q.interval]
+    counts = ", ".join(f"count({quote_ident(f)})" for f in q.fields)
     if bucket is None:
         cols = ", ".join(quote_ident(f) for f in q.fields)
-        counts = ", ".join(f"count({quote_ident(f)})" for f in q.fields)
         page = (
             f"SELECT {cols} FROM {src} WHERE {cond}"
             f" ORDER BY time ASC LIMIT {q.limit} OFFSET {q.offset}"
         )
-        count = f"SELECT {counts} FROM {src} WHERE {cond}"
-        return page, count
-    aggs = ", ".join(f"{q.agg}({quote_ident(f)}) AS {quote_ident(f)}" for f in q.fields)
+        return page, f"SELECT {counts} FROM {src} WHERE {cond}"
+    if tier == "raw":
+        aggs = ", ".join(f"{q.agg}({quote_ident(f)}) AS {quote_ident(f)}" for f in q.fields)
+    else:
+        aggs = ", ".join(f"{_tier_aggregate(q.agg, f)} AS {quote_ident(f)}" for f in q.fields)
     grouped = f"SELECT {aggs} FROM {src} WHERE {cond} GROUP BY time({bucket}) fill(none)"
     page = f"{grouped} LIMIT {q.limit} OFFSET {q.offset}"
-    counts = ", ".join(f"count({quote_ident(f)})" for f in q.fields)
-    count = f"SELECT {counts} FROM ({grouped})"
-    return page, count
+    return page, f"SELECT {counts} FROM ({grouped})"
 
 
 async def fetch(
     influx: InfluxClient, machine_id: str, q: HistoryQuery
 ) -> tuple[list[dict[str, Any]], int]:
-    page, count = build_statements(influx.settings, machine_id, q)
+    page, count = build_statements(influx.settings, machine_id, q, choose_tier(q))
     results = await influx.query(f"{page}; {count}")
     rows: list[dict[str, Any]] = []
     for series in results[0] if results else []:

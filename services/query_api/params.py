@@ -25,6 +25,7 @@ class HistoryQuery:
     limit: int
     offset: int
     agg: str
+    tier: str = "auto"
 
     @property
     def start_ns(self) -> int:
@@ -43,12 +44,26 @@ class HistoryQuery:
             "agg": self.agg,
         }
 
+    def cache_key(self) -> str:
+        return "|".join(
+            (
+                str(self.start_ns),
+                str(self.end_ns),
+                self.interval,
+                ",".join(self.fields),
+                str(self.limit),
+                str(self.offset),
+                self.agg,
+                self.tier,
+            )
+        )
+
 
 def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _time(name: str, raw: str | None, errors: list[dict[str, Any]]) -> datetime | None:
+def parse_time(name: str, raw: str | None, errors: list[dict[str, Any]]) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
@@ -99,6 +114,9 @@ def parse_history(
         errors.append(
             {"parameter": "agg", "error": "Must be one of: " + ", ".join(AGGREGATES), "value": agg}
         )
+    tier = params.get("tier", "auto")
+    if tier not in ("auto", "raw"):
+        errors.append({"parameter": "tier", "error": "Must be one of: auto, raw", "value": tier})
     raw_fields = params.get("fields")
     fields = list(known_fields)
     if raw_fields:
@@ -114,8 +132,8 @@ def parse_history(
             )
     limit = _int("limit", params.get("limit"), 1000, 1, MAX_LIMIT, errors)
     offset = _int("offset", params.get("offset"), 0, 0, 10**9, errors)
-    end = _time("end_time", params.get("end_time"), errors) or now
-    start = _time("start_time", params.get("start_time"), errors) or (
+    end = parse_time("end_time", params.get("end_time"), errors) or now
+    start = parse_time("start_time", params.get("start_time"), errors) or (
         end - timedelta(seconds=default_range_s)
     )
     if start >= end and not any(e["parameter"] in ("start_time", "end_time") for e in errors):
@@ -128,4 +146,4 @@ def parse_history(
         )
     if errors:
         raise ApiError(400, "Invalid query parameters", errors)
-    return HistoryQuery(start, end, interval, fields, limit, offset, agg)
+    return HistoryQuery(start, end, interval, fields, limit, offset, agg, tier)

@@ -16,6 +16,10 @@ class Settings(ServiceSettings):
     port: int = Field(default=8002, validation_alias="QUERY_API_PORT")
     # Default history window when start_time is not given.
     default_range_s: int = Field(default=86_400, ge=1, validation_alias="QUERY_DEFAULT_RANGE_S")
+    # A machine is "online" when its newest reading is at most this old.
+    online_threshold_s: int = Field(default=120, ge=1, validation_alias="QUERY_ONLINE_THRESHOLD_S")
+    # Repeated history queries are answered from Redis this long (0 = no cache).
+    cache_ttl_s: int = Field(default=10, ge=0, validation_alias="QUERY_CACHE_TTL_S")
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)

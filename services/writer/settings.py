@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import AmqpSettings, InfluxSettings, ServiceSettings
+from shared.settings import (
+    AmqpSettings,
+    InfluxSettings,
+    IngestLimits,
+    RedisSettings,
+    ServiceSettings,
+)
 
 
 class Settings(ServiceSettings):
@@ -17,5 +23,14 @@ class Settings(ServiceSettings):
     # After this many failed attempts in a row each retry is logged at ERROR (still retrying:
     # nothing is acked, nothing is lost).
     retry_error_after: int = Field(default=5, ge=1, validation_alias="WRITER_RETRY_ERROR_AFTER")
+    # Touched tier windows are recomputed this often (the tiers' lag behind raw).
+    rollup_interval_s: float = Field(
+        default=10.0, gt=0, validation_alias="WRITER_ROLLUP_INTERVAL_S"
+    )
+    # Hours of recent raw data re-aggregated at start-up for every machine.
+    rollup_sweep_hours: int = Field(default=2, ge=0, validation_alias="WRITER_ROLLUP_SWEEP_HOURS")
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    # Only for the declared extra fields (INGEST_EXTRA_FIELDS) the tiers aggregate.
+    limits: IngestLimits = Field(default_factory=IngestLimits)

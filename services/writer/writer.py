@@ -29,7 +29,9 @@ from tenacity import (
 )
 
 from services.writer.batch import Outcome, reading_line, write_isolating
+from services.writer.rollup import Rollup
 from services.writer.settings import Settings
+from services.writer.status import StatusUpdater
 from shared import broker
 from shared.envelope import Envelope, dead_letter
 from shared.errors import BrokerUnavailable, InfluxUnavailable
@@ -65,9 +67,17 @@ class Held:
 
 class Writer:
     def __init__(
-        self, settings: Settings, connection: AbstractRobustConnection, influx: InfluxClient
+        self,
+        settings: Settings,
+        connection: AbstractRobustConnection,
+        influx: InfluxClient,
+        *,
+        rollup: Rollup | None = None,
+        status: StatusUpdater | None = None,
     ) -> None:
         self.settings = settings
+        self.rollup = rollup
+        self.status = status
         self.connection = connection
         self.influx = influx
         self.publisher = broker.Publisher(settings.amqp, connection)
@@ -90,6 +100,8 @@ class Writer:
         await self._channel.set_qos(prefetch_count=self.settings.prefetch)
         _, self._queue, _ = await broker.declare_topology(self._channel, self.settings.amqp)
         self._flusher = asyncio.create_task(self._flush_loop(), name="writer-flush")
+        if self.rollup is not None:
+            self.rollup.start()
         self._consumer_tag = await self._queue.consume(self._on_message, no_ack=False)
         log.info(
             "consuming %s (batch %d points / %d ms, prefetch %d)",
@@ -119,6 +131,8 @@ class Writer:
         self._wake.set()
         if self._flusher is not None:
             await self._flusher
+        if self.rollup is not None:
+            await self.rollup.stop()
         held = len(self._held)
         if self._channel is not None and not self._channel.is_closed:
             # Anything still held goes back to the queue when the channel closes.
@@ -216,6 +230,12 @@ class Writer:
                     continue
             await self._ack(h.message)
         PENDING.set(self._held_points)
+        refused = {r.owner for r in outcome.rejected}
+        stored = [held[m].envelope.readings[i] for m, i in owners if (m, i) not in refused]
+        if self.rollup is not None:
+            self.rollup.touched(stored)
+        if self.status is not None:
+            await self.status.update(stored)
         if outcome.rejected:
             log.warning(
                 "batch of %d: %d written, %d rejected by InfluxDB and dead-lettered (%d writes)",

@@ -6,14 +6,14 @@ CREATE TABLE config_settings (
     value               jsonb        NOT NULL,
     updated_at          timestamptz  NOT NULL DEFAULT now(),
     updated_by          varchar(64)  NOT NULL,
-    updated_by_username varchar(64)  NOT NULL
+    updated_by_username varchar(100) NOT NULL
 );
 
 CREATE TABLE audit_log (
     id             bigint       GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     occurred_at    timestamptz  NOT NULL DEFAULT now(),
     actor_id       varchar(64)  NOT NULL,
-    actor_username varchar(64)  NOT NULL,
+    actor_username varchar(100) NOT NULL,
     actor_role     varchar(20)  NOT NULL,
     -- e.g. config.update, user.create, user.update, user.deactivate, gateway.create
     action         varchar(64)  NOT NULL,

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from services.query_api.app import create_app
 from services.query_api.settings import Settings
 from services.writer.batch import reading_line
+from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
 from shared.settings import InfluxSettings, PostgresSettings
 from tests.tokens import bearer, trust_test_key
@@ -142,13 +143,34 @@ def test_history_raw_pages_and_aggregates(
         "has_more": False,
     }
     assert body["data"][0]["temperature"] == 100.0 and body["data"][0]["pressure"] == 200.0
-    resp = client.get(url, params={**window, "interval": "1h", "fields": "temperature"}, headers=op)
+    hourly = {**window, "interval": "1h", "fields": "temperature"}
+    resp = client.get(url, params={**hourly, "tier": "raw"}, headers=op)
     body = resp.json()
-    assert body["query"]["interval"] == "1h"
+    assert (body["query"]["interval"], body["query"]["tier"]) == ("1h", "raw")
     assert [row["temperature"] for row in body["data"]] == [29.5, 89.5]
     assert body["pagination"]["total_records"] == 2
-    resp = client.get(url, params={**window, "interval": "1h", "agg": "max"}, headers=op)
+    resp = client.get(url, params={**window, "interval": "1h", "agg": "max", "tier": "raw"},
+                      headers=op)
     assert [row["pressure"] for row in resp.json()["data"]] == [159.0, 219.0]
+
+    # The hourly tier, once built, answers the same for every aggregate.
+    build_tiers(influx_settings, [machine["id"]], start, start + 3 * hour)
+    for agg in ("mean", "min", "max", "count"):
+        from_raw = client.get(url, params={**window, "interval": "1h", "agg": agg, "tier": "raw"},
+                              headers=op).json()
+        from_tier = client.get(url, params={**window, "interval": "1h", "agg": agg},
+                               headers=op).json()
+        assert from_tier["query"]["tier"] == "hourly"
+        assert from_tier["data"] == from_raw["data"], agg
+    days = {"start_time": _iso(start - start % DAY_NS), "end_time": _iso(start + DAY_NS),
+            "interval": "1d", "fields": "temperature"}
+    daily = client.get(url, params=days, headers=op).json()
+    daily_raw = client.get(url, params={**days, "tier": "raw"}, headers=op).json()
+    assert daily["query"]["tier"] == "daily"
+    assert [r["timestamp"] for r in daily["data"]] == [r["timestamp"] for r in daily_raw["data"]]
+    assert [r["temperature"] for r in daily["data"]] == pytest.approx(
+        [r["temperature"] for r in daily_raw["data"]]
+    )
 
 
 def test_history_errors(client: TestClient) -> None:
@@ -167,6 +189,18 @@ def test_history_errors(client: TestClient) -> None:
     no_read = bearer("Operator", permissions=["read:machines"])
     resp = client.get(f"/api/v1/data/machine/{machine['id']}", headers=no_read)
     assert resp.status_code == 403
+
+
+def build_tiers(settings: InfluxSettings, machines: list[str], start: int, end: int) -> None:
+    async def run() -> None:
+        client = InfluxClient(settings)
+        rollup = Rollup(client, ["temperature", "pressure", "speed"], 60)
+        await rollup.hourly(start, end, machines)
+        day = start - start % DAY_NS
+        await rollup.daily(day, end + DAY_NS, machines)
+        await client.close()
+
+    asyncio.run(run())
 
 
 def _iso(ns: int) -> str:

@@ -1,0 +1,142 @@
+"""``GET /api/v1/machines/status``: last values, last seen and online/offline per machine.
+
+The writer keeps ``millrace:status:<id>`` current in Redis; this endpoint never scans InfluxDB
+while Redis answers. When Redis is down it falls back to one InfluxDB query for the newest
+point of every machine (slower, still correct) and logs a WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.query_api.history import ns_to_iso
+from shared.errors import InfluxQueryError, InfluxUnavailable
+from shared.http import ApiError, JSONResponse, requires
+from shared.influx import InfluxClient, quote_ident
+from shared.lineprotocol import MEASUREMENT
+from shared.machines import STATUSES, MachineRepository
+
+log = logging.getLogger(__name__)
+FALLBACK_LOOKBACK = "30d"
+
+
+def status_key(machine_id: str) -> str:
+    return f"millrace:status:{machine_id}"
+
+
+async def _from_redis(request: Request, ids: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    async with request.state.redis.pipeline(transaction=False) as pipe:
+        for mid in ids:
+            pipe.hgetall(status_key(mid))
+        results = await pipe.execute()
+    for mid, h in zip(ids, results, strict=True):
+        if h:
+            out[mid] = {
+                "last_seen_ns": int(h[b"ts_ms"]) * 1_000_000,
+                "values": orjson.loads(h[b"values"]),
+            }
+    return out
+
+
+async def _from_influx(influx: InfluxClient) -> dict[str, dict[str, Any]]:
+    s = influx.settings
+    src = f"{quote_ident(s.database)}.{quote_ident(s.raw_rp)}.{quote_ident(MEASUREMENT)}"
+    [series] = await influx.query(
+        f"SELECT * FROM {src} WHERE time > now() - {FALLBACK_LOOKBACK}"
+        " GROUP BY machine_id ORDER BY time DESC LIMIT 1"
+    )
+    out: dict[str, dict[str, Any]] = {}
+    skip = {"time", "factory_id", "sensor_type", "location", "machine_id"}
+    for se in series:
+        mid = se.tags.get("machine_id", "")
+        for row in se.rows():
+            out[mid] = {
+                "last_seen_ns": int(row["time"]),
+                "values": {k: v for k, v in row.items() if k not in skip and v is not None},
+            }
+    return out
+
+
+def status_endpoint(online_threshold_s: int) -> Any:
+    @requires("read:machines")
+    async def machines_status(request: Request) -> Response:
+        filters = {
+            k: request.query_params[k]
+            for k in ("location", "status", "sensor_type")
+            if request.query_params.get(k)
+        }
+        if "status" in filters and filters["status"] not in STATUSES:
+            raise ApiError(
+                400,
+                "Invalid query parameters",
+                [
+                    {
+                        "parameter": "status",
+                        "error": "Must be one of: " + ", ".join(STATUSES),
+                        "value": filters["status"],
+                    }
+                ],
+            )
+        machines, _ = await MachineRepository(request.state.pool).list(filters, 100_000, 0)
+        ids = [m.id for m in machines]
+        source = "redis"
+        try:
+            latest = await _from_redis(request, ids)
+        except (RedisError, OSError) as e:
+            log.warning(
+                "Redis unreachable for live status (%s); falling back to InfluxDB",
+                e,
+                extra={"dependency": "redis"},
+            )
+            source = "influxdb"
+            try:
+                latest = await _from_influx(request.state.influx)
+            except (InfluxUnavailable, InfluxQueryError) as e2:
+                raise ApiError(
+                    503, "Live status unavailable, retry later", headers={"Retry-After": "5"}
+                ) from e2
+        now_ns = time.time_ns()
+        threshold_ns = online_threshold_s * 1_000_000_000
+        rows = []
+        for m in machines:
+            seen = latest.get(m.id)
+            online = seen is not None and now_ns - seen["last_seen_ns"] <= threshold_ns
+            rows.append(
+                {
+                    "machine_id": m.id,
+                    "name": m.name,
+                    "location": m.location,
+                    "sensor_type": m.sensor_type,
+                    "status": m.status,
+                    "online": online,
+                    "last_seen": ns_to_iso(seen["last_seen_ns"]) if seen else None,
+                    "last_values": seen["values"] if seen else None,
+                }
+            )
+        online_count = sum(1 for r in rows if r["online"])
+        return JSONResponse(
+            {
+                "status": "success",
+                "source": source,
+                "online_threshold_s": online_threshold_s,
+                "summary": {
+                    "total": len(rows),
+                    "online": online_count,
+                    "offline": len(rows) - online_count,
+                    "never_seen": sum(1 for r in rows if r["last_seen"] is None),
+                    "by_status": dict(Counter(m.status for m in machines)),
+                },
+                "machines": rows,
+            }
+        )
+
+    return machines_status

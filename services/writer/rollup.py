@@ -1,0 +1,184 @@
+"""Hourly and daily tiers, built by the pipeline itself (portable: InfluxDB 1.x, 2.x, 3.x).
+
+Continuous queries (1.x) and tasks (2.x) are not portable, so the writer re-aggregates every
+window it touched: hourly from raw, then daily from hourly. A window is recomputed as a whole
+from the tier below, so late or re-delivered readings simply produce the right aggregate again
+(idempotent: same series, same window timestamp).
+
+Tier points (measurement ``sensor_readings`` in the ``hourly``/``daily`` retention policies,
+same tags as raw) carry ``mean_<f>``, ``min_<f>``, ``max_<f>``, ``count_<f>``, ``sum_<f>`` for
+every field ``f``. A window is recomputed ``WRITER_ROLLUP_INTERVAL_S`` after it was touched, at
+the latest; a writer that dies before that leaves its windows to the start-up sweep, which
+recomputes the recent windows of every machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import Counter
+
+from shared.errors import InfluxQueryError, InfluxRejected, InfluxUnavailable
+from shared.influx import InfluxClient, Series, any_of, quote_ident
+from shared.lineprotocol import MEASUREMENT, line
+
+log = logging.getLogger(__name__)
+
+HOUR_NS = 3600 * 10**9
+DAY_NS = 24 * HOUR_NS
+STATS = ("mean", "min", "max", "count", "sum")
+MACHINES_PER_QUERY = 100
+TAGS = "machine_id, factory_id, sensor_type, location"
+
+ROLLUPS = Counter("millrace_writer_rollup_windows_total", "Tier windows recomputed", ["tier"])
+ROLLUP_ERRORS = Counter("millrace_writer_rollup_errors_total", "Failed rollup rounds")
+
+
+def hourly_select(fields: Iterable[str]) -> str:
+    parts = []
+    for f in fields:
+        q = quote_ident(f)
+        parts += [f"{stat}({q}) AS {quote_ident(f'{stat}_{f}')}" for stat in STATS]
+    return ", ".join(parts)
+
+
+def daily_select(fields: Iterable[str]) -> str:
+    """Daily from hourly: min of mins, max of maxes, sums of counts and sums (mean = sum/count)."""
+    parts = []
+    for f in fields:
+        parts += [
+            f"min({quote_ident('min_' + f)}) AS {quote_ident('min_' + f)}",
+            f"max({quote_ident('max_' + f)}) AS {quote_ident('max_' + f)}",
+            f"sum({quote_ident('count_' + f)}) AS {quote_ident('count_' + f)}",
+            f"sum({quote_ident('sum_' + f)}) AS {quote_ident('sum_' + f)}",
+        ]
+    return ", ".join(parts)
+
+
+def tier_lines(series_list: list[Series], fields: Iterable[str], daily: bool) -> list[str]:
+    fields = list(fields)
+    out = []
+    for s in series_list:
+        tags = {k: v for k, v in s.tags.items() if v}
+        for row in s.values:
+            values = dict(zip(s.columns, row, strict=False))
+            point: dict[str, float] = {}
+            for f in fields:
+                count = values.get(f"count_{f}")
+                if not count:
+                    continue
+                point[f"count_{f}"] = float(count)
+                point[f"sum_{f}"] = float(values[f"sum_{f}"])
+                point[f"min_{f}"] = float(values[f"min_{f}"])
+                point[f"max_{f}"] = float(values[f"max_{f}"])
+                point[f"mean_{f}"] = (
+                    float(values[f"sum_{f}"]) / float(count)
+                    if daily
+                    else float(values[f"mean_{f}"])
+                )
+            if point:
+                out.append(line(MEASUREMENT, tags, point, int(values["time"])))
+    return out
+
+
+class Rollup:
+    def __init__(self, influx: InfluxClient, fields: list[str], interval_s: float) -> None:
+        self.influx = influx
+        self.fields = fields
+        self.interval_s = interval_s
+        self._hours: dict[int, set[str]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def touched(self, readings: Iterable[dict[str, Any]]) -> None:
+        """Note the hour windows of readings just stored (called after a successful write)."""
+        hours = self._hours
+        for r in readings:
+            ts = int(r["ts"])
+            hours.setdefault(ts - ts % HOUR_NS, set()).add(str(r["machine_id"]))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="writer-rollup")
+
+    async def stop(self) -> None:
+        """One last round so the windows of the final batches are not left stale."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+            await self.run_once()
+
+    async def run_once(self) -> int:
+        """Recompute every touched window; on failure they stay pending for the next round."""
+        hours, self._hours = self._hours, {}
+        if not hours:
+            return 0
+        done = 0
+        try:
+            days: dict[int, set[str]] = {}
+            for hour, machines in sorted(hours.items()):
+                await self.hourly(hour, hour + HOUR_NS, sorted(machines))
+                days.setdefault(hour - hour % DAY_NS, set()).update(machines)
+                done += len(machines)
+            for day, machines in sorted(days.items()):
+                await self.daily(day, day + DAY_NS, sorted(machines))
+        except (InfluxUnavailable, InfluxRejected, InfluxQueryError) as e:
+            ROLLUP_ERRORS.inc()
+            for hour, machines in hours.items():
+                self._hours.setdefault(hour, set()).update(machines)
+            log.warning(
+                "rollup round failed (%s); retrying next round", e, extra={"dependency": "influxdb"}
+            )
+        return done
+
+    async def hourly(self, start: int, end: int, machines: list[str] | None) -> None:
+        await self._aggregate("hourly", start, end, machines)
+
+    async def daily(self, start: int, end: int, machines: list[str] | None) -> None:
+        await self._aggregate("daily", start, end, machines)
+
+    async def sweep(self, hours_back: int = 2) -> None:
+        """Recompute the recent windows of every machine (start-up: cover a crashed writer)."""
+        now = time.time_ns()
+        start = now - now % HOUR_NS - hours_back * HOUR_NS
+        await self.hourly(start, now + HOUR_NS, None)
+        day = start - start % DAY_NS
+        await self.daily(day, now + DAY_NS, None)
+
+    async def _aggregate(self, tier: str, start: int, end: int, machines: list[str] | None) -> None:
+        s = self.influx.settings
+        daily = tier == "daily"
+        source_rp, target_rp = (s.hourly_rp, s.daily_rp) if daily else (s.raw_rp, s.hourly_rp)
+        select = daily_select(self.fields) if daily else hourly_select(self.fields)
+        bucket = "1d" if daily else "1h"
+        src = f"{quote_ident(s.database)}.{quote_ident(source_rp)}.{quote_ident(MEASUREMENT)}"
+        chunks: list[list[str] | None] = (
+            [None]
+            if machines is None
+            else [
+                machines[i : i + MACHINES_PER_QUERY]
+                for i in range(0, len(machines), MACHINES_PER_QUERY)
+            ]
+        )
+        for chunk in chunks:
+            cond = f"time >= {start} AND time < {end}"
+            if chunk is not None:
+                cond = f"{any_of('machine_id', chunk)} AND {cond}"
+            statement = (
+                f"SELECT {select} FROM {src} WHERE {cond}"
+                f" GROUP BY time({bucket}), {TAGS} fill(none)"
+            )
+            [series] = await self.influx.query(statement)
+            lines = tier_lines(series, self.fields, daily)
+            if lines:
+                await self.influx.write("\n".join(lines).encode(), rp=target_rp)
+            ROLLUPS.labels(tier).inc(len(lines))

@@ -1,0 +1,104 @@
+"""MQTT telemetry payloads, validated with the same :class:`~shared.readings.Reading` model as HTTP.
+
+A message on ``factory/<factory_id>/machine/<machine_id>/telemetry`` carries either one reading::
+
+    {"timestamp": "2025-12-13T10:00:00Z", "sensor_type": "Temperature", "temperature": 72.5}
+
+or several, with optional defaults for all of them::
+
+    {"sensor_type": "Temperature", "location": "Floor 1",
+     "readings": [{"timestamp": "...", "temperature": 72.5}, ...]}
+
+``sensor_type``/``location`` left out fall back to the machine's registered values. A message is
+accepted or refused as a whole: one bad reading refuses the message, with the exact path.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from shared.readings import FieldError, Label, Reading, ValidationContext, field_errors
+
+
+class DeadReason(StrEnum):
+    """Why an MQTT message went to ``telemetry.dead`` (the ``dead.reason`` of the envelope)."""
+
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    UNKNOWN_MACHINE = "unknown_machine"
+    BAD_TOPIC = "bad_topic"
+
+
+class MqttReading(Reading):
+    """A reading as a gateway publishes it: may name its own sensor type and location."""
+
+    sensor_type: Label | None = None
+    location: Label | None = None
+
+
+class MqttBatch(BaseModel):
+    """``{"readings": [...]}``: several readings of the machine named by the topic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sensor_type: Label | None = None
+    location: Label | None = None
+    readings: list[MqttReading] = Field(min_length=1)
+
+    @field_validator("readings", mode="before")
+    @classmethod
+    def _limit(cls, value: Any, info: ValidationInfo) -> Any:
+        ctx = info.context
+        limit = ctx.max_readings_per_item if isinstance(ctx, ValidationContext) else 10_000
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError(
+                "too_many", "At most {limit} readings per message", {"limit": limit}
+            )
+        return value
+
+
+class PayloadError(Exception):
+    """The payload can never be accepted; ``reason`` is the dead-letter reason code."""
+
+    def __init__(self, reason: DeadReason, error: str, errors: list[FieldError] | None = None):
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+        self.errors = errors or []
+
+
+def parse_payload(payload: bytes, ctx: ValidationContext) -> MqttBatch:
+    """Validate one MQTT payload; a single reading comes back as a batch of one.
+
+    Raises :class:`PayloadError` with ``invalid_utf8``, ``invalid_json`` or ``schema``.
+    """
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PayloadError(DeadReason.INVALID_UTF8, f"Payload is not valid UTF-8: {e}") from None
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        raise PayloadError(DeadReason.INVALID_JSON, f"Malformed JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise PayloadError(
+            DeadReason.SCHEMA,
+            f'Payload must be a JSON object (a reading or {{"readings": [...]}}), '
+            f"not {type(doc).__name__}",
+        )
+    try:
+        if "readings" in doc:
+            return MqttBatch.model_validate(doc, context=ctx)
+        return MqttBatch(readings=[MqttReading.model_validate(doc, context=ctx)])
+    except ValidationError as e:
+        errors = field_errors(e)
+        text = "; ".join(f"{fe.field or 'payload'}: {fe.error}" for fe in errors[:10])
+        if len(errors) > 10:
+            text += f"; … {len(errors) - 10} more"
+        raise PayloadError(DeadReason.SCHEMA, text, errors) from None
