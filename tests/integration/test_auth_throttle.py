@@ -4,6 +4,7 @@ fail-open (with a WARNING) when Redis is down."""
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,6 +22,11 @@ pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.auth_fixtures"]
 
 LOGIN = "/api/v1/auth/login"
+
+
+def fresh_address() -> str:
+    """Never used before: counters of earlier runs (same window) cannot interfere."""
+    return "10." + ".".join(str(b) for b in secrets.token_bytes(3))
 
 
 def attempt(client: TestClient, username: str, password: str) -> int:
@@ -46,7 +52,7 @@ def test_username_lock_holds_from_any_address(auth_client: TestClient, make_user
     account = make_user("Operator")
     for _ in range(5):
         attempt(auth_client, account.username, "wrong password!")
-    with TestClient(auth_client.app, client=("10.255.0.1", 1)) as elsewhere:
+    with TestClient(auth_client.app, client=(fresh_address(), 1)) as elsewhere:
         assert attempt(elsewhere, account.username, account.password) == 429
 
 
@@ -65,7 +71,7 @@ def test_success_resets_the_username_counter(auth_client: TestClient, make_user:
         attempt(auth_client, account.username, "wrong password!")
     assert attempt(auth_client, account.username, account.password) == 200
     # The address counter is not reset by a success; use a fresh address for the next four.
-    with TestClient(auth_client.app, client=("10.254.0.1", 1)) as other:
+    with TestClient(auth_client.app, client=(fresh_address(), 1)) as other:
         for _ in range(4):
             assert attempt(other, account.username, "wrong password!") == 401
         assert attempt(other, account.username, account.password) == 200
