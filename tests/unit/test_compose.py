@@ -1,0 +1,592 @@
+"""compose.yaml and the Dockerfile cannot run here (no Docker engine): read them and hold them to
+the code. Each service's settings class says which environment variables it reads and which
+dependencies it has; compose must provide exactly that, with production values and no secrets."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from infra.influxdb.provision_v2 import ProvisionSettings, plan
+from services.auth.security import SecuritySettings
+from services.auth.settings import AuthSettings
+from shared.settings import (
+    AmqpSettings,
+    InfluxSettings,
+    IngestLimits,
+    JwtSettings,
+    MqttSettings,
+    PostgresSettings,
+    RedisSettings,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+IMAGE = "millrace:latest"
+PROVISION = "influx-provision"
+
+# CONTRACT §10.
+CONTRACT_PORTS = {
+    "ingest_gateway": 8001,
+    "query_api": 8002,
+    "auth": 8003,
+    "mqtt_bridge": 8004,
+    "writer": 8005,
+}
+HEALTHY = "service_healthy"
+COMPLETED = "service_completed_successfully"
+
+
+@dataclass(frozen=True)
+class Dependency:
+    env: tuple[str, ...]  # must be set for the service to reach it
+    hosts: dict[str, str]  # env var -> the compose service it must point at
+    depends_on: dict[str, str]  # compose service -> condition
+
+
+# Settings sub-model -> what it means for compose.
+DEPENDENCIES: dict[type[BaseSettings], Dependency] = {
+    AmqpSettings: Dependency(("AMQP_URL",), {"AMQP_URL": "rabbitmq"}, {"rabbitmq": HEALTHY}),
+    PostgresSettings: Dependency(
+        ("POSTGRES_URL",), {"POSTGRES_URL": "postgres"}, {"postgres": HEALTHY}
+    ),
+    RedisSettings: Dependency(("REDIS_URL",), {"REDIS_URL": "redis"}, {"redis": HEALTHY}),
+    InfluxSettings: Dependency(
+        ("INFLUX_URL", "INFLUX_TOKEN"),
+        {"INFLUX_URL": "influxdb"},
+        {"influxdb": HEALTHY, PROVISION: COMPLETED},
+    ),
+    MqttSettings: Dependency(("MQTT_HOST",), {"MQTT_HOST": "mosquitto"}, {"mosquitto": HEALTHY}),
+    JwtSettings: Dependency(("JWT_JWKS_URL",), {"JWT_JWKS_URL": "auth"}, {"auth": HEALTHY}),
+}
+# Sub-models that configure the service itself, not a connection to something else.
+NOT_DEPENDENCIES: set[type[BaseSettings]] = {IngestLimits, AuthSettings, SecuritySettings}
+
+# Names of variables that hold secrets, and the only form their value may take in compose.
+SECRET_NAME = re.compile(r"PASSWORD|_PASS$|TOKEN|SECRET|PRIVATE_KEY|REDISCLI_AUTH")
+REQUIRED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
+VAR_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+# ------------------------------------------------------------------ reading the files
+
+
+def service_folders() -> list[str]:
+    return sorted(
+        p.name
+        for p in (ROOT / "services").iterdir()
+        if p.is_dir() and p.name.isidentifier() and not p.name.startswith("_")
+    )
+
+
+def settings_class(name: str) -> type[BaseSettings] | None:
+    """The service's Settings, or None while the service has no settings.py yet."""
+    if not (ROOT / "services" / name / "settings.py").exists():
+        return None
+    cls: type[BaseSettings] = importlib.import_module(f"services.{name}.settings").Settings
+    return cls
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}`` and ``$$``, recursively."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        current = env.get(name)
+        unset = current is None or (current == "" and op is not None and op.startswith(":"))
+        if op in ("?", ":?") and unset:
+            raise KeyError(f"{name} is required ({arg})")
+        if op in ("-", ":-") and unset:
+            return arg
+        return current or ""
+
+    return VAR_REF.sub(sub, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def raw_compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return doc
+
+
+def _strings(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def referenced_variables() -> dict[str, str | None]:
+    """Every variable compose.yaml interpolates -> its operator (None, '-', ':-', '?', ':?')."""
+    return {
+        m.group(1): m.group(2)
+        for _, value in _strings(raw_compose())
+        for m in VAR_REF.finditer(value)
+    }
+
+
+def env_example() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def synthetic_env() -> dict[str, str]:
+    """What an operator's .env would give: .env.example's values, except that each secret gets
+    a distinct URL-safe value (showing which secret ends up where). Variables with a default in
+    compose.yaml are left unset, so the default is what gets checked."""
+    example = env_example()
+    env = {}
+    for name, op in referenced_variables().items():
+        if op in ("-", ":-"):
+            continue
+        if SECRET_NAME.search(name) or name not in example:
+            env[name] = f"v{name.lower().replace('_', '')}"
+        else:
+            env[name] = example[name]
+    return env
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = interpolate(raw_compose(), synthetic_env())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    svcs: dict[str, dict[str, Any]] = compose["services"]
+    return svcs
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "environment is written as a mapping"
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def env_names(cls: type[BaseSettings]) -> set[str]:
+    """Environment variables a settings class reads (aliases, or prefix + field name)."""
+    names: set[str] = set()
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    for field_name, field in cls.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
+            names |= env_names(annotation)
+            continue
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias.upper())
+        elif isinstance(alias, AliasChoices):
+            names |= {str(choice).upper() for choice in alias.choices}
+        else:
+            names.add((prefix + field_name).upper())
+    return names
+
+
+def sub_models(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
+    for field in cls.model_fields.values():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseSettings):
+            yield annotation
+
+
+def dependencies(name: str) -> list[Dependency]:
+    cls = _settings(name)
+    found = []
+    for sub in sub_models(cls):
+        if sub in NOT_DEPENDENCIES:
+            continue
+        assert sub in DEPENDENCIES, (
+            f"services.{name} has a new settings sub-model {sub.__name__}: say in this test what "
+            "compose must provide for it (DEPENDENCIES) or that it needs nothing (NOT_DEPENDENCIES)"
+        )
+        found.append(DEPENDENCIES[sub])
+    return found
+
+
+def _settings(name: str) -> type[BaseSettings]:
+    cls = settings_class(name)
+    assert cls is not None
+    return cls
+
+
+APP_SERVICES = sorted(CONTRACT_PORTS)
+WRITTEN = [n for n in APP_SERVICES if settings_class(n) is not None]
+
+
+# ------------------------------------------------------------------ services and ports
+
+
+def test_every_service_folder_and_contract_service_runs_in_compose(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in sorted(set(service_folders()) | set(CONTRACT_PORTS)):
+        assert name in services, f"compose has no service {name}"
+        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
+        assert services[name]["image"] == IMAGE
+    assert set(service_folders()) <= set(CONTRACT_PORTS), "a service with no contract port"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_port_matches_contract_and_settings_alias(
+    name: str, services: dict[str, dict[str, Any]]
+) -> None:
+    port = CONTRACT_PORTS[name]
+    alias = f"{name.upper()}_PORT"
+    cls = settings_class(name)
+    if cls is not None:
+        field = cls.model_fields["port"]
+        assert field.validation_alias == alias, "the port variable follows <SERVICE>_PORT"
+        assert field.default == port
+    service = services[name]
+    assert environment(service).get(alias) == str(port)
+    for mapping in service.get("ports", []):
+        assert str(mapping).split(":")[-1] == str(port), f"{name} publishes {mapping}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_healthcheck_hits_ready_on_its_port(name: str, services: dict[str, dict[str, Any]]) -> None:
+    check = services[name]["healthcheck"]
+    command = " ".join(check["test"])
+    assert check["test"][0] in ("CMD", "CMD-SHELL")
+    assert re.search(
+        rf"//(127\.0\.0\.1|localhost):{CONTRACT_PORTS[name]}/(ready|health)\b", command
+    )
+    # The slim image has no curl: the check must use what the image certainly has.
+    assert check["test"][1] == "python"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_production_environment(name: str, services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services[name])
+    assert env["MILLRACE_ENV"] == "production"
+    assert env["BIND_HOST"] == "0.0.0.0"
+    assert services[name]["restart"] in ("unless-stopped", "always", "on-failure")
+
+
+# ------------------------------------------------------------------ dependencies
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_environment_reaches_every_dependency(
+    name: str, services: dict[str, dict[str, Any]]
+) -> None:
+    service = services[name]
+    env = environment(service)
+    depends_on = service.get("depends_on", {})
+    assert isinstance(depends_on, dict), "depends_on is written with conditions"
+    for dep in dependencies(name):
+        for var in dep.env:
+            assert env.get(var), f"{name} needs {var}"
+        for var, host in dep.hosts.items():
+            if host == name:
+                continue
+            value = env[var]
+            actual = urlsplit(value).hostname if "://" in value else value
+            assert actual == host, f"{name}: {var}={value} should point at {host}"
+        for target, condition in dep.depends_on.items():
+            if target == name:
+                continue
+            assert target in depends_on, f"{name} must depend on {target}"
+            assert depends_on[target] == {"condition": condition}
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_every_variable_set_is_read_by_the_service(
+    name: str, services: dict[str, dict[str, Any]]
+) -> None:
+    unknown = set(environment(services[name])) - env_names(_settings(name))
+    assert not unknown, f"{name} is given variables its settings never read: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_settings_accept_the_compose_environment(
+    name: str, services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production validators (no guest AMQP password, a signing key, ...) pass on what compose
+    gives the container."""
+    for var in list(os.environ):
+        monkeypatch.delenv(var)
+    for var, value in environment(services[name]).items():
+        monkeypatch.setenv(var, value)
+    settings: Any = _settings(name)()
+    assert settings.production
+    assert settings.port == CONTRACT_PORTS[name]
+    assert settings.bind_host == "0.0.0.0"
+
+
+def test_dependency_targets_exist_and_are_healthchecked(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        for target, spec in service.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            if spec["condition"] == HEALTHY:
+                assert "healthcheck" in services[target], f"{target} has no healthcheck"
+    for name in ("influxdb", "rabbitmq", "postgres", "redis", "mosquitto"):
+        assert "healthcheck" in services[name], name
+    # No cycle: every service can start once what it depends on has.
+    started: set[str] = set()
+    pending = dict(services)
+    while pending:
+        ready = [n for n, s in pending.items() if set(s.get("depends_on", {})) <= started]
+        assert ready, f"dependency cycle among {sorted(pending)}"
+        started |= set(ready)
+        for n in ready:
+            del pending[n]
+
+
+def test_credentials_match_between_clients_and_servers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    amqp = urlsplit(environment(services["writer"])["AMQP_URL"])
+    rabbit = environment(services["rabbitmq"])
+    assert (amqp.username, amqp.password) == (
+        rabbit["RABBITMQ_DEFAULT_USER"],
+        rabbit["RABBITMQ_DEFAULT_PASS"],
+    )
+    pg_url = urlsplit(environment(services["query_api"])["POSTGRES_URL"])
+    pg = environment(services["postgres"])
+    assert (pg_url.username, pg_url.password, pg_url.path) == (
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+        "/" + pg["POSTGRES_DB"],
+    )
+    redis_password = urlsplit(environment(services["query_api"])["REDIS_URL"]).password
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == redis_password
+    influx = environment(services["influxdb"])
+    for name in ("writer", "query_api", PROVISION):
+        assert (
+            environment(services[name])["INFLUX_TOKEN"]
+            == influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
+        )
+    assert environment(services[PROVISION])["INFLUX_ORG"] == influx["DOCKER_INFLUXDB_INIT_ORG"]
+    database = environment(services["writer"])["INFLUX_DATABASE"]
+    assert influx["DOCKER_INFLUXDB_INIT_BUCKET"] == f"{database}/raw"
+
+
+def test_declared_fields_are_the_same_everywhere(services: dict[str, dict[str, Any]]) -> None:
+    """INGEST_EXTRA_FIELDS decides what is validated, aggregated and queried: one value for all."""
+    readers = [n for n in WRITTEN if IngestLimits in set(sub_models(_settings(n)))]
+    assert readers
+    values = {n: environment(services[n]).get("INGEST_EXTRA_FIELDS") for n in readers}
+    assert None not in values.values(), values
+    assert len(set(values.values())) == 1, values
+
+
+def test_auth_reads_its_key_from_a_compose_secret(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    auth = services["auth"]
+    [secret] = auth["secrets"]
+    assert environment(auth)["AUTH_PRIVATE_KEY_FILE"] == f"/run/secrets/{secret}"
+    assert "file" in compose["secrets"][secret]
+    for name in APP_SERVICES:
+        if name != "auth":
+            assert "secrets" not in services[name], "the signing key is held by auth alone"
+
+
+# ------------------------------------------------------------------ InfluxDB 2.x provisioning
+
+
+def test_influx_provision_runs_the_module_in_the_image(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = services[PROVISION]
+    assert job["image"] == IMAGE
+    assert job["restart"] == "no"
+    command = job["command"]
+    assert command[:2] == ["python", "-m"]
+    module = command[2]
+    path = ROOT / (module.replace(".", "/") + ".py")
+    assert path.exists(), module
+    for package in path.relative_to(ROOT).parents:
+        if package != Path("."):
+            assert (ROOT / package / "__init__.py").exists(), f"{package} is not a package"
+    assert job["depends_on"] == {"influxdb": {"condition": HEALTHY}}
+    env = environment(job)
+    assert set(env) <= env_names(ProvisionSettings)
+    for var in list(os.environ):
+        monkeypatch.delenv(var)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    tiers = plan(ProvisionSettings())
+    assert [t.rp for t in tiers] == ["raw", "hourly", "daily"]
+
+
+# ------------------------------------------------------------------ scaling and images
+
+
+def test_writer_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
+    writer = services["writer"]
+    assert "container_name" not in writer
+    assert "hostname" not in writer
+    assert not writer.get("ports"), "a published host port would clash between writer copies"
+
+
+def test_app_services_share_one_image_built_from_the_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in [*APP_SERVICES, PROVISION]:
+        service = services[name]
+        assert service["image"] == IMAGE
+        build = service["build"]
+        assert build["context"] == "."
+        assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_mosquitto_mounts_the_configuration_and_a_password_file(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    volumes = services["mosquitto"]["volumes"]
+    conf = [v for v in volumes if v.endswith(":/mosquitto/config/mosquitto.conf:ro")]
+    assert conf == ["./infra/mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro"]
+    assert (ROOT / "infra" / "mosquitto" / "mosquitto.conf").exists()
+    raw = raw_compose()["services"]["mosquitto"]["volumes"]
+    assert any(REQUIRED_REF.match(v) and v.endswith(":/mosquitto/config/passwd:ro") for v in raw)
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def test_no_secret_has_a_value_in_compose() -> None:
+    doc = raw_compose()
+    for name, service in doc["services"].items():
+        for var, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(var) and not var.endswith("_FILE"):
+                assert REQUIRED_REF.fullmatch(str(value)), f"{name}.{var} must be ${{VAR:?...}}"
+        command = service.get("command") or []
+        if "--requirepass" in command:
+            assert REQUIRED_REF.fullmatch(command[command.index("--requirepass") + 1])
+    for where, value in _strings(doc):
+        # A password inside a URL (scheme://user:password@host) comes from a required variable.
+        for m in re.finditer(r"://(?:\$\{[^}]*\}|[^:/@\s]*):(.*?)@", value):
+            assert REQUIRED_REF.fullmatch(m.group(1)), f"{where}: literal password in {value}"
+    for var, op in referenced_variables().items():
+        if SECRET_NAME.search(var):
+            assert op in ("?", ":?"), f"${{{var}}} must be required (:?), never defaulted"
+
+
+def test_env_example_lists_every_variable_with_placeholders() -> None:
+    example = env_example()
+    missing = set(referenced_variables()) - set(example)
+    assert not missing, f".env.example lacks {sorted(missing)}"
+    for var, value in example.items():
+        if SECRET_NAME.search(var) and not var.endswith(("_FILE", "_PATH")):
+            assert value == "change-me", f"{var} in .env.example must be a placeholder"
+    # The filled-in copy must never be committed.
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    interpolate(raw_compose(), example)  # every required variable is satisfied by the example
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """Instructions (KEYWORD, arguments) grouped by stage; continuations joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword, " ".join(args.split())))
+    return stages
+
+
+def test_dockerfile_is_multi_stage_and_runs_as_non_root() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    final = stages[-1]
+    assert any(k == "COPY" and a.startswith("--from=") for k, a in final)
+    users = [a for k, a in final if k == "USER"]
+    assert users, "the runtime stage sets USER"
+    assert users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_dockerfile_installs_the_lock_with_hashes() -> None:
+    runs = [a for stage in dockerfile_stages() for k, a in stage if k == "RUN"]
+    installs = [r for r in runs if "pip install" in r]
+    assert installs
+    for run in installs:
+        assert "--require-hashes" in run
+        assert "requirements.lock" in run
+
+
+def _ignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+    patterns = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        glob = line.lstrip("!").strip("/")
+        rx = re.escape(glob).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        rx = rx.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        patterns.append((negate, re.compile(rx)))
+    return patterns
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; a pattern matching a directory covers
+    everything under it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for negate, rx in _ignore_patterns():
+        if any(rx.fullmatch(p) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+def test_dockerfile_copies_exist_and_are_in_the_build_context() -> None:
+    for stage in dockerfile_stages():
+        for keyword, args in stage:
+            if keyword != "COPY" or args.startswith("--from="):
+                continue
+            sources = [a for a in args.split() if not a.startswith("--")][:-1]
+            for source in sources:
+                path = ROOT / source
+                assert path.exists(), source
+                files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+                assert files, source
+                for file in files:
+                    if "__pycache__" in file.parts:
+                        continue
+                    rel = file.relative_to(ROOT).as_posix()
+                    assert not dockerignored(rel), f"{rel} is excluded by .dockerignore"
+    for secret in (".env", ".run/env", ".venv/bin/python", "tests/conftest.py", "key.pem"):
+        assert dockerignored(secret), f"{secret} would be sent to the build context"
