@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.ingest_gateway import body as bodies
+from services.ingest_gateway.schemas import IngestAccepted, IngestPartial
 from services.ingest_gateway.settings import Settings
 from services.ingest_gateway.validate import Invalid, as_error_list, check
 from shared import broker
@@ -38,7 +39,8 @@ from shared.http import (
 from shared.ingest import Rejection, pack, stored_readings
 from shared.log import request_id
 from shared.machines import MachineCache, MachineRepository
-from shared.readings import ValidationContext
+from shared.openapi import doc, openapi_routes
+from shared.readings import IngestRequest, ValidationContext
 from shared.startup import create_redis, wait_for
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,18 @@ def create_app(settings: Settings) -> Starlette:
             headers={"Retry-After": str(settings.retry_after_s)},
         )
 
+    @doc(
+        "Ingest a gateway batch (JSON, optionally gzip-encoded)",
+        body=IngestRequest,
+        responses={
+            202: IngestAccepted,
+            207: IngestPartial,
+            413: "Body too large",
+            415: "Not JSON",
+            503: "Broker cannot take data; nothing accepted; see Retry-After",
+        },
+        tags=["ingest"],
+    )
     @requires("write:sensor_data")
     async def ingest(request: Request) -> Response:
         bodies.check_media_type(request)
@@ -210,6 +224,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/api/v1/data/ingest", ingest, methods=["POST"]),
             *ops_routes(ready),
+            *openapi_routes("Millrace ingest gateway"),
         ],
         middleware=[Middleware(RequestContextMiddleware, service="ingest_gateway")],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -17,8 +17,10 @@ from starlette.routing import Route
 
 from services.query_api import history
 from services.query_api.cache import HistoryCache
+from services.query_api.config_routes import config_routes
 from services.query_api.machines_api import machine_routes
 from services.query_api.params import parse_history
+from services.query_api.schemas import HistoryOut, HistoryParams
 from services.query_api.settings import Settings
 from services.query_api.status_api import status_endpoint
 from services.query_api.summary_api import summary_endpoint
@@ -35,6 +37,7 @@ from shared.http import (
 )
 from shared.influx import InfluxClient
 from shared.machines import MachineCache, MachineRepository, valid_uuid
+from shared.openapi import doc, openapi_routes
 from shared.readings import BUILTIN_FIELDS
 from shared.startup import create_redis, wait_for
 
@@ -67,6 +70,12 @@ def create_app(settings: Settings) -> Starlette:
             await redis.aclose()
             await jwks.close()
 
+    @doc(
+        "Sensor history of one machine",
+        query=HistoryParams,
+        responses={200: HistoryOut, 404: "Unknown machine", 503: "InfluxDB unavailable"},
+        tags=["data"],
+    )
     @requires("read:sensor_data")
     async def machine_history(request: Request) -> Response:
         mid = str(request.path_params["machine_id"])
@@ -136,6 +145,8 @@ def create_app(settings: Settings) -> Starlette:
                 methods=["GET"],
             ),
             *machine_routes(),
+            *config_routes(),
+            *openapi_routes("Millrace query API"),
             *ops_routes(ready),
         ],
         middleware=[Middleware(RequestContextMiddleware, service="query_api")],

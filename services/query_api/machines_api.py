@@ -9,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.query_api.schemas import MachineEnvelope, MachineListOut, MachineListParams
 from shared.http import ApiError, JSONResponse, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
+from shared.openapi import doc
 from shared.readings import field_errors
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -58,6 +60,12 @@ def _repo(request: Request) -> MachineRepository:
     return MachineRepository(request.state.pool)
 
 
+@doc(
+    "List machines, filtered",
+    query=MachineListParams,
+    responses={200: MachineListOut},
+    tags=["machines"],
+)
 @requires("read:machines")
 async def list_machines(request: Request) -> Response:
     params = request.query_params
@@ -102,6 +110,7 @@ async def list_machines(request: Request) -> Response:
     )
 
 
+@doc("Register a machine", body=MachineIn, responses={201: MachineEnvelope}, tags=["machines"])
 @requires("write:machines")
 async def create_machine(request: Request) -> Response:
     data: MachineIn = await _json(request, MachineIn)
@@ -119,6 +128,7 @@ def _cache(request: Request) -> MachineCache:
     return cache
 
 
+@doc("One machine", responses={200: MachineEnvelope, 404: "Unknown machine"}, tags=["machines"])
 @requires("read:machines")
 async def get_machine(request: Request) -> Response:
     mid = _machine_id(request)
@@ -128,6 +138,12 @@ async def get_machine(request: Request) -> Response:
     return JSONResponse({"status": "success", "machine": machine.as_dict()})
 
 
+@doc(
+    "Change a machine",
+    body=MachinePatch,
+    responses={200: MachineEnvelope, 404: "Unknown machine"},
+    tags=["machines"],
+)
 @requires("write:machines")
 async def update_machine(request: Request) -> Response:
     mid = _machine_id(request)
@@ -140,6 +156,7 @@ async def update_machine(request: Request) -> Response:
     return JSONResponse({"status": "success", "machine": machine.as_dict()})
 
 
+@doc("Delete a machine", responses={204: "Deleted", 404: "Unknown machine"}, tags=["machines"])
 @requires("delete:machines")
 async def delete_machine(request: Request) -> Response:
     mid = _machine_id(request)

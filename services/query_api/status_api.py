@@ -18,11 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.query_api.history import ns_to_iso
+from services.query_api.schemas import StatusOut, StatusParams
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
 from shared.influx import InfluxClient, quote_ident
 from shared.lineprotocol import MEASUREMENT
 from shared.machines import STATUSES, MachineRepository
+from shared.openapi import doc
 
 log = logging.getLogger(__name__)
 FALLBACK_LOOKBACK = "30d"
@@ -67,6 +69,12 @@ async def _from_influx(influx: InfluxClient) -> dict[str, dict[str, Any]]:
 
 
 def status_endpoint(online_threshold_s: int) -> Any:
+    @doc(
+        "Live status of every machine",
+        query=StatusParams,
+        responses={200: StatusOut},
+        tags=["machines"],
+    )
     @requires("read:machines")
     async def machines_status(request: Request) -> Response:
         filters = {

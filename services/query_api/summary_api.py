@@ -14,11 +14,13 @@ from starlette.responses import Response
 
 from services.query_api.history import ns_to_iso
 from services.query_api.params import iso, parse_time
+from services.query_api.schemas import SummaryOut, SummaryParams
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
 from shared.influx import any_of, quote_ident
 from shared.lineprotocol import MEASUREMENT
 from shared.machines import MachineRepository
+from shared.openapi import doc
 from shared.readings import to_ns
 
 BUCKETS = {"1h": "hourly", "1d": "daily", "7d": "daily", "30d": "daily"}
@@ -26,6 +28,12 @@ MAX_MACHINES = 500
 
 
 def summary_endpoint(known_fields: list[str]) -> Any:
+    @doc(
+        "Per-machine aggregates over a location",
+        query=SummaryParams,
+        responses={200: SummaryOut},
+        tags=["data"],
+    )
     @requires("read:sensor_data")
     async def summary(request: Request) -> Response:
         p = request.query_params
