@@ -107,7 +107,7 @@ def test_wrong_secret_unknown_client_and_wrong_grant(
     auth_client: TestClient, gateway: dict[str, Any]
 ) -> None:
     wrong = exchange(auth_client, gateway["client_id"], "not-the-secret")
-    unknown = exchange(auth_client, "gw_unknown", gateway["client_secret"])
+    unknown = exchange(auth_client, gateway["client_id"] + "x", gateway["client_secret"])
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json()
     assert wrong.json()["error"] == "invalid_client"
