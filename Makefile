@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN := .run
 
-.PHONY: help install up down status test test-unit lint fmt demo bench chaos clean
+.PHONY: help install up down status test test-unit lint fmt demo bench chaos clean lock
 
 help:
 	@echo "make up       start infrastructure + every service (returns when all answer /ready)"
@@ -64,3 +64,8 @@ bench: up
 
 clean: down
 	rm -rf $(RUN)
+
+# Regenerate the hashed locks after changing pyproject.toml (needs uv: pip install uv).
+lock:
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements-runtime.lock
