@@ -3,7 +3,9 @@
 Reads go: a small in-process cache (a few seconds), then Redis, then PostgreSQL. Writes go to
 PostgreSQL and then delete the Redis key, so a read right after a write sees it. A change made
 through another process becomes visible to every process within ``local_ttl_s`` (default 5 s).
-Redis is only a cache: when it fails, reads fall through to PostgreSQL and a WARNING is logged.
+If Redis is down when a change is made, the deletion is retried before the next Redis read of
+this process; other processes may serve the old entry until its TTL (60 s) ends.
+Redis is only a cache: when it fails, reads fall through to PostgreSQL (see RedisGuard).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import orjson
 import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from redis.exceptions import RedisError
+
+from shared.redisguard import REDIS_ERRORS, RedisGuard
 
 log = logging.getLogger(__name__)
 
@@ -139,19 +142,20 @@ class MachineCache:
     def __init__(
         self,
         repo: MachineRepository,
-        redis: aioredis.Redis | None,
+        redis: RedisGuard | aioredis.Redis | None,
         *,
-        redis_ttl_s: int = 300,
+        redis_ttl_s: int = 60,
         negative_ttl_s: int = 5,
         local_ttl_s: float = 5.0,
     ) -> None:
         self.repo = repo
-        self.redis = redis
+        self.redis = RedisGuard(redis) if isinstance(redis, aioredis.Redis) else redis
         self.redis_ttl_s = redis_ttl_s
         self.negative_ttl_s = negative_ttl_s
         self.local_ttl_s = local_ttl_s
         self._local: dict[str, tuple[float, Machine | None]] = {}
-        self._redis_failing_since: float | None = None
+        # Invalidations that failed while Redis was down: done first when it is back.
+        self._unflushed: set[str] = set()
 
     @staticmethod
     def key(machine_id: str) -> str:
@@ -192,20 +196,34 @@ class MachineCache:
         self._local.pop(machine_id, None)
         if self.redis is None:
             return
+        self._unflushed.add(machine_id)
+        if self.redis.usable():
+            await self._flush_invalidations()
+
+    async def _flush_invalidations(self) -> bool:
+        assert self.redis is not None
+        if not self._unflushed:
+            return True
+        pending = list(self._unflushed)
         try:
-            await self.redis.delete(self.key(machine_id))
-            self._redis_ok()
-        except (RedisError, OSError) as e:
-            self._redis_failed("invalidate", e)
+            await self.redis.client.delete(*(self.key(m) for m in pending))
+        except REDIS_ERRORS as e:
+            self.redis.failed("invalidate", e)
+            return False
+        self._unflushed.difference_update(pending)
+        self.redis.ok()
+        return True
 
     async def _redis_get(self, ids: list[str]) -> dict[str, Machine | None]:
-        if self.redis is None:
+        if self.redis is None or not self.redis.usable():
+            return {}
+        if not await self._flush_invalidations():
             return {}
         try:
-            raw = await self.redis.mget([self.key(m) for m in ids])
-            self._redis_ok()
-        except (RedisError, OSError) as e:
-            self._redis_failed("read", e)
+            raw = await self.redis.client.mget([self.key(m) for m in ids])
+            self.redis.ok()
+        except REDIS_ERRORS as e:
+            self.redis.failed("read", e)
             return {}
         out: dict[str, Machine | None] = {}
         for mid, value in zip(ids, raw, strict=True):
@@ -215,39 +233,19 @@ class MachineCache:
         return out
 
     async def _redis_set(self, machines: dict[str, Machine | None]) -> None:
-        if self.redis is None or not machines:
+        if self.redis is None or not machines or not self.redis.usable():
             return
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.client.pipeline(transaction=False) as pipe:
                 for mid, m in machines.items():
                     if m is None:
                         pipe.set(self.key(mid), b"", ex=self.negative_ttl_s)
                     else:
                         pipe.set(self.key(mid), orjson.dumps(m.as_dict()), ex=self.redis_ttl_s)
                 await pipe.execute()
-            self._redis_ok()
-        except (RedisError, OSError) as e:
-            self._redis_failed("write", e)
-
-    def _redis_failed(self, what: str, e: BaseException) -> None:
-        if self._redis_failing_since is None:
-            self._redis_failing_since = time.monotonic()
-            log.warning(
-                "Redis %s failed (%s: %s); falling back to PostgreSQL, retrying on next request",
-                what,
-                type(e).__name__,
-                e,
-                extra={"dependency": "redis"},
-            )
-
-    def _redis_ok(self) -> None:
-        if self._redis_failing_since is not None:
-            log.info(
-                "Redis is back after %.1f s",
-                time.monotonic() - self._redis_failing_since,
-                extra={"dependency": "redis"},
-            )
-            self._redis_failing_since = None
+            self.redis.ok()
+        except REDIS_ERRORS as e:
+            self.redis.failed("write", e)
 
 
 def valid_uuid(value: str) -> bool:

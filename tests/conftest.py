@@ -66,3 +66,8 @@ async def amqp_cleanup(amqp_settings: AmqpSettings) -> AsyncIterator[AmqpSetting
 def service_url(name: str, default_port: int) -> str:
     port = os.environ.get(f"{name.upper()}_PORT", str(default_port))
     return os.environ.get(f"{name.upper()}_URL", f"http://127.0.0.1:{port}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop or freeze a dependency run last, so they cannot disturb the others."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)

@@ -41,6 +41,7 @@ from shared.log import request_id
 from shared.machines import MachineCache, MachineRepository
 from shared.openapi import doc, openapi_routes
 from shared.readings import IngestRequest, ValidationContext
+from shared.redisguard import RedisGuard
 from shared.startup import create_redis, wait_for
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def create_app(settings: Settings) -> Starlette:
                 "settings": settings,
                 "pool": pool,
                 "redis": redis,
-                "machines": MachineCache(MachineRepository(pool), redis),
+                "machines": MachineCache(MachineRepository(pool), RedisGuard(redis)),
                 "publisher": publisher,
                 "authorizer": JwtAuthorizer(settings.jwt, jwks, redis),
             }

@@ -39,6 +39,7 @@ from shared.influx import InfluxClient
 from shared.machines import MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc, openapi_routes
 from shared.readings import BUILTIN_FIELDS
+from shared.redisguard import RedisGuard
 from shared.startup import create_redis, wait_for
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = create_redis(settings.redis)
+        guard = RedisGuard(redis)
         pool = create_pool(settings.postgres, "query_api")
         await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
         await migrate(pool)
@@ -60,8 +62,9 @@ def create_app(settings: Settings) -> Starlette:
                 "pool": pool,
                 "redis": redis,
                 "influx": influx,
-                "machines": MachineCache(MachineRepository(pool), redis),
-                "history_cache": HistoryCache(redis, settings.cache_ttl_s),
+                "redis_guard": guard,
+                "machines": MachineCache(MachineRepository(pool), guard),
+                "history_cache": HistoryCache(guard, settings.cache_ttl_s),
                 "authorizer": JwtAuthorizer(settings.jwt, jwks, redis),
             }
         finally:

@@ -13,8 +13,8 @@ import logging
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from shared.redisguard import REDIS_ERRORS, RedisGuard
 
 log = logging.getLogger(__name__)
 
@@ -24,48 +24,37 @@ def version_key(machine_id: str) -> str:
 
 
 class HistoryCache:
-    def __init__(self, redis: aioredis.Redis, ttl_s: int) -> None:
+    def __init__(self, redis: RedisGuard, ttl_s: int) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self._failing = False
-
-    def _failed(self, e: BaseException) -> None:
-        if not self._failing:
-            log.warning(
-                "Redis unreachable for the history cache (%s); answering from InfluxDB, "
-                "retrying Redis on the next request",
-                e,
-                extra={"dependency": "redis"},
-            )
-        self._failing = True
 
     async def key(self, machine_id: str, query_key: str) -> str | None:
-        if self.ttl_s <= 0:
+        if self.ttl_s <= 0 or not self.redis.usable():
             return None
         try:
-            version = await self.redis.get(version_key(machine_id))
-        except (RedisError, OSError) as e:
-            self._failed(e)
+            version = await self.redis.client.get(version_key(machine_id))
+        except REDIS_ERRORS as e:
+            self.redis.failed("history cache", e)
             return None
         digest = hashlib.blake2b(query_key.encode(), digest_size=12).hexdigest()
         v = version.decode() if isinstance(version, bytes) else str(version or 0)
         return f"millrace:history:{machine_id}:{v}:{digest}"
 
     async def get(self, key: str | None) -> Any | None:
-        if key is None:
+        if key is None or not self.redis.usable():
             return None
         try:
-            raw = await self.redis.get(key)
-        except (RedisError, OSError) as e:
-            self._failed(e)
+            raw = await self.redis.client.get(key)
+        except REDIS_ERRORS as e:
+            self.redis.failed("history cache", e)
             return None
-        self._failing = False
+        self.redis.ok()
         return orjson.loads(raw) if raw else None
 
     async def put(self, key: str | None, value: Any) -> None:
-        if key is None:
+        if key is None or not self.redis.usable():
             return
         try:
-            await self.redis.set(key, orjson.dumps(value), ex=self.ttl_s)
-        except (RedisError, OSError) as e:
-            self._failed(e)
+            await self.redis.client.set(key, orjson.dumps(value), ex=self.ttl_s)
+        except REDIS_ERRORS as e:
+            self.redis.failed("history cache", e)

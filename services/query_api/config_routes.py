@@ -25,6 +25,7 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,11 +33,89 @@ from starlette.routing import Route
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
 from shared.log import request_id
+from shared.openapi import doc
 
 SETTING_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 MAX_BODY_BYTES = 64 * 1024
 MAX_VALUE_BYTES = 16 * 1024
 MAX_AUDIT_LIMIT = 500
+
+
+class ConfigParams(BaseModel):
+    name: str | None = Field(None, description="One setting only")
+
+
+class SettingOut(BaseModel):
+    name: str
+    value: Any
+    updated_at: str
+    updated_by: str = Field(description="Username of the last writer")
+
+
+class ConfigOut(BaseModel):
+    """Settings, by name."""
+
+    status: str = "success"
+    settings: list[SettingOut]
+
+
+class ConfigUpdateIn(BaseModel):
+    setting_name: str = Field(description="1-100 of a-z 0-9 _ . - (starting with a letter)")
+    setting_value: Any = Field(description="Any JSON value but null, at most 16 KiB")
+
+
+class UpdatedSettingOut(SettingOut):
+    old_value: Any = None
+
+
+class ConfigUpdateOut(BaseModel):
+    """The setting after the update (changed: false when the value was already set)."""
+
+    status: str = "success"
+    message: str
+    changed: bool
+    updated_setting: UpdatedSettingOut
+
+
+class AuditParams(BaseModel):
+    limit: int = Field(100, ge=1, le=MAX_AUDIT_LIMIT)
+    offset: int = Field(0, ge=0)
+    action: str | None = Field(None, description="e.g. config.update, user.deactivate")
+    actor: str | None = Field(None, description="Username of who made the change")
+    target: str | None = Field(None, description="Setting name, username or gateway id")
+    since: str | None = Field(None, description="ISO 8601 with zone, inclusive")
+    until: str | None = Field(None, description="ISO 8601 with zone, exclusive")
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    time: str
+    user_id: str
+    username: str
+    role: str
+    action: str
+    target: str
+    old_value: Any
+    new_value: Any
+    client_address: str | None
+    user_agent: str | None
+    request_id: str | None
+
+
+class AuditPagination(BaseModel):
+    limit: int
+    offset: int
+    returned_records: int
+    total_records: int
+    has_more: bool
+
+
+class AuditOut(BaseModel):
+    """Audit entries, newest first."""
+
+    status: str = "success"
+    entries: list[AuditEntryOut]
+    pagination: AuditPagination
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -121,6 +200,12 @@ async def record_audit(
     )
 
 
+@doc(
+    "Runtime configuration",
+    query=ConfigParams,
+    responses={200: ConfigOut, 404: "No such setting"},
+    tags=["config"],
+)
 @requires("read:config")
 async def get_config(request: Request) -> Response:
     name = request.query_params.get("name")
@@ -136,6 +221,12 @@ async def get_config(request: Request) -> Response:
     return JSONResponse({"status": "success", "settings": [_setting(r) for r in rows]})
 
 
+@doc(
+    "Change one setting; the change is written to the audit log",
+    body=ConfigUpdateIn,
+    responses={200: ConfigUpdateOut},
+    tags=["config"],
+)
 @requires("write:config")
 async def update_config(request: Request) -> Response:
     name, value = parse_update(await _json_body(request))
@@ -224,6 +315,7 @@ def _audit_filters(request: Request) -> tuple[int, int, list[str], list[Any]]:
     return limit, offset, where, values
 
 
+@doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut}, tags=["config"])
 @requires("read:users")
 async def audit_log(request: Request) -> Response:
     limit, offset, where, values = _audit_filters(request)

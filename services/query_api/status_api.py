@@ -13,7 +13,6 @@ from collections import Counter
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,6 +24,7 @@ from shared.influx import InfluxClient, quote_ident
 from shared.lineprotocol import MEASUREMENT
 from shared.machines import STATUSES, MachineRepository
 from shared.openapi import doc
+from shared.redisguard import REDIS_ERRORS, RedisGuard
 
 log = logging.getLogger(__name__)
 FALLBACK_LOOKBACK = "30d"
@@ -34,9 +34,9 @@ def status_key(machine_id: str) -> str:
     return f"millrace:status:{machine_id}"
 
 
-async def _from_redis(request: Request, ids: list[str]) -> dict[str, dict[str, Any]]:
+async def _from_redis(guard: RedisGuard, ids: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    async with request.state.redis.pipeline(transaction=False) as pipe:
+    async with guard.client.pipeline(transaction=False) as pipe:
         for mid in ids:
             pipe.hgetall(status_key(mid))
         results = await pipe.execute()
@@ -96,15 +96,16 @@ def status_endpoint(online_threshold_s: int) -> Any:
             )
         machines, _ = await MachineRepository(request.state.pool).list(filters, 100_000, 0)
         ids = [m.id for m in machines]
+        guard: RedisGuard = request.state.redis_guard
+        latest: dict[str, dict[str, Any]] | None = None
         source = "redis"
-        try:
-            latest = await _from_redis(request, ids)
-        except (RedisError, OSError) as e:
-            log.warning(
-                "Redis unreachable for live status (%s); falling back to InfluxDB",
-                e,
-                extra={"dependency": "redis"},
-            )
+        if guard.usable():
+            try:
+                latest = await _from_redis(guard, ids)
+                guard.ok()
+            except REDIS_ERRORS as e:
+                guard.failed("live status", e)
+        if latest is None:
             source = "influxdb"
             try:
                 latest = await _from_influx(request.state.influx)

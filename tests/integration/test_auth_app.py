@@ -40,7 +40,7 @@ def test_openapi_describes_every_route(auth_client: TestClient) -> None:
     spec = auth_client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     paths = spec["paths"]
-    for path, method in [
+    expected = [
         ("/api/v1/auth/login", "post"),
         ("/api/v1/auth/refresh", "post"),
         ("/api/v1/auth/logout", "post"),
@@ -48,16 +48,27 @@ def test_openapi_describes_every_route(auth_client: TestClient) -> None:
         ("/api/v1/auth/token", "post"),
         ("/api/v1/auth/users", "get"),
         ("/api/v1/auth/users", "post"),
+        ("/api/v1/auth/users/{user_id}", "get"),
         ("/api/v1/auth/users/{user_id}", "patch"),
         ("/api/v1/auth/users/{user_id}", "delete"),
+        ("/api/v1/auth/gateways", "get"),
         ("/api/v1/auth/gateways", "post"),
         ("/api/v1/auth/gateways/{gateway_id}/disable", "post"),
         ("/.well-known/jwks.json", "get"),
-    ]:
-        assert method in paths[path], (path, method)
-    assert "security" not in paths["/api/v1/auth/login"]["post"]
-    assert paths["/api/v1/auth/users"]["get"]["security"] == [{"bearer": []}]
-    assert "read:users" in paths["/api/v1/auth/users"]["get"]["description"]
+    ]
+    assert sorted((p, m) for p, ops in paths.items() for m in ops) == sorted(expected)
+    login = paths["/api/v1/auth/login"]["post"]
+    assert "security" not in login
+    assert set(login["requestBody"]["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+    }
+    users = paths["/api/v1/auth/users"]["get"]
+    assert users["x-required-permission"] == "read:users"
+    assert {"401", "403"} <= set(users["responses"])
+    docs = auth_client.get("/docs")
+    assert docs.status_code == 200
+    assert "content-security-policy" not in docs.headers
 
 
 def test_security_headers_on_every_response(auth_client: TestClient) -> None:

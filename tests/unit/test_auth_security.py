@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -19,8 +19,11 @@ def app(settings: SecuritySettings, **kwargs: str | None) -> Starlette:
     async def cached(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok", headers={"Cache-Control": "public, max-age=60"})
 
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse("<html></html>")
+
     return Starlette(
-        routes=[Route("/plain", plain), Route("/cached", cached)],
+        routes=[Route("/plain", plain), Route("/cached", cached), Route("/page", page)],
         middleware=security_middleware(settings, **kwargs),
     )
 
@@ -34,6 +37,9 @@ def test_headers_are_added_without_overriding_the_handler() -> None:
     assert plain.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
     assert plain.headers["cache-control"] == "no-store"
     assert client.get("/cached").headers["cache-control"] == "public, max-age=60"
+    page = client.get("/page")
+    assert "content-security-policy" not in page.headers  # the docs page loads its scripts
+    assert page.headers["x-frame-options"] == "DENY"
 
 
 def test_no_cache_control_or_csp_unless_asked() -> None:

@@ -1,0 +1,358 @@
+"""Fixtures and helpers for MQTT bridge tests: real Mosquitto, RabbitMQ and PostgreSQL.
+
+Use from a test module with ``pytest_plugins = ["tests.mqtt_fixtures"]``.
+
+Isolation: every test gets its own MQTT client id, its own topic prefix (so neither the bridge
+of ``make up`` nor another test sees its messages), its own RabbitMQ topology (``amqp_settings``
+from ``tests/conftest.py``) and machines of its own in the test database. Persistent MQTT
+sessions and retained status messages are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from starlette.applications import Starlette
+
+from services.mqtt_bridge.app import create_app
+from services.mqtt_bridge.settings import Settings
+from shared.db import create_pool, migrate
+from shared.machines import Machine, MachineRepository
+from shared.settings import AmqpSettings, MqttSettings, PostgresSettings, RedisSettings
+from tools.simulator.measure import AmqpTap
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s (last: {result!r})")
+        time.sleep(0.05)
+
+
+async def async_wait_until(
+    predicate: Callable[[], Any], timeout_s: float, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s (last: {result!r})")
+        await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- MQTT
+
+
+@dataclass(frozen=True, slots=True)
+class MqttScope:
+    """One test's corner of the broker: a client id and a topic prefix nobody else uses."""
+
+    mqtt: MqttSettings
+    prefix: str
+
+    @property
+    def template(self) -> str:
+        return f"{self.prefix}/{TEMPLATE}"
+
+    @property
+    def other_topics(self) -> str:
+        """A second subscription whose topics never fit the template (→ ``bad_topic``)."""
+        return f"{self.prefix}/other/#"
+
+    def topic(self, factory_id: str, machine_id: str) -> str:
+        return self.template.format(factory_id=factory_id, machine_id=machine_id)
+
+    @property
+    def status_topic(self) -> str:
+        return f"factory/bridge/{self.mqtt.client_id}/status"
+
+
+@pytest.fixture
+def mqtt_scope() -> Iterator[MqttScope]:
+    tag = uuid.uuid4().hex[:10]
+    prefix = f"test-{tag}"
+    base = MqttSettings()
+    scope = MqttScope(
+        MqttSettings(
+            host=base.host,
+            port=base.port,
+            username=base.username,
+            password=base.password,
+            client_id=f"bridge-test-{tag}",
+            topics=[
+                f"{prefix}/factory/+/machine/+/telemetry",
+                f"{prefix}/other/#",
+            ],
+        ),
+        prefix,
+    )
+    yield scope
+    forget_session(scope.mqtt)
+
+
+def forget_session(settings: MqttSettings) -> None:
+    """Drop the broker's persistent session of a client id, and its retained status."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5
+    )
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    try:
+        client.connect(settings.host, settings.port, clean_start=True, properties=props)
+    except OSError:
+        return
+    client.loop_start()
+    info = client.publish(f"factory/bridge/{settings.client_id}/status", b"", qos=1, retain=True)
+    with contextlib.suppress(RuntimeError, ValueError):
+        info.wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def mosquitto_pub(
+    settings: MqttSettings, topic: str, payloads: list[bytes], *, qos: int = 1
+) -> None:
+    """Publish with the real ``mosquitto_pub`` client, one message per payload (``-l``).
+
+    Returns once the broker acknowledged every message (QoS 1: PUBACK); fails otherwise.
+    """
+    assert all(b"\n" not in p and p for p in payloads), "one non-empty line per message"
+    cmd = ["mosquitto_pub", "-h", settings.host, "-p", str(settings.port), "-t", topic]
+    cmd += ["-q", str(qos), "-l", "-M", "500"]
+    if settings.username:
+        cmd += ["-u", settings.username]
+        if settings.password:
+            cmd += ["-P", settings.password.get_secret_value()]
+    result = subprocess.run(
+        cmd, input=b"\n".join(payloads) + b"\n", capture_output=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
+def retained_status(settings: MqttSettings, timeout_s: float = 5) -> bytes | None:
+    """The retained message on a bridge's status topic (real ``mosquitto_sub``)."""
+    cmd = [
+        "mosquitto_sub",
+        "-h",
+        settings.host,
+        "-p",
+        str(settings.port),
+        "-t",
+        f"factory/bridge/{settings.client_id}/status",
+        "-C",
+        "1",
+        "-W",
+        str(int(timeout_s)),
+        "--retained-only",
+    ]
+    if settings.username:
+        cmd += ["-u", settings.username]
+        if settings.password:
+            cmd += ["-P", settings.password.get_secret_value()]
+    result = subprocess.run(cmd, capture_output=True, timeout=timeout_s + 5, check=False)
+    return result.stdout.rstrip(b"\n") if result.returncode == 0 else None
+
+
+# ---------------------------------------------------------------- registry
+
+
+async def create_machines(
+    pg: PostgresSettings, n: int, sensor_type: str = "Temperature"
+) -> list[Machine]:
+    pool = create_pool(pg, "tests")
+    await pool.open(wait=True)
+    try:
+        await migrate(pool)
+        repo = MachineRepository(pool)
+        return [
+            await repo.create(f"MQ-{uuid.uuid4().hex[:6]}", "Hall 7, Line 2", sensor_type, "active")
+            for _ in range(n)
+        ]
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def machines(postgres_settings: PostgresSettings) -> list[Machine]:
+    return await create_machines(postgres_settings, 2)
+
+
+# ---------------------------------------------------------------- the bridge
+
+
+@pytest.fixture
+def bridge_settings(
+    mqtt_scope: MqttScope,
+    amqp_cleanup: AmqpSettings,
+    postgres_settings: PostgresSettings,
+    redis_settings: RedisSettings,
+) -> Settings:
+    return Settings(
+        mqtt=mqtt_scope.mqtt,
+        amqp=amqp_cleanup,
+        postgres=postgres_settings,
+        redis=redis_settings,
+        topic_template=mqtt_scope.template,
+        shutdown_timeout_s=10,
+    )
+
+
+@pytest.fixture
+async def bridge(bridge_settings: Settings) -> AsyncIterator[dict[str, Any]]:
+    """The bridge running in the test's event loop, through its app's real lifespan."""
+    app: Starlette = create_app(bridge_settings)
+    async with app.router.lifespan_context(app) as state:
+        assert state is not None
+        await async_wait_until(lambda: state["bridge"].mqtt_ready, 15, "bridge subscribed")
+        yield dict(state)
+
+
+@pytest.fixture
+async def taps(amqp_cleanup: AmqpSettings) -> AsyncIterator[tuple[AmqpTap, AmqpTap]]:
+    """(readings, dead letters) of the test's private topology, declared if need be."""
+    import aio_pika
+
+    from shared.broker import declare_topology
+
+    conn = await aio_pika.connect(amqp_cleanup.url.get_secret_value())
+    async with conn:
+        await declare_topology(await conn.channel(), amqp_cleanup)
+    data = await AmqpTap(amqp_cleanup, exchange=amqp_cleanup.exchange, binding="reading.#").start()
+    dead = await AmqpTap(amqp_cleanup, exchange=amqp_cleanup.dead_letter).start()
+    yield data, dead
+    await data.close()
+    await dead.close()
+
+
+def bridge_env(settings: Settings, port: int) -> dict[str, str]:
+    """Environment for ``python -m services.mqtt_bridge`` equivalent to ``settings``."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "AMQP_"))}
+    env.update(
+        {
+            "MQTT_BRIDGE_PORT": str(port),
+            "MQTT_HOST": settings.mqtt.host,
+            "MQTT_PORT": str(settings.mqtt.port),
+            "MQTT_CLIENT_ID": settings.mqtt.client_id,
+            "MQTT_TOPICS": json.dumps(settings.mqtt.topics),
+            "MQTT_BRIDGE_TOPIC_TEMPLATE": settings.topic_template,
+            "AMQP_URL": settings.amqp.url.get_secret_value(),
+            "AMQP_EXCHANGE": settings.amqp.exchange,
+            "AMQP_QUEUE": settings.amqp.queue,
+            "AMQP_DEAD_LETTER": settings.amqp.dead_letter,
+            "POSTGRES_URL": settings.postgres.url.get_secret_value(),
+            "REDIS_URL": settings.redis.url.get_secret_value(),
+            "SHUTDOWN_TIMEOUT_S": str(settings.shutdown_timeout_s),
+            "LOG_LEVEL": "INFO",
+        }
+    )
+    if settings.mqtt.username:
+        env["MQTT_USERNAME"] = settings.mqtt.username
+    if settings.mqtt.password:
+        env["MQTT_PASSWORD"] = settings.mqtt.password.get_secret_value()
+    return env
+
+
+class BridgeProcess:
+    """``python -m services.mqtt_bridge`` as a child process, as an operator runs it."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout_s: float = 30) -> BridgeProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.mqtt_bridge"],
+                cwd=ROOT,
+                env=bridge_env(self.settings, self.port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self.ready, ready_timeout_s, f"bridge ready (log: {self.log_path})")
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"bridge exited with {self.proc.returncode}: {self.log()}")
+        try:
+            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def bridge_process(bridge_settings: Settings, tmp_path: Path) -> Iterator[BridgeProcess]:
+    """A bridge child process (not started): ``.start()``, ``.kill()``, ``.terminate()``."""
+    proc = BridgeProcess(bridge_settings, tmp_path / "bridge.log")
+    yield proc
+    proc.close()
