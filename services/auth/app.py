@@ -16,11 +16,9 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.routing import Route
 
 from services.auth.gateway_routes import gateway_routes
 from services.auth.keys import KeySet, load_keyset
-from services.auth.openapi import openapi_route
 from services.auth.passwords import Hasher
 from services.auth.revocation import Revoker
 from services.auth.security import security_middleware
@@ -33,6 +31,7 @@ from services.auth.user_routes import user_routes
 from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.db import DB_ERRORS, create_pool, migrate
 from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware, ops_routes
+from shared.openapi import openapi_routes
 from shared.settings import JwtSettings
 from shared.startup import create_redis, wait_for
 
@@ -115,14 +114,14 @@ def create_app(settings: Settings) -> Starlette:
             checks["postgres"] = False
         return checks
 
-    routes: list[Route] = [
-        *session_routes(keys),
-        *user_routes(),
-        *gateway_routes(),
-        *ops_routes(ready),
-    ]
     return Starlette(
-        routes=[*routes, openapi_route(routes)],
+        routes=[
+            *session_routes(keys),
+            *user_routes(),
+            *gateway_routes(),
+            *openapi_routes("Millrace auth"),
+            *ops_routes(ready),
+        ],
         middleware=[
             Middleware(RequestContextMiddleware, service="auth"),
             # Nearly every answer here is a credential or personal data: never cache by default.

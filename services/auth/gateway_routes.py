@@ -16,13 +16,27 @@ from services.auth.bodies import query_bool, read_fields
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.passwords import Hasher
 from services.auth.revocation import Revoker
+from services.auth.schemas import (
+    GatewayCreatedOut,
+    GatewayCreateIn,
+    GatewayEnvelope,
+    GatewayListParams,
+    GatewaysOut,
+)
 from services.auth.session_routes import NO_STORE
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
+from shared.openapi import doc
 
 log = logging.getLogger(__name__)
 
 
+@doc(
+    "Register a gateway: client id and secret, shown once",
+    body=GatewayCreateIn,
+    responses={201: GatewayCreatedOut, 409: "The gateway has active credentials"},
+    tags=["gateways"],
+)
 @requires("write:users")
 async def register_gateway(request: Request) -> Response:
     fields = await read_fields(request)
@@ -50,6 +64,12 @@ async def register_gateway(request: Request) -> Response:
     )
 
 
+@doc(
+    "List gateway credentials",
+    query=GatewayListParams,
+    responses={200: GatewaysOut},
+    tags=["gateways"],
+)
 @requires("read:users")
 async def list_gateways(request: Request) -> Response:
     found = await gateways.list_gateways(
@@ -58,6 +78,11 @@ async def list_gateways(request: Request) -> Response:
     return JSONResponse({"status": "success", "gateways": [g.public() for g in found]})
 
 
+@doc(
+    "Disable a gateway's credentials: its tokens stop working at once",
+    responses={200: GatewayEnvelope, 404: "No active credentials"},
+    tags=["gateways"],
+)
 @requires("delete:users")
 async def disable_gateway(request: Request) -> Response:
     gateway_id = request.path_params["gateway_id"]

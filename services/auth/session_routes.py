@@ -19,6 +19,18 @@ from services.auth.bodies import basic_credentials, read_fields, string_field
 from services.auth.keys import KeySet
 from services.auth.passwords import Hasher
 from services.auth.revocation import Revoker
+from services.auth.schemas import (
+    FORM_OR_JSON,
+    ClientCredentialsIn,
+    GatewayTokenOut,
+    JwksOut,
+    LoginIn,
+    LogoutIn,
+    MeOut,
+    MessageOut,
+    RefreshIn,
+    TokenPairOut,
+)
 from services.auth.sessions import Outcome, Session, SessionStore
 from services.auth.settings import Settings
 from services.auth.throttle import Throttle
@@ -27,6 +39,7 @@ from services.auth.users import User
 from shared.auth.roles import PERMISSIONS, Role
 from shared.auth.verify import JwtAuthorizer
 from shared.http import ApiError, JSONResponse
+from shared.openapi import doc
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +78,13 @@ def _check_grant(fields: dict[str, Any], expected: str, *, required: bool) -> No
         raise ApiError(400, f"grant_type must be {expected}", error="unsupported_grant_type")
 
 
+@doc(
+    "Log in: JSON, or the OAuth2 password grant as a form",
+    body=LoginIn,
+    body_media_types=FORM_OR_JSON,
+    responses={200: TokenPairOut, 401: "Wrong username or password", 429: "Throttled"},
+    tags=["session"],
+)
 async def login(request: Request) -> Response:
     """OAuth2 password grant, JSON or form: ``{username, password}`` → token pair."""
     fields = await read_fields(request)
@@ -113,6 +133,13 @@ async def login(request: Request) -> Response:
     return _token_response(_session_body(session, user))
 
 
+@doc(
+    "Rotate a refresh token; presenting a used one revokes its whole session",
+    body=RefreshIn,
+    body_media_types=FORM_OR_JSON,
+    responses={200: TokenPairOut, 401: "Invalid, expired, revoked or reused refresh token"},
+    tags=["session"],
+)
 async def refresh(request: Request) -> Response:
     """Rotate a refresh token: a new pair; a reused token revokes its whole session."""
     fields = await read_fields(request)
@@ -140,6 +167,13 @@ async def refresh(request: Request) -> Response:
     return _token_response(_session_body(rotation.session, rotation.user))
 
 
+@doc(
+    "Log out: revoke the access token and its session",
+    body=LogoutIn,
+    body_media_types=FORM_OR_JSON,
+    responses={200: MessageOut, 401: "Missing or invalid token", 503: "Redis unavailable"},
+    tags=["session"],
+)
 async def logout(request: Request) -> Response:
     """Revoke the presented access token and its session (and ``refresh_token`` if given)."""
     authorizer: JwtAuthorizer = request.state.authorizer
@@ -161,6 +195,11 @@ async def logout(request: Request) -> Response:
     return JSONResponse({"status": "success", "message": "Logged out"}, headers=NO_STORE)
 
 
+@doc(
+    "The caller's account and token",
+    responses={200: MeOut, 401: "Missing or invalid token"},
+    tags=["session"],
+)
 async def me(request: Request) -> Response:
     authorizer: JwtAuthorizer = request.state.authorizer
     principal = await authorizer.authenticate(request)
@@ -181,6 +220,13 @@ async def me(request: Request) -> Response:
     return JSONResponse({"status": "success", "user": user.public(), "token": token})
 
 
+@doc(
+    "Gateway token: OAuth2 client-credentials grant (HTTP Basic or body)",
+    body=ClientCredentialsIn,
+    body_media_types=FORM_OR_JSON,
+    responses={200: GatewayTokenOut, 401: "Invalid client credentials", 429: "Throttled"},
+    tags=["gateways"],
+)
 async def client_credentials(request: Request) -> Response:
     """OAuth2 client-credentials grant for gateways: a token with only ``write:sensor_data``."""
     fields = await read_fields(request, optional=True)
@@ -236,6 +282,7 @@ async def client_credentials(request: Request) -> Response:
 
 
 def session_routes(keys: KeySet) -> list[Route]:
+    @doc("Public keys that verify access tokens", responses={200: JwksOut}, tags=["keys"])
     async def jwks(request: Request) -> Response:
         # Verifiers cache it and refetch at once on an unknown kid: a short max-age is enough.
         return JSONResponse(keys.jwks(), headers={"Cache-Control": "public, max-age=300"})

@@ -22,10 +22,18 @@ from services.auth.bodies import query_bool, query_int, read_fields
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.passwords import Hasher
 from services.auth.revocation import Revoker
+from services.auth.schemas import (
+    UserCreateIn,
+    UserEnvelope,
+    UserListParams,
+    UsersOut,
+    UserUpdateIn,
+)
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
+from shared.openapi import doc
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ def _not_found(user_id: str) -> ApiError:
     return ApiError(404, f"User {user_id} not found")
 
 
+@doc("List users", query=UserListParams, responses={200: UsersOut}, tags=["users"])
 @requires("read:users")
 async def list_users(request: Request) -> Response:
     limit = query_int(request, "limit", 100, 1, 500)
@@ -78,6 +87,7 @@ async def list_users(request: Request) -> Response:
     )
 
 
+@doc("Read a user", responses={200: UserEnvelope, 404: "No such user"}, tags=["users"])
 @requires("read:users")
 async def get_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
@@ -87,6 +97,12 @@ async def get_user(request: Request) -> Response:
     return JSONResponse({"status": "success", "user": user.public()})
 
 
+@doc(
+    "Create a user",
+    body=UserCreateIn,
+    responses={201: UserEnvelope, 409: "Username or email taken"},
+    tags=["users"],
+)
 @requires("write:users")
 async def create_user(request: Request) -> Response:
     fields = await read_fields(request)
@@ -116,6 +132,12 @@ def _refuse_self(request: Request, user_id: str, what: str) -> None:
         raise ApiError(409, f"You cannot {what} your own account; ask another manager")
 
 
+@doc(
+    "Change a user's role or email, or reactivate them; a role change voids their live tokens",
+    body=UserUpdateIn,
+    responses={200: UserEnvelope, 404: "No such user", 409: "Your own role"},
+    tags=["users"],
+)
 @requires("write:users")
 async def update_user(request: Request) -> Response:
     """``{role?, email?, active?: true}``; deactivation is ``DELETE`` (``delete:users``)."""
@@ -167,6 +189,11 @@ async def update_user(request: Request) -> Response:
     return JSONResponse({"status": "success", "user": after.public()})
 
 
+@doc(
+    "Deactivate a user: every token of theirs stops working at once",
+    responses={200: UserEnvelope, 404: "No such user", 409: "Your own account"},
+    tags=["users"],
+)
 @requires("delete:users")
 async def deactivate_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]

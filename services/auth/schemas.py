@@ -1,0 +1,187 @@
+"""Request and response shapes of the auth endpoints, for the OpenAPI document only
+(handlers validate bodies themselves, field by field, in the contract's error format)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["Operator", "Supervisor", "Management"]
+
+
+class LoginIn(BaseModel):
+    username: str
+    password: str
+    grant_type: Literal["password"] | None = Field(None, description="OAuth2 password grant")
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str
+    grant_type: Literal["refresh_token"] | None = None
+
+
+class LogoutIn(BaseModel):
+    refresh_token: str | None = Field(None, description="Also revoke this session (optional)")
+
+
+class ClientCredentialsIn(BaseModel):
+    grant_type: Literal["client_credentials"]
+    client_id: str | None = Field(None, description="Or HTTP Basic authentication")
+    client_secret: str | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    email: str | None
+    role: Role
+    permissions: list[str]
+    active: bool
+    created_at: str
+    updated_at: str
+    last_login: str | None
+    deactivated_at: str | None
+
+
+class TokenPairOut(BaseModel):
+    """Access token (JWT, Bearer) and rotating refresh token (opaque)."""
+
+    status: str = "success"
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds the access token lives")
+    refresh_expires_in: int
+    user: UserOut
+
+
+class GatewayTokenOut(BaseModel):
+    """Short-lived access token whose only permission is write:sensor_data."""
+
+    status: str = "success"
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    scope: Literal["write:sensor_data"] = "write:sensor_data"
+
+
+class TokenInfo(BaseModel):
+    sub: str
+    username: str
+    role: str
+    permissions: list[str]
+    jti: str
+    expires_at: int
+
+
+class MeOut(BaseModel):
+    """The caller: account (null for a gateway) and the token presented."""
+
+    status: str = "success"
+    user: UserOut | None
+    token: TokenInfo
+
+
+class MessageOut(BaseModel):
+    """Done."""
+
+    status: str = "success"
+    message: str
+
+
+class JwksOut(BaseModel):
+    """Public keys (current first, then retired ones still valid) as a JWK set."""
+
+    keys: list[dict[str, str]]
+
+
+class Pagination(BaseModel):
+    limit: int
+    offset: int
+    returned_records: int
+    total_records: int
+    has_more: bool
+
+
+class UserListParams(BaseModel):
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0)
+    role: Role | None = None
+    active: bool | None = None
+
+
+class UsersOut(BaseModel):
+    """Users, ordered by username."""
+
+    status: str = "success"
+    users: list[UserOut]
+    pagination: Pagination
+
+
+class UserEnvelope(BaseModel):
+    """One user."""
+
+    status: str = "success"
+    user: UserOut
+    warning: str | None = None
+
+
+class UserCreateIn(BaseModel):
+    username: str = Field(description="2-64 of a-z 0-9 . _ @ - (case-insensitive)")
+    password: str = Field(description="At least AUTH_MIN_PASSWORD_LENGTH (12) characters")
+    role: Role
+    email: str | None = None
+
+
+class UserUpdateIn(BaseModel):
+    role: Role | None = None
+    email: str | None = None
+    active: Literal[True] | None = Field(None, description="true reactivates; DELETE deactivates")
+
+
+class GatewayCreateIn(BaseModel):
+    gateway_id: str = Field(description="1-100 of A-Z a-z 0-9 . _ : -")
+
+
+class GatewayOut(BaseModel):
+    id: str
+    gateway_id: str
+    client_id: str
+    active: bool
+    created_at: str
+    created_by: str
+    disabled_at: str | None
+    last_token_at: str | None
+
+
+class GatewayCreatedOut(BaseModel):
+    """Credentials of the new gateway: the secret is shown this once."""
+
+    status: str = "success"
+    gateway: GatewayOut
+    client_id: str
+    client_secret: str
+    message: str
+
+
+class GatewayListParams(BaseModel):
+    include_disabled: bool = False
+
+
+class GatewaysOut(BaseModel):
+    """Gateway credentials (never their secrets)."""
+
+    status: str = "success"
+    gateways: list[GatewayOut]
+
+
+class GatewayEnvelope(BaseModel):
+    """One gateway's credentials."""
+
+    status: str = "success"
+    gateway: GatewayOut
+    warning: str | None = None
+
+
+FORM_OR_JSON = ("application/json", "application/x-www-form-urlencoded")
