@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
+from starlette.responses import Response
 
 from services.auth.gateway_routes import gateway_routes
 from services.auth.keys import KeySet, load_keyset
@@ -30,7 +31,12 @@ from services.auth.tokens import TokenIssuer
 from services.auth.user_routes import user_routes
 from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.db import DB_ERRORS, create_pool, migrate
-from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware, ops_routes
+from shared.http import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    RequestContextMiddleware,
+    ops_routes,
+)
 from shared.openapi import openapi_routes
 from shared.settings import JwtSettings
 from shared.startup import create_redis, wait_for
@@ -50,6 +56,16 @@ class LocalJwks(JwksCache):
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
         return self._keys.get(kid)
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    """PostgreSQL lost mid-request (the pool reconnects by itself): 503, never a bare 500."""
+    log.warning(
+        "PostgreSQL unavailable on %s: %s", request.url.path, exc, extra={"dependency": "postgres"}
+    )
+    return ApiError(
+        503, "The account database is unavailable; retry later", headers={"Retry-After": "5"}
+    ).response()
 
 
 def load_keys(settings: Settings) -> KeySet:
@@ -127,6 +143,9 @@ def create_app(settings: Settings) -> Starlette:
             # Nearly every answer here is a credential or personal data: never cache by default.
             *security_middleware(settings.security, cache_control="no-store"),
         ],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            psycopg.OperationalError: _database_unavailable,
+        },
         lifespan=lifespan,
     )

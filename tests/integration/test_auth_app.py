@@ -104,3 +104,11 @@ def test_cors_only_for_configured_origins(auth_settings: Settings) -> None:
         )
         assert other.status_code == 400
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_database_trouble_is_a_503_not_a_500(auth_client: TestClient) -> None:
+    assert auth_client.portal is not None
+    auth_client.portal.call(auth_client.app_state["pool"].close)
+    response = auth_client.post("/api/v1/auth/login", json={"username": "a", "password": "b"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
