@@ -1,0 +1,1 @@
+"""MQTT ingest: Mosquitto → validate → RabbitMQ (confirmed) → only then PUBACK to Mosquitto."""

@@ -1,0 +1,3 @@
+from services.mqtt_bridge.main import main
+
+main()

@@ -1,0 +1,72 @@
+"""Telemetry topics: which levels name the factory and the machine."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Factory ids become a routing-key word and an InfluxDB tag: keep them plain.
+_FACTORY_ID = re.compile(r"^[A-Za-z0-9_:-]{1,128}$")
+
+
+class BadTopic(ValueError):
+    """The topic does not have the shape of a telemetry topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicIds:
+    factory_id: str
+    machine_id: str
+
+
+class TopicTemplate:
+    """``factory/{factory_id}/machine/{machine_id}/telemetry``: literal levels and two ids."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.levels = template.split("/")
+        try:
+            self._factory = self.levels.index("{factory_id}")
+            self._machine = self.levels.index("{machine_id}")
+        except ValueError:
+            raise ValueError(
+                f"topic template {template!r} needs {{factory_id}} and {{machine_id}} levels"
+            ) from None
+        self._literal = [
+            (i, level)
+            for i, level in enumerate(self.levels)
+            if i not in (self._factory, self._machine)
+        ]
+
+    def parse(self, topic: str) -> TopicIds:
+        levels = topic.split("/")
+        if len(levels) != len(self.levels):
+            raise BadTopic(f"Topic {topic!r} does not match {self.template!r}")
+        for i, literal in self._literal:
+            if levels[i] != literal:
+                raise BadTopic(f"Topic {topic!r} does not match {self.template!r}")
+        factory_id = levels[self._factory]
+        if not _FACTORY_ID.match(factory_id):
+            raise BadTopic(f"Factory id {factory_id!r} must match {_FACTORY_ID.pattern}")
+        machine_id = levels[self._machine]
+        if not machine_id:
+            raise BadTopic(f"Topic {topic!r} has an empty machine id")
+        return TopicIds(factory_id, machine_id)
+
+    def topic(self, factory_id: str, machine_id: str) -> str:
+        return self.template.format(factory_id=factory_id, machine_id=machine_id)
+
+
+def status_topic(client_id: str) -> str:
+    return f"factory/bridge/{client_id}/status"
+
+
+def is_status_topic(topic: str) -> bool:
+    """The bridges' own status topics: never telemetry, even under a ``factory/#`` filter."""
+    levels = topic.split("/")
+    return (
+        len(levels) == 4
+        and levels[0] == "factory"
+        and levels[1] == "bridge"
+        and levels[3] == "status"
+    )

@@ -1,0 +1,29 @@
+"""Gateway simulator: N machines at R readings/s each, over MQTT and/or HTTP.
+
+Command line: ``python -m tools.simulator --help``. From code (tests, benchmarks)::
+
+    from tools.simulator import Config, MqttPublisher, SimMachine, Simulator
+
+    with MqttPublisher("127.0.0.1", 1883) as mqtt:
+        stats = Simulator(Config([SimMachine(machine_id)], rate=0, ticks=1000), mqtt=mqtt).run()
+"""
+
+from tools.simulator.http import AuthRequired, HttpPublisher
+from tools.simulator.mqtt import MqttPublisher
+from tools.simulator.payloads import FAULT_KINDS, fault, mqtt_payload, reading, telemetry_topic
+from tools.simulator.run import Config, SimMachine, Simulator, Stats
+
+__all__ = [
+    "FAULT_KINDS",
+    "AuthRequired",
+    "Config",
+    "HttpPublisher",
+    "MqttPublisher",
+    "SimMachine",
+    "Simulator",
+    "Stats",
+    "fault",
+    "mqtt_payload",
+    "reading",
+    "telemetry_topic",
+]

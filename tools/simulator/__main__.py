@@ -1,0 +1,3 @@
+from tools.simulator.cli import main
+
+main()

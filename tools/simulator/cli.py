@@ -1,0 +1,210 @@
+"""``python -m tools.simulator``: simulated gateways sending telemetry.
+
+Examples::
+
+    # 10 machines registered in PostgreSQL, 1 reading/s each, for a minute, over MQTT
+    python -m tools.simulator --machines 10 --rate 1 --duration 60
+
+    # as fast as possible, 20,000 single-reading QoS 1 messages, counted as they reach RabbitMQ
+    python -m tools.simulator --machines 20 --rate 0 --ticks 1000 --measure amqp
+
+    # half the machines over HTTP (needs a token with write:sensor_data), 1% bad payloads
+    MILLRACE_TOKEN=... python -m tools.simulator --machines 4 --transport both --bad-rate 0.01
+
+Connection settings come from the same environment variables as the services (MQTT_HOST,
+MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD, POSTGRES_URL, AMQP_URL, INFLUX_URL, INGEST_GATEWAY_PORT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+
+import orjson
+
+from shared.settings import AmqpSettings, InfluxSettings, MqttSettings, PostgresSettings
+from tools.simulator.http import AuthRequired, HttpPublisher
+from tools.simulator.measure import AmqpTap, count_in_influx
+from tools.simulator.mqtt import MqttPublisher
+from tools.simulator.registry import ensure_machines
+from tools.simulator.run import Config, SimMachine, Simulator, Stats
+
+log = logging.getLogger("tools.simulator")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.simulator",
+        description="Simulated factory gateways publishing telemetry over MQTT and/or HTTP.",
+    )
+    p.add_argument("--factory", default="plant-1", help="factory id (default: plant-1)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument(
+        "--machines",
+        type=int,
+        default=5,
+        help="machines to simulate, found or created in the"
+        " registry (PostgreSQL) under location 'Simulator <factory>' (default: 5)",
+    )
+    who.add_argument(
+        "--machine-id", action="append", help="simulate this existing machine (repeatable)"
+    )
+    p.add_argument("--rate", type=float, default=1.0, help="readings/s per machine; 0 = max")
+    p.add_argument("--duration", type=float, help="seconds to run")
+    p.add_argument("--ticks", type=int, help="readings per machine, then stop")
+    p.add_argument("--transport", choices=("mqtt", "http", "both"), default="mqtt")
+    p.add_argument("--readings-per-message", type=int, default=1)
+    p.add_argument("--bad-rate", type=float, default=0.0, help="share of malformed messages")
+    p.add_argument("--unknown-rate", type=float, default=0.0, help="share for unknown machines")
+    p.add_argument("--max-inflight", type=int, default=1000, help="MQTT messages awaiting PUBACK")
+    p.add_argument("--gateway-id", default="SIM-GW-01")
+    p.add_argument(
+        "--ingest-url",
+        default=f"http://127.0.0.1:{os.environ.get('INGEST_GATEWAY_PORT', '8001')}",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("MILLRACE_TOKEN"),
+        help="bearer token for HTTP ingest (default: $MILLRACE_TOKEN)",
+    )
+    p.add_argument(
+        "--measure",
+        choices=("none", "amqp", "influx"),
+        default="none",
+        help="wait until the readings reach RabbitMQ (a private queue on the telemetry exchange)"
+        " or InfluxDB, and report the end-to-end rate",
+    )
+    p.add_argument("--measure-timeout", type=float, default=300.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    if args.duration is None and args.ticks is None:
+        p.error("give --duration or --ticks")
+    return args
+
+
+async def _machines(args: argparse.Namespace) -> list[SimMachine]:
+    if args.machine_id:
+        return [SimMachine(m, args.factory) for m in args.machine_id]
+    registered = await ensure_machines(PostgresSettings(), args.factory, args.machines)
+    return [SimMachine(m.id, args.factory) for m in registered]
+
+
+def _simulate(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
+    config = Config(
+        machines=machines,
+        rate=args.rate,
+        ticks=args.ticks,
+        duration_s=args.duration,
+        transport=args.transport,
+        readings_per_message=args.readings_per_message,
+        bad_rate=args.bad_rate,
+        unknown_rate=args.unknown_rate,
+        gateway_id=args.gateway_id,
+        seed=args.seed,
+    )
+    mqtt = http = None
+    if args.transport in ("mqtt", "both"):
+        s = MqttSettings()
+        mqtt = MqttPublisher(
+            s.host,
+            s.port,
+            client_id=f"sim-{uuid.uuid4().hex[:8]}",
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            max_outstanding=args.max_inflight,
+        ).connect()
+    if args.transport in ("http", "both"):
+        http = HttpPublisher(args.ingest_url, token=args.token)
+    stop = threading.Event()
+    try:
+        return Simulator(config, mqtt=mqtt, http=http).run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    finally:
+        if mqtt is not None:
+            mqtt.close()
+        if http is not None:
+            http.close()
+
+
+async def _run(args: argparse.Namespace) -> dict[str, object]:
+    machines = await _machines(args)
+    log.info(
+        "simulating %d machine(s) of factory %s over %s",
+        len(machines),
+        args.factory,
+        args.transport,
+    )
+    tap = None
+    since_ns = time.time_ns() - 1_000_000_000
+    if args.measure == "amqp":
+        amqp = AmqpSettings()
+        tap = await AmqpTap(
+            amqp, exchange=amqp.exchange, binding=f"reading.{args.factory}.#"
+        ).start()
+    try:
+        started = time.monotonic()
+        stats = await asyncio.to_thread(_simulate, args, machines)
+        report: dict[str, object] = {"sent": stats.as_dict()}
+        if tap is not None:
+            ok = await tap.wait_for(lambda a: a.distinct() >= stats.readings, args.measure_timeout)
+            a = tap.arrivals
+            elapsed = (a.last_at or time.monotonic()) - started
+            report["amqp"] = {
+                "complete": ok,
+                "readings": len(a.readings),
+                "distinct": a.distinct(),
+                "seconds": round(elapsed, 3),
+                "readings_per_s": round(a.distinct() / elapsed, 1) if elapsed > 0 else 0,
+            }
+        if args.measure == "influx":
+            report["influx"] = await _wait_influx(args, stats.readings, since_ns, started)
+        return report
+    finally:
+        if tap is not None:
+            await tap.close()
+
+
+async def _wait_influx(
+    args: argparse.Namespace, expected: int, since_ns: int, started: float
+) -> dict[str, object]:
+    influx = InfluxSettings()
+    deadline = time.monotonic() + args.measure_timeout
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = await count_in_influx(influx, args.factory, since_ns)
+        if stored >= expected:
+            break
+        await asyncio.sleep(0.2)  # polling InfluxDB: it has no change notification
+    elapsed = time.monotonic() - started
+    return {
+        "complete": stored >= expected,
+        "stored": stored,
+        "seconds": round(elapsed, 3),
+        "readings_per_s": round(stored / elapsed, 1) if elapsed > 0 else 0,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        report = asyncio.run(_run(args))
+    except AuthRequired as e:
+        log.error("%s", e)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())

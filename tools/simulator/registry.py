@@ -1,0 +1,37 @@
+"""Simulated machines must exist in the registry: find or create them in PostgreSQL."""
+
+from __future__ import annotations
+
+from shared.db import create_pool, migrate
+from shared.machines import Machine, MachineRepository
+from shared.settings import PostgresSettings
+
+SENSOR_TYPES = ("Temperature", "Pressure", "Speed")
+
+
+def location_of(factory_id: str) -> str:
+    return f"Simulator {factory_id}"
+
+
+async def ensure_machines(settings: PostgresSettings, factory_id: str, count: int) -> list[Machine]:
+    """``count`` machines registered for the simulated factory, reusing those from earlier runs."""
+    pool = create_pool(settings, "simulator")
+    await pool.open(wait=True)
+    try:
+        await migrate(pool)
+        repo = MachineRepository(pool)
+        location = location_of(factory_id)
+        existing, _ = await repo.list({"location": location}, limit=count, offset=0)
+        machines = list(existing)
+        for i in range(len(machines), count):
+            machines.append(
+                await repo.create(
+                    f"SIM-{factory_id}-{i + 1:04d}",
+                    location,
+                    SENSOR_TYPES[i % len(SENSOR_TYPES)],
+                    "active",
+                )
+            )
+        return machines
+    finally:
+        await pool.close()
