@@ -86,6 +86,28 @@ def tier_lines(series_list: list[Series], fields: Iterable[str], daily: bool) ->
     return out
 
 
+MAX_RUN_HOURS = 24 * 7
+MAX_RUN_DAYS = 92
+
+
+def runs(
+    windows: dict[int, set[str]], width: int, max_windows: int
+) -> list[tuple[int, int, set[str]]]:
+    """Merge touched windows into runs of consecutive windows, one query each.
+
+    Recomputing a window for a machine that was not touched in it is harmless (idempotent), and
+    one query over a week of hours is far cheaper than 168 queries of one hour.
+    """
+    out: list[tuple[int, int, set[str]]] = []
+    for w in sorted(windows):
+        if out and out[-1][1] == w and (w - out[-1][0]) // width < max_windows:
+            start, _, machines = out[-1]
+            out[-1] = (start, w + width, machines | windows[w])
+        else:
+            out.append((w, w + width, set(windows[w])))
+    return out
+
+
 class Rollup:
     def __init__(self, influx: InfluxClient, fields: list[str], interval_s: float) -> None:
         self.influx = influx
@@ -125,12 +147,13 @@ class Rollup:
         done = 0
         try:
             days: dict[int, set[str]] = {}
-            for hour, machines in sorted(hours.items()):
-                await self.hourly(hour, hour + HOUR_NS, sorted(machines))
-                days.setdefault(hour - hour % DAY_NS, set()).update(machines)
-                done += len(machines)
-            for day, machines in sorted(days.items()):
-                await self.daily(day, day + DAY_NS, sorted(machines))
+            for start, end, machines in runs(hours, HOUR_NS, MAX_RUN_HOURS):
+                await self.hourly(start, end, sorted(machines))
+                done += (end - start) // HOUR_NS
+                for hour in range(start, end, HOUR_NS):
+                    days.setdefault(hour - hour % DAY_NS, set()).update(machines)
+            for start, end, machines in runs(days, DAY_NS, MAX_RUN_DAYS):
+                await self.daily(start, end, sorted(machines))
         except (InfluxUnavailable, InfluxRejected, InfluxQueryError) as e:
             ROLLUP_ERRORS.inc()
             for hour, machines in hours.items():
