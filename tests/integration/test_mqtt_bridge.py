@@ -1,0 +1,226 @@
+"""The MQTT bridge against real Mosquitto, RabbitMQ and PostgreSQL.
+
+Messages are published with the real ``mosquitto_pub``; what the bridge publishes is read from
+queues bound to the test's private exchanges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from shared.machines import Machine
+from tests.mqtt_fixtures import (
+    BridgeProcess,
+    MqttScope,
+    async_wait_until,
+    mosquitto_pub,
+    retained_status,
+    wait_until,
+)
+from tools.simulator.measure import AmqpTap
+from tools.simulator.payloads import iso
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.mqtt_fixtures"]
+T0_US = 1765620000_000000  # 2025-12-13T10:00:00Z
+Taps = tuple[AmqpTap, AmqpTap]
+
+
+def readings(n: int, start_us: int = T0_US, **extra: Any) -> list[bytes]:
+    return [
+        orjson.dumps({"timestamp": iso(start_us + i * 1000), "temperature": 20 + i % 50, **extra})
+        for i in range(n)
+    ]
+
+
+async def test_a_reading_is_republished_with_its_machine_routing_key(
+    bridge: dict[str, Any], taps: Taps, machines: list[Machine], mqtt_scope: MqttScope
+) -> None:
+    data, _ = taps
+    m = machines[0]
+    payload = orjson.dumps(
+        {"timestamp": "2025-12-13T10:00:00Z", "sensor_type": "Temperature", "temperature": 72.5}
+    )
+    await asyncio.to_thread(
+        mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("plant-7", m.id), [payload]
+    )
+
+    assert await data.wait_for(lambda a: len(a.readings) >= 1, 15)
+    [envelope] = data.arrivals.envelopes
+    assert envelope.routing_key == f"reading.plant-7.{m.id}"
+    assert envelope.source == "mqtt"
+    assert envelope.gateway_id == mqtt_scope.mqtt.client_id
+    assert envelope.readings == [
+        {
+            "machine_id": m.id,
+            "factory_id": "plant-7",
+            "sensor_type": "Temperature",
+            "location": m.location,  # from the registry
+            "ts": 1765620000 * 10**9,
+            "fields": {"temperature": 72.5},
+        }
+    ]
+
+
+async def test_readings_lists_and_many_messages_are_grouped_not_lost(
+    bridge: dict[str, Any], taps: Taps, machines: list[Machine], mqtt_scope: MqttScope
+) -> None:
+    data, _ = taps
+    a, b = machines
+    batch = orjson.dumps(
+        {
+            "location": "Bay 3",
+            "readings": [
+                {"timestamp": iso(T0_US + i * 1000), "pressure": 100 + i} for i in range(50)
+            ],
+        }
+    )
+    await asyncio.gather(
+        asyncio.to_thread(
+            mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f1", a.id), readings(500)
+        ),
+        asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f1", b.id), [batch]),
+    )
+    assert await data.wait_for(lambda arr: arr.distinct() >= 550, 30), data.arrivals.distinct()
+    arrivals = data.arrivals
+    assert len(arrivals.readings) == 550  # nothing twice
+    assert len(arrivals.envelopes) < 550  # grouped: many readings per AMQP message
+    from_b = [r for r in arrivals.readings if r["machine_id"] == b.id]
+    assert {r["location"] for r in from_b} == {"Bay 3"}
+    totals = bridge["bridge"].totals  # counted once the confirms are in, just after arrival
+    await async_wait_until(lambda: totals.published == 501, 10, "501 messages published")
+
+
+def _malformed(
+    scope: MqttScope, factory: str, known: str, n: int
+) -> dict[str, list[tuple[str, bytes]]]:
+    """``n`` messages of each reason, every payload unique so that each can be found again."""
+    unknown = [str(uuid.uuid4()) for _ in range(10)]
+    topic = scope.topic(factory, known)
+    out: dict[str, list[tuple[str, bytes]]] = {
+        "invalid_utf8": [(topic, b'{"i": %d, "note": "\xff\xfe\xc3\x28"}' % i) for i in range(n)],
+        "invalid_json": [(topic, b'{"i": %d, "timestamp": ' % i) for i in range(n)],
+        "schema": [],
+        "unknown_machine": [
+            (scope.topic(factory, unknown[i % 10]), p) for i, p in enumerate(readings(n))
+        ],
+        "bad_topic": [],
+    }
+    schema_kinds = [
+        lambda i: {"i": i, "timestamp": iso(T0_US), "temperature": 1.0},  # undeclared field
+        lambda i: {"timestamp": f"2025-12-13T10:00:{i % 60:02d}", "speed": float(i)},  # no zone
+        lambda i: {"timestamp": iso(T0_US + i), "temperature": 5000.0 + i},  # out of range
+        lambda i: {"timestamp": iso(T0_US + i)},  # no value
+        lambda i: {"readings": [{"timestamp": iso(T0_US + i), "speed": "fast"}]},
+    ]
+    out["schema"] = [(topic, orjson.dumps(schema_kinds[i % 5](i))) for i in range(n)]
+    # Matches the subscription, but not the template: a factory id that is not one...
+    half = n // 2
+    bad_factory = scope.topic(f"{factory}.bad factory", known)
+    out["bad_topic"] = [(bad_factory, p) for p in readings(half, T0_US + 10**9)]
+    # ... and a topic of the other subscription, which has no machine at all.
+    other = f"{scope.prefix}/other/{factory}/oops"
+    out["bad_topic"] += [(other, p) for p in readings(n - half, T0_US + 2 * 10**9)]
+    return out
+
+
+async def test_a_thousand_malformed_messages_of_every_kind_are_dead_lettered_with_their_reason(
+    bridge: dict[str, Any], taps: Taps, machines: list[Machine], mqtt_scope: MqttScope
+) -> None:
+    data, dead = taps
+    n = 1000
+    sent = _malformed(mqtt_scope, "f-bad", machines[0].id, n)
+    by_topic: dict[str, list[bytes]] = {}
+    for messages in sent.values():
+        for topic, payload in messages:
+            by_topic.setdefault(topic, []).append(payload)
+    await asyncio.gather(
+        *(
+            asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, topic, payloads)
+            for topic, payloads in by_topic.items()
+        )
+    )
+    total = n * len(sent)
+    assert await dead.wait_for(lambda a: len(a.envelopes) >= total, 60), len(
+        dead.arrivals.envelopes
+    )
+
+    letters = [e.dead for e in dead.arrivals.envelopes if e.dead]
+    assert Counter(d["reason"] for d in letters) == {reason: n for reason in sent}
+    for reason, messages in sent.items():
+        expected = Counter((topic, p.decode("utf-8", "backslashreplace")) for topic, p in messages)
+        got = Counter((d["topic"], d["raw"]) for d in letters if d["reason"] == reason)
+        assert got == expected, reason
+    assert all(d["error"] for d in letters)
+    assert all(e.source == "mqtt" for e in dead.arrivals.envelopes)
+
+    # Alive and still doing its job.
+    assert bridge["bridge"].mqtt_ready
+    good = orjson.dumps({"timestamp": iso(T0_US), "speed": 1200})
+    await asyncio.to_thread(
+        mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f-bad", machines[0].id), [good]
+    )
+    assert await data.wait_for(lambda a: len(a.readings) == 1, 15)
+    totals = bridge["bridge"].totals
+    await async_wait_until(lambda: totals.dead_lettered == total, 10, "all dead-lettered")
+
+
+async def test_status_is_online_while_running_and_offline_after_shutdown(
+    bridge_process: BridgeProcess, mqtt_scope: MqttScope
+) -> None:
+    await asyncio.to_thread(bridge_process.start)
+    assert await asyncio.to_thread(retained_status, mqtt_scope.mqtt) == b"online"
+    # uvicorn re-raises SIGTERM once its graceful shutdown is over: -15 is a clean exit here.
+    assert await asyncio.to_thread(bridge_process.terminate) in (0, -15)
+    log = bridge_process.log()
+    assert '"bridge stopped' in log and "Application shutdown complete" in log
+    assert await asyncio.to_thread(retained_status, mqtt_scope.mqtt) == b"offline"
+
+
+async def test_sigkill_then_restart_delivers_everything_published_meanwhile_exactly_once(
+    bridge_process: BridgeProcess, taps: Taps, machines: list[Machine], mqtt_scope: MqttScope
+) -> None:
+    data, _ = taps
+    await asyncio.to_thread(bridge_process.start)
+    await asyncio.to_thread(bridge_process.kill)
+    # The broker noticed the dead connection and published the last will.
+    await asyncio.to_thread(wait_until, lambda: retained_status(mqtt_scope.mqtt) == b"offline", 15)
+
+    topic = mqtt_scope.topic("plant-k", machines[0].id)
+    await asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, topic, readings(1000))  # all PUBACKed
+    assert data.arrivals.readings == []  # nobody was there to take them
+
+    await asyncio.to_thread(bridge_process.start)
+    assert await data.wait_for(lambda a: a.distinct() >= 1000, 60), data.arrivals.distinct()
+    # Every message acknowledged to Mosquitto: nothing is left that could come a second time.
+    await asyncio.to_thread(
+        wait_until,
+        lambda: bridge_process.metric("millrace_mqtt_unacked_messages") == 0,
+        15,
+        "every message acknowledged",
+    )
+    assert bridge_process.metric('millrace_mqtt_messages_total{outcome="published"}') == 1000
+    assert len(data.arrivals.readings) == 1000  # none twice
+    assert {r["ts"] for r in data.arrivals.readings} == {
+        (T0_US + i * 1000) * 1000 for i in range(1000)
+    }
+    assert await asyncio.to_thread(retained_status, mqtt_scope.mqtt) == b"online"
+
+
+async def test_health_ready_and_metrics(bridge_process: BridgeProcess) -> None:
+    await asyncio.to_thread(bridge_process.start)
+    async with httpx.AsyncClient(base_url=bridge_process.url) as client:
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        ready = (await client.get("/ready")).json()
+        assert ready == {"status": "ready", "checks": {"mqtt": True, "rabbitmq": True}}
+        metrics = (await client.get("/metrics")).text
+    for reason in ("invalid_utf8", "invalid_json", "schema", "unknown_machine", "bad_topic"):
+        assert f'millrace_mqtt_dead_letters_total{{reason="{reason}"}} 0.0' in metrics
+    assert "millrace_mqtt_connected 1.0" in metrics
