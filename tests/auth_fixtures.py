@@ -30,7 +30,7 @@ from services.auth.audit import CLI_ACTOR
 from services.auth.keys import private_key_pem
 from services.auth.security import SecuritySettings
 from services.auth.settings import AuthSettings, Settings
-from shared.auth import testing
+from tests import auth_testing as testing
 from shared.settings import JwtSettings, PostgresSettings, RedisSettings
 
 TEST_PASSWORD_LENGTH = 12

@@ -1,7 +1,7 @@
 """Test helpers for any service's tests: a signing key, tokens minted with the auth service's
 real signing code, and the matching JWKS. Never imported by production code.
 
-    from shared.auth import testing
+    from tests import auth_testing as testing
 
     headers = testing.bearer("Operator")             # {"Authorization": "Bearer ..."}
     with TestClient(app) as client:

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from services.auth.app import create_app
 from services.auth.security import SecuritySettings
 from services.auth.settings import Settings
-from shared.auth import testing
+from tests import auth_testing as testing
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.auth_fixtures"]

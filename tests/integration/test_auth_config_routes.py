@@ -1,5 +1,5 @@
 """``/api/v1/config`` and ``/api/v1/audit`` (mounted by query_api) on the real test database,
-guarded by the shared verifier with tokens from ``shared.auth.testing``."""
+guarded by the shared verifier with tokens from ``tests.auth_testing``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
 from services.query_api.config_routes import config_routes
-from shared.auth import testing
+from tests import auth_testing as testing
 from shared.db import create_pool, migrate
 from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from shared.settings import PostgresSettings

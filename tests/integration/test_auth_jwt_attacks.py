@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from services.auth.app import create_app
 from services.auth.keys import KeySet, generate_private_key, private_key_pem, public_key_pem
 from services.auth.settings import Settings
-from shared.auth import testing
+from tests import auth_testing as testing
 from shared.auth.verify import JwksCache, JwtAuthorizer, Principal
 from shared.http import ApiError
 

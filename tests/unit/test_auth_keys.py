@@ -20,7 +20,7 @@ from services.auth.keys import (
     rotate_dev_key,
     thumbprint,
 )
-from shared.auth import testing
+from tests import auth_testing as testing
 
 
 def test_thumbprint_matches_rfc7638_example() -> None:

@@ -7,7 +7,7 @@ import time
 import jwt
 
 from services.auth.tokens import TokenIssuer, new_refresh_token, refresh_token_hash
-from shared.auth import testing
+from tests import auth_testing as testing
 
 
 def test_access_token_carries_exactly_the_contract_claims() -> None:
