@@ -31,7 +31,7 @@ $(RUN)/env:
 up: install $(RUN)/env
 	@infra/local/deps.sh up
 	@infra/local/services.sh up
-	@$(PY) -m services.auth dev-users
+	@set -a; . $(RUN)/env; set +a; $(PY) -m services.auth dev-users
 
 down:
 	@infra/local/services.sh down

@@ -2,7 +2,7 @@
 
 Usage (any service)::
 
-    from services.auth.security import SecuritySettings, security_middleware
+    from shared.security import SecuritySettings, security_middleware
 
     Starlette(..., middleware=[*security_middleware(settings.security), ...])
 

@@ -28,10 +28,10 @@ from services.auth import users
 from services.auth.app import create_app
 from services.auth.audit import CLI_ACTOR
 from services.auth.keys import private_key_pem
-from services.auth.security import SecuritySettings
 from services.auth.settings import AuthSettings, Settings
-from tests import auth_testing as testing
+from shared.security import SecuritySettings
 from shared.settings import JwtSettings, PostgresSettings, RedisSettings
+from tests import auth_testing as testing
 
 TEST_PASSWORD_LENGTH = 12
 

@@ -22,7 +22,7 @@ from services.auth.gateway_routes import gateway_routes
 from services.auth.keys import KeySet, load_keyset
 from services.auth.passwords import Hasher
 from services.auth.revocation import Revoker
-from services.auth.security import security_middleware
+from shared.security import security_middleware
 from services.auth.session_routes import session_routes
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.auth.security import SecuritySettings
+from shared.security import SecuritySettings
 from shared.settings import JwtSettings, PostgresSettings, RedisSettings, ServiceSettings
 
 # Development state lives under the repository's git-ignored ``.run/`` (computed, never written).

@@ -42,6 +42,7 @@ from shared.machines import MachineCache, MachineRepository
 from shared.openapi import doc, openapi_routes
 from shared.readings import IngestRequest, ValidationContext
 from shared.redisguard import RedisGuard
+from shared.security import security_middleware
 from shared.startup import create_redis, wait_for
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,10 @@ def create_app(settings: Settings) -> Starlette:
             *ops_routes(ready),
             *openapi_routes("Millrace ingest gateway"),
         ],
-        middleware=[Middleware(RequestContextMiddleware, service="ingest_gateway")],
+        middleware=[
+            Middleware(RequestContextMiddleware, service="ingest_gateway"),
+            *security_middleware(settings.security),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.security import SecuritySettings
 from shared.settings import (
     AmqpSettings,
     IngestLimits,
@@ -20,4 +21,5 @@ class Settings(ServiceSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     jwt: JwtSettings = Field(default_factory=JwtSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     limits: IngestLimits = Field(default_factory=IngestLimits)

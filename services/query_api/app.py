@@ -40,6 +40,7 @@ from shared.machines import MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc, openapi_routes
 from shared.readings import BUILTIN_FIELDS
 from shared.redisguard import RedisGuard
+from shared.security import security_middleware
 from shared.startup import create_redis, wait_for
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,10 @@ def create_app(settings: Settings) -> Starlette:
             *openapi_routes("Millrace query API"),
             *ops_routes(ready),
         ],
-        middleware=[Middleware(RequestContextMiddleware, service="query_api")],
+        middleware=[
+            Middleware(RequestContextMiddleware, service="query_api"),
+            *security_middleware(settings.security),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

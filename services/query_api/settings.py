@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from shared.security import SecuritySettings
 from shared.settings import (
     InfluxSettings,
     IngestLimits,
@@ -24,5 +25,6 @@ class Settings(ServiceSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     jwt: JwtSettings = Field(default_factory=JwtSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     # Only for the list of declared fields (INGEST_EXTRA_FIELDS), shared with ingest.
     limits: IngestLimits = Field(default_factory=IngestLimits)

@@ -7,8 +7,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from services.auth.app import create_app
-from services.auth.security import SecuritySettings
 from services.auth.settings import Settings
+from shared.security import SecuritySettings
 from tests import auth_testing as testing
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
 from services.query_api.config_routes import config_routes
-from tests import auth_testing as testing
 from shared.db import create_pool, migrate
 from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from shared.settings import PostgresSettings
+from tests import auth_testing as testing
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.auth_fixtures"]

@@ -22,9 +22,9 @@ from starlette.testclient import TestClient
 from services.auth.app import create_app
 from services.auth.keys import KeySet, generate_private_key, private_key_pem, public_key_pem
 from services.auth.settings import Settings
-from tests import auth_testing as testing
 from shared.auth.verify import JwksCache, JwtAuthorizer, Principal
 from shared.http import ApiError
+from tests import auth_testing as testing
 
 if TYPE_CHECKING:
     from tests.auth_fixtures import LogIn, MakeUser

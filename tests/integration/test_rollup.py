@@ -1,4 +1,4 @@
-"""Rollup tiers equal aggregating the raw data — for 30 days × 20 machines, late readings too."""
+"""Rollup tiers equal aggregating the raw data — for 30 days x 20 machines, late readings too."""
 
 from __future__ import annotations
 

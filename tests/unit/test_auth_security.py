@@ -9,7 +9,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from services.auth.security import SecuritySettings, security_middleware
+from shared.security import SecuritySettings, security_middleware
 
 
 def app(settings: SecuritySettings, **kwargs: str | None) -> Starlette:

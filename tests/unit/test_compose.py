@@ -19,8 +19,8 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from infra.influxdb.provision_v2 import ProvisionSettings, plan
-from services.auth.security import SecuritySettings
 from services.auth.settings import AuthSettings
+from shared.security import SecuritySettings
 from shared.settings import (
     AmqpSettings,
     InfluxSettings,
