@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
                 "redis_guard": guard,
                 "machines": MachineCache(MachineRepository(pool), guard),
                 "history_cache": HistoryCache(guard, settings.cache_ttl_s),
-                "authorizer": JwtAuthorizer(settings.jwt, jwks, redis),
+                "authorizer": JwtAuthorizer(settings.jwt, jwks, guard),
             }
         finally:
             await influx.close()

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import jwt
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from shared.http import ApiError
+from shared.redisguard import REDIS_ERRORS, RedisGuard
 from shared.settings import JwtSettings
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,14 @@ class JwtAuthorizer:
     """The authorizer every service puts in its state (see :func:`shared.http.requires`)."""
 
     def __init__(
-        self, settings: JwtSettings, jwks: JwksCache, redis: aioredis.Redis | None
+        self,
+        settings: JwtSettings,
+        jwks: JwksCache,
+        redis: RedisGuard | aioredis.Redis | None,
     ) -> None:
         self.settings = settings
         self.jwks = jwks
-        self.redis = redis
+        self.redis = RedisGuard(redis) if isinstance(redis, aioredis.Redis) else redis
 
     async def authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -183,18 +186,16 @@ class JwtAuthorizer:
         )
 
     async def _check_revocation(self, claims: dict[str, Any], unauthorized: Any) -> None:
-        if self.redis is None:
+        if self.redis is None or not self.redis.usable():
             return
         try:
-            revoked, void_before = await self.redis.mget(
+            revoked, void_before = await self.redis.client.mget(
                 [revoked_jti_key(str(claims["jti"])), revoked_subject_key(str(claims["sub"]))]
             )
-        except (RedisError, OSError) as e:
-            log.warning(
-                "Redis unreachable for the token denylist (%s); accepting unexpired token",
-                e,
-                extra={"dependency": "redis"},
-            )
+            self.redis.ok()
+        except REDIS_ERRORS as e:
+            # Accepting an unexpired token without the denylist check (15 minutes at most).
+            self.redis.failed("token denylist", e)
             return
         if revoked is not None:
             raise unauthorized("revoked")

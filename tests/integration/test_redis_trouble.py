@@ -32,7 +32,6 @@ def client(
 ) -> Iterator[TestClient]:
     with TestClient(create_app(Settings(postgres=postgres_settings, influx=influx_settings))) as c:
         trust_test_key(c.app_state)
-        c.app_state["authorizer"].redis = None  # revocation checks are auth's own test
         yield c
 
 
