@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aio_pika
@@ -100,19 +101,80 @@ def to_message(envelope: Envelope) -> aio_pika.Message:
     )
 
 
-class Publisher:
-    """Publishes envelopes and returns only once RabbitMQ confirmed every one of them."""
+def connection_blocked(connection: AbstractRobustConnection) -> bool:
+    """True while RabbitMQ blocks this connection's publishers (memory or disk alarm).
 
-    def __init__(self, settings: AmqpSettings, connection: AbstractRobustConnection) -> None:
+    aiormq tracks ``connection.blocked``/``unblocked`` in a private event; read it defensively.
+    """
+    inner = getattr(getattr(connection, "transport", None), "connection", None)
+    event = getattr(inner, "_Connection__connection_unblocked", None)
+    return isinstance(event, asyncio.Event) and not event.is_set()
+
+
+class Publisher:
+    """Publishes envelopes and returns only once RabbitMQ confirmed every one of them.
+
+    It also watches for back-pressure — the connection blocked by a broker alarm, the writer
+    queue at its bound, or a recent publish refused — so that callers can refuse new data up
+    front (HTTP 503 before reading the body) instead of timing out on a confirm.
+    """
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        connection: AbstractRobustConnection,
+        *,
+        watch_queue_every_s: float | None = None,
+    ) -> None:
         self.settings = settings
         self.connection = connection
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._dead: AbstractExchange | None = None
+        self._watch_every = watch_queue_every_s
+        self._watcher: asyncio.Task[None] | None = None
+        self._queue_full = False
+        self._refused_until = 0.0
 
     async def start(self) -> None:
         self._channel = await self.connection.channel(publisher_confirms=True)
         self._exchange, _, self._dead = await declare_topology(self._channel, self.settings)
+        if self._watch_every:
+            self._watcher = asyncio.create_task(self._watch_queue(self._watch_every))
+
+    def pressure(self) -> str | None:
+        """Why new data should be refused right now, or None."""
+        if connection_blocked(self.connection):
+            return "broker blocked publishers (resource alarm)"
+        if self._queue_full:
+            return "writer queue is full"
+        if time.monotonic() < self._refused_until:
+            return "broker refused recent data"
+        return None
+
+    async def _watch_queue(self, every_s: float) -> None:
+        """Poll the writer queue depth (a passive declare) so a full queue is known early."""
+        high = int(self.settings.queue_max_length * 0.95)
+        channel: AbstractChannel | None = None
+        while True:
+            try:
+                if channel is None or channel.is_closed:
+                    channel = await self.connection.channel()
+                queue = await channel.declare_queue(self.settings.queue, passive=True)
+                depth = queue.declaration_result.message_count or 0
+                full = depth >= high
+                if full != self._queue_full:
+                    log.warning(
+                        "writer queue %s: %d messages (bound %d)",
+                        "full" if full else "draining",
+                        depth,
+                        self.settings.queue_max_length,
+                    )
+                self._queue_full = full
+            except PUBLISH_ERRORS as e:
+                log.debug("queue depth check failed: %s", e)
+                channel = None
+            await asyncio.sleep(every_s)
 
     @property
     def ready(self) -> bool:
@@ -136,6 +198,9 @@ class Publisher:
                     )
                 )
         except PUBLISH_ERRORS as e:
+            if isinstance(e, aiormq.exceptions.DeliveryError):
+                # A nack: typically the writer queue at its bound (reject-publish).
+                self._refused_until = time.monotonic() + 1.0
             raise BrokerUnavailable(f"{type(e).__name__}: {e}") from e
 
     async def dead_letter(self, envelopes: list[Envelope]) -> None:
@@ -155,5 +220,7 @@ class Publisher:
             raise BrokerUnavailable(f"{type(e).__name__}: {e}") from e
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()

@@ -47,6 +47,9 @@ from shared.startup import create_redis, wait_for
 
 log = logging.getLogger(__name__)
 
+BACKPRESSURE = Counter(
+    "millrace_ingest_backpressure_total", "Requests refused up front because of broker pressure"
+)
 READINGS = Counter("millrace_ingest_readings_total", "Readings by outcome", ["source", "outcome"])
 
 
@@ -70,7 +73,7 @@ def create_app(settings: Settings) -> Starlette:
             lambda: broker.connect(settings.amqp, "ingest_gateway"),
             broker.PUBLISH_ERRORS,
         )
-        publisher = broker.Publisher(settings.amqp, connection)
+        publisher = broker.Publisher(settings.amqp, connection, watch_queue_every_s=1.0)
         await publisher.start()
         jwks = JwksCache(settings.jwt)
         try:
@@ -110,6 +113,12 @@ def create_app(settings: Settings) -> Starlette:
     )
     @requires("write:sensor_data")
     async def ingest(request: Request) -> Response:
+        publisher: broker.Publisher = request.state.publisher
+        pressure = publisher.pressure()
+        if pressure is not None:
+            # Refuse before reading the body: the gateway keeps its data and retries.
+            BACKPRESSURE.inc()
+            raise unavailable(f"The message broker ({pressure})")
         bodies.check_media_type(request)
         raw = await bodies.read_body(request, limits.max_body_bytes)
         ctx = base_ctx.with_now()
@@ -183,7 +192,6 @@ def create_app(settings: Settings) -> Starlette:
             request_id=rid,
             per_message=limits.readings_per_message,
         )
-        publisher: broker.Publisher = request.state.publisher
         try:
             await publisher.publish(envelopes)
         except BrokerUnavailable as e:

@@ -1,0 +1,112 @@
+"""Back-pressure at the HTTP door: a full writer queue and a broker resource alarm make ingest
+answer 503 + Retry-After (before reading the body), nothing accepted is dropped, and the door
+reopens by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+
+import aio_pika
+import pytest
+from starlette.testclient import TestClient
+
+from services.ingest_gateway.app import create_app
+from services.ingest_gateway.settings import Settings
+from shared.settings import AmqpSettings, PostgresSettings
+from tests.integration.test_ingest_gateway import URL, _create_machines, _delete_topology, batch
+from tests.tokens import bearer, trust_test_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def small_queue(amqp_settings: AmqpSettings) -> AmqpSettings:
+    return amqp_settings.model_copy(update={"queue_max_length": 3, "confirm_timeout_s": 2.0})
+
+
+@pytest.fixture
+def client(small_queue: AmqpSettings, postgres_settings: PostgresSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(amqp=small_queue, postgres=postgres_settings))) as c:
+        trust_test_key(c.app_state)
+        yield c
+    asyncio.run(_delete_topology(small_queue))
+
+
+def until(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "not reached before the deadline"
+        time.sleep(0.1)
+    return result
+
+
+def depth(s: AmqpSettings) -> int:
+    async def run() -> int:
+        conn = await aio_pika.connect(s.url.get_secret_value())
+        async with conn:
+            ch = await conn.channel()
+            q = await ch.declare_queue(s.queue, passive=True)
+            return q.declaration_result.message_count or 0
+
+    return asyncio.run(run())
+
+
+def purge(s: AmqpSettings) -> None:
+    async def run() -> None:
+        conn = await aio_pika.connect(s.url.get_secret_value())
+        async with conn:
+            ch = await conn.channel()
+            q = await ch.declare_queue(s.queue, passive=True)
+            await q.purge()
+
+    asyncio.run(run())
+
+
+def test_full_queue_refuses_then_reopens(
+    client: TestClient, small_queue: AmqpSettings, postgres_settings: PostgresSettings
+) -> None:
+    [machine] = asyncio.run(_create_machines(postgres_settings, 1))
+    auth = bearer()
+    statuses = [client.post(URL, json=batch(machine), headers=auth).status_code for _ in range(6)]
+    accepted = statuses.count(202)
+    # Quorum queues apply the bound as of their last state, so one more may slip in.
+    assert 3 <= accepted <= 4 and statuses[:3] == [202] * 3
+    assert statuses[accepted:] == [503] * (6 - accepted)
+    assert depth(small_queue) == accepted  # what was accepted is still there; nothing dropped
+    resp = client.post(URL, json=batch(machine), headers=auth)
+    assert resp.status_code == 503 and resp.headers["retry-after"]
+    purge(small_queue)  # the writers catch up
+    until(lambda: client.post(URL, json=batch(machine), headers=auth).status_code == 202)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=60, capture_output=True)
+
+
+@pytest.mark.disruptive
+def test_resource_alarm_blocks_then_reopens(
+    client: TestClient, postgres_settings: PostgresSettings
+) -> None:
+    [machine] = asyncio.run(_create_machines(postgres_settings, 1))
+    auth = bearer()
+    assert client.post(URL, json=batch(machine), headers=auth).status_code == 202
+    publisher = client.app_state["publisher"]
+    rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+    try:
+        # RabbitMQ blocks a connection when it next publishes: that first request waits for
+        # its confirm (bounded by AMQP_CONFIRM_TIMEOUT_S) and gets 503; nothing is accepted.
+        resp = client.post(URL, json=batch(machine), headers=auth)
+        assert resp.status_code == 503
+        until(lambda: publisher.pressure() is not None)
+        started = time.monotonic()
+        resp = client.post(URL, json=batch(machine), headers=auth)
+        assert resp.status_code == 503
+        assert "alarm" in resp.json()["message"]
+        assert time.monotonic() - started < 1.0  # refused up front, not after a confirm timeout
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+    until(lambda: publisher.pressure() is None)
+    assert client.post(URL, json=batch(machine), headers=auth).status_code == 202
