@@ -15,6 +15,7 @@ accepted or refused as a whole: one bad reading refuses the message, with the ex
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -63,6 +64,15 @@ class MqttBatch(BaseModel):
         return value
 
 
+@dataclass(slots=True)
+class Payload:
+    """A validated payload: its readings, and the defaults a ``{"readings": [...]}`` gave."""
+
+    readings: list[MqttReading]
+    sensor_type: str | None = None
+    location: str | None = None
+
+
 class PayloadError(Exception):
     """The payload can never be accepted; ``reason`` is the dead-letter reason code."""
 
@@ -73,8 +83,8 @@ class PayloadError(Exception):
         self.errors = errors or []
 
 
-def parse_payload(payload: bytes, ctx: ValidationContext) -> MqttBatch:
-    """Validate one MQTT payload; a single reading comes back as a batch of one.
+def parse_payload(payload: bytes, ctx: ValidationContext) -> Payload:
+    """Validate one MQTT payload; a single reading comes back as a list of one.
 
     Raises :class:`PayloadError` with ``invalid_utf8``, ``invalid_json`` or ``schema``.
     """
@@ -94,8 +104,9 @@ def parse_payload(payload: bytes, ctx: ValidationContext) -> MqttBatch:
         )
     try:
         if "readings" in doc:
-            return MqttBatch.model_validate(doc, context=ctx)
-        return MqttBatch(readings=[MqttReading.model_validate(doc, context=ctx)])
+            batch = MqttBatch.model_validate(doc, context=ctx)
+            return Payload(batch.readings, batch.sensor_type, batch.location)
+        return Payload([MqttReading.model_validate(doc, context=ctx)])
     except ValidationError as e:
         errors = field_errors(e)
         text = "; ".join(f"{fe.field or 'payload'}: {fe.error}" for fe in errors[:10])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,10 @@ class MqttLink:
         self._closing = threading.Event()
         self._slots = threading.BoundedSemaphore(settings.max_inflight)
         self._pending = 0
+        # Messages cross from paho's thread in batches: one loop wake-up for all that arrived
+        # since the last one, not a self-pipe write per message.
+        self._handoff: deque[Inbound] = deque()
+        self._wake_pending = False
         self._client = self._build_client()
 
     # ------------------------------------------------------------------ life cycle
@@ -276,7 +281,20 @@ class MqttLink:
         item = Inbound(message.mid, message.qos, topic, bytes(message.payload), self._generation)
         with self._lock:
             self._pending += 1
+        self._handoff.append(item)
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
-            self._loop.call_soon_threadsafe(self._deliver, item)
+            self._loop.call_soon_threadsafe(self._hand_over)
         except RuntimeError:  # the event loop is closed: we are shutting down
-            self.release(1)
+            dropped = len(self._handoff)
+            self._handoff.clear()
+            self.release(dropped)  # not acknowledged: redelivered on the next session
+
+    def _hand_over(self) -> None:
+        """On the asyncio loop: pass on everything paho's thread queued so far."""
+        self._wake_pending = False
+        handoff = self._handoff
+        while handoff:
+            self._deliver(handoff.popleft())

@@ -16,7 +16,7 @@ from services.mqtt_bridge.topics import BadTopic, TopicIds, TopicTemplate, is_st
 from shared.envelope import Envelope, dead_letter
 from shared.ingest import pack, stored_readings
 from shared.machines import Machine, valid_uuid
-from shared.mqtt_payload import DeadReason, MqttBatch, PayloadError, parse_payload
+from shared.mqtt_payload import DeadReason, Payload, PayloadError, parse_payload
 from shared.readings import ValidationContext
 
 SOURCE = "mqtt"
@@ -36,7 +36,7 @@ class Dead:
 class Valid:
     message: Inbound
     ids: TopicIds
-    batch: MqttBatch
+    batch: Payload
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 
 import orjson
 
@@ -32,6 +33,7 @@ from shared.settings import AmqpSettings, InfluxSettings, MqttSettings, Postgres
 from tools.simulator.http import AuthRequired, HttpPublisher
 from tools.simulator.measure import AmqpTap, count_in_influx
 from tools.simulator.mqtt import MqttPublisher
+from tools.simulator.payloads import TOPIC
 from tools.simulator.registry import ensure_machines
 from tools.simulator.run import Config, SimMachine, Simulator, Stats
 
@@ -63,7 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bad-rate", type=float, default=0.0, help="share of malformed messages")
     p.add_argument("--unknown-rate", type=float, default=0.0, help="share for unknown machines")
     p.add_argument("--max-inflight", type=int, default=1000, help="MQTT messages awaiting PUBACK")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="gateway processes sharing the machines (one Python process tops out at a few"
+        " thousand MQTT messages/s)",
+    )
     p.add_argument("--gateway-id", default="SIM-GW-01")
+    p.add_argument(
+        "--topic-template",
+        default=TOPIC,
+        help=f"MQTT telemetry topic (default: {TOPIC})",
+    )
     p.add_argument(
         "--ingest-url",
         default=f"http://127.0.0.1:{os.environ.get('INGEST_GATEWAY_PORT', '8001')}",
@@ -108,6 +122,7 @@ def _simulate(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
         unknown_rate=args.unknown_rate,
         gateway_id=args.gateway_id,
         seed=args.seed,
+        topic_template=args.topic_template,
     )
     mqtt = http = None
     if args.transport in ("mqtt", "both"):
@@ -135,6 +150,27 @@ def _simulate(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
             http.close()
 
 
+async def _simulate_all(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
+    processes = max(1, min(args.processes, len(machines)))
+    if processes == 1:
+        return await asyncio.to_thread(_simulate, args, machines)
+    loop = asyncio.get_running_loop()
+    slices = [machines[i::processes] for i in range(processes)]
+    with ProcessPoolExecutor(processes) as pool:
+        parts = await asyncio.gather(
+            *(loop.run_in_executor(pool, _simulate, args, part) for part in slices)
+        )
+    total = Stats()
+    for part in parts:
+        total.readings += part.readings
+        total.messages += part.messages
+        total.faults.update(part.faults)
+        total.mqtt_acked += part.mqtt_acked
+        total.http_statuses.update(part.http_statuses)
+        total.elapsed_s = max(total.elapsed_s, part.elapsed_s)
+    return total
+
+
 async def _run(args: argparse.Namespace) -> dict[str, object]:
     machines = await _machines(args)
     log.info(
@@ -152,7 +188,7 @@ async def _run(args: argparse.Namespace) -> dict[str, object]:
         ).start()
     try:
         started = time.monotonic()
-        stats = await asyncio.to_thread(_simulate, args, machines)
+        stats = await _simulate_all(args, machines)
         report: dict[str, object] = {"sent": stats.as_dict()}
         if tap is not None:
             ok = await tap.wait_for(lambda a: a.distinct() >= stats.readings, args.measure_timeout)

@@ -27,9 +27,17 @@ class Arrivals:
     envelopes: list[Envelope] = field(default_factory=list)
     first_at: float | None = None
     last_at: float | None = None
+    keys: set[tuple[str, int]] = field(default_factory=set)  # (machine_id, ts) seen
+
+    def add(self, envelope: Envelope, now: float) -> None:
+        self.envelopes.append(envelope)
+        self.readings.extend(envelope.readings)
+        self.keys.update((r["machine_id"], r["ts"]) for r in envelope.readings)
+        self.first_at = self.first_at or now
+        self.last_at = now
 
     def distinct(self) -> int:
-        return len({(r["machine_id"], r["ts"]) for r in self.readings})
+        return len(self.keys)
 
     def duplicates(self) -> int:
         return len(self.readings) - self.distinct()
@@ -82,12 +90,7 @@ class AmqpTap:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         envelope = Envelope.decode(message.body, message.routing_key or "")
-        a = self.arrivals
-        a.envelopes.append(envelope)
-        a.readings.extend(envelope.readings)
-        now = time.monotonic()
-        a.first_at = a.first_at or now
-        a.last_at = now
+        self.arrivals.add(envelope, time.monotonic())
         await message.ack()
         self._changed.set()
 
