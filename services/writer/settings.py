@@ -29,6 +29,8 @@ class Settings(ServiceSettings):
     )
     # Hours of recent raw data re-aggregated at start-up for every machine.
     rollup_sweep_hours: int = Field(default=2, ge=0, validation_alias="WRITER_ROLLUP_SWEEP_HOURS")
+    # Recently stored reading keys remembered to notice conflicting re-writes.
+    conflict_window: int = Field(default=200_000, ge=0, validation_alias="WRITER_CONFLICT_WINDOW")
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)

@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from services.writer.batch import Outcome, reading_line, write_isolating
+from services.writer.conflicts import ConflictDetector
 from services.writer.rollup import Rollup
 from services.writer.settings import Settings
 from services.writer.status import StatusUpdater
@@ -76,6 +77,7 @@ class Writer:
         status: StatusUpdater | None = None,
     ) -> None:
         self.settings = settings
+        self.conflicts = ConflictDetector(settings.conflict_window)
         self.rollup = rollup
         self.status = status
         self.connection = connection
@@ -232,6 +234,7 @@ class Writer:
         PENDING.set(self._held_points)
         refused = {r.owner for r in outcome.rejected}
         stored = [held[m].envelope.readings[i] for m, i in owners if (m, i) not in refused]
+        self.conflicts.observe(stored)
         if self.rollup is not None:
             self.rollup.touched(stored)
         if self.status is not None:
