@@ -7,17 +7,73 @@ transaction, under an advisory lock so that several services starting together n
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import resources
+from typing import TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
+from shared.errors import DependencyUnavailable
 from shared.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x4D696C6C  # "Mill"
-DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
+PERSIST_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+async def persist(what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a PostgreSQL write with bounded retries: WARNING per retry, ERROR when exhausted.
+
+    Raises :class:`DependencyUnavailable` (HTTP 503 + Retry-After) after the last attempt.
+    """
+
+    def warn(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "PostgreSQL write (%s) failed, attempt %d of %d: %s; retrying",
+            what,
+            state.attempt_number,
+            PERSIST_ATTEMPTS,
+            exc,
+            extra={"dependency": "postgres", "attempt": state.attempt_number},
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(PERSIST_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.1, max=1.0),
+        retry=retry_if_exception_type(DB_ERRORS),
+        before_sleep=warn,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await operation()
+    except DB_ERRORS as e:
+        log.error(
+            "PostgreSQL could not persist %s after %d attempts: %s",
+            what,
+            PERSIST_ATTEMPTS,
+            e,
+            extra={"dependency": "postgres", "attempt": PERSIST_ATTEMPTS},
+        )
+        raise DependencyUnavailable("postgres", str(e)) from e
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def create_pool(settings: PostgresSettings, name: str) -> AsyncConnectionPool:

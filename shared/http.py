@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.errors import DependencyUnavailable
 from shared.log import request_id
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,16 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return ApiError(exc.status_code, str(exc.detail), headers=exc.headers).response()
 
 
+async def _dependency(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DependencyUnavailable)
+    return ApiError(
+        503,
+        f"{exc.dependency} is unavailable, retry later",
+        headers={"Retry-After": "5"},
+        request_id=request_id.get(),
+    ).response()
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ApiError(500, "Internal server error", request_id=request_id.get()).response()
@@ -87,6 +98,7 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     ApiError: _api_error,
     HTTPException: _http_exception,
+    DependencyUnavailable: _dependency,
     Exception: _unhandled,
 }
 

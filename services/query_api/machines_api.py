@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.schemas import MachineEnvelope, MachineListOut, MachineListParams
+from shared.db import persist
 from shared.http import ApiError, JSONResponse, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc
@@ -114,7 +115,10 @@ async def list_machines(request: Request) -> Response:
 @requires("write:machines")
 async def create_machine(request: Request) -> Response:
     data: MachineIn = await _json(request, MachineIn)
-    machine = await _repo(request).create(data.name, data.location, data.sensor_type, data.status)
+    repo = _repo(request)
+    machine = await persist(
+        "machine", lambda: repo.create(data.name, data.location, data.sensor_type, data.status)
+    )
     await _cache(request).invalidate(machine.id)
     return JSONResponse(
         {"status": "success", "machine": machine.as_dict()},
@@ -149,7 +153,8 @@ async def update_machine(request: Request) -> Response:
     mid = _machine_id(request)
     patch: MachinePatch = await _json(request, MachinePatch)
     changes = patch.model_dump(exclude_none=True)
-    machine = await _repo(request).update(mid, changes)
+    repo = _repo(request)
+    machine = await persist("machine update", lambda: repo.update(mid, changes))
     await _cache(request).invalidate(mid)
     if machine is None:
         raise ApiError(404, "Machine not found", machine_id=mid)
@@ -160,7 +165,8 @@ async def update_machine(request: Request) -> Response:
 @requires("delete:machines")
 async def delete_machine(request: Request) -> Response:
     mid = _machine_id(request)
-    deleted = await _repo(request).delete(mid)
+    repo = _repo(request)
+    deleted = await persist("machine deletion", lambda: repo.delete(mid))
     await _cache(request).invalidate(mid)
     if not deleted:
         raise ApiError(404, "Machine not found", machine_id=mid)
