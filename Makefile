@@ -15,6 +15,7 @@ help:
 	@echo "make lint     ruff + mypy;  make fmt  format the code"
 	@echo "make demo     simulated gateways sending data, readings flowing end to end"
 	@echo "make bench    benchmark table"
+	@echo "make chaos    zero-loss run with faults injected (CHAOS_ARGS=--readings N)"
 
 # The venv is rebuilt whenever the lock file changes.
 $(VENV)/.installed: requirements.lock
@@ -60,7 +61,10 @@ demo: up
 	set -a; . $(RUN)/env; set +a; $(PY) -m tools.demo
 
 bench: up
-	set -a; . $(RUN)/env; set +a; $(PY) -m tools.bench
+	set -a; . $(RUN)/env; set +a; $(PY) -m tools.bench $(BENCH_ARGS)
+
+chaos: up
+	set -a; . $(RUN)/env; set +a; $(PY) -m tools.chaos $(CHAOS_ARGS)
 
 clean: down
 	rm -rf $(RUN)
