@@ -55,6 +55,9 @@ class ValidationContext:
     max_batch_items: int = 1000
     max_readings_per_item: int = 10_000
     now_ns: int = 0
+    # Older readings would fall outside the raw tier's retention (52 weeks by default) and be
+    # refused by InfluxDB; refusing them here gives the gateway a clear answer instead.
+    max_age_s: float = 364 * 86_400
 
     @property
     def fields(self) -> dict[str, tuple[float, float]]:
@@ -67,6 +70,7 @@ class ValidationContext:
             self.max_batch_items,
             self.max_readings_per_item,
             time.time_ns(),
+            self.max_age_s,
         )
 
 
@@ -114,8 +118,15 @@ class Reading(BaseModel):
     def _timestamp(cls, value: str, info: ValidationInfo) -> str:
         ts = parse_timestamp(value)
         ctx = _ctx(info)
-        if to_ns(ts) > ctx.now_ns + int(ctx.max_future_skew_s * 1e9):
+        ns = to_ns(ts)
+        if ns > ctx.now_ns + int(ctx.max_future_skew_s * 1e9):
             raise PydanticCustomError("future", "Timestamp is too far in the future (clock skew?)")
+        if ns < ctx.now_ns - int(ctx.max_age_s * 1e9):
+            raise PydanticCustomError(
+                "too_old",
+                "Timestamp is older than the raw data retention ({days} days)",
+                {"days": int(ctx.max_age_s // 86_400)},
+            )
         return value
 
     @field_validator("temperature", "pressure", "speed")

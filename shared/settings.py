@@ -117,6 +117,8 @@ class IngestLimits(BaseSettings):
     readings_per_message: int = Field(default=1000, ge=1)
     # Timestamps further in the future than this are refused (clock-skewed gateways).
     max_future_skew_s: int = Field(default=300, ge=0)
+    # Oldest reading accepted; keep it within the raw retention (INFLUX_RAW_RETENTION).
+    max_age_s: int = Field(default=364 * 86_400, ge=60)
     default_factory_id: str = "default"
     # Extra numeric fields the deployment declares, beyond temperature/pressure/speed:
     # JSON object name -> [min, max], e.g. {"vibration": [0, 500]}.

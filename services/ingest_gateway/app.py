@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
         max_future_skew_s=limits.max_future_skew_s,
         max_batch_items=limits.max_batch_items,
         max_readings_per_item=limits.max_readings_per_item,
+        max_age_s=limits.max_age_s,
     )
 
     @asynccontextmanager

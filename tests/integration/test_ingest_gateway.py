@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -86,10 +88,15 @@ def drain(s: AmqpSettings) -> list[Envelope]:
     return asyncio.run(run())
 
 
-def batch(*machine_ids: str, readings: int = 1, ts: str = "2025-12-13T10:00:00Z") -> dict[str, Any]:
+# An hour ago, to the second: recent enough for the retention check, forever.
+TS_NS = (time.time_ns() // 10**9 - 3600) * 10**9
+TS = datetime.fromtimestamp(TS_NS // 10**9, UTC).isoformat().replace("+00:00", "Z")
+
+
+def batch(*machine_ids: str, readings: int = 1, ts: str = TS) -> dict[str, Any]:
     return {
         "gateway_id": "GW-01",
-        "timestamp": "2025-12-13T10:00:00Z",
+        "timestamp": TS,
         "batch": [
             {
                 "machine_id": m,
@@ -119,7 +126,7 @@ def test_accepted_only_after_confirm_and_packed(
     assert envelopes[0].routing_key == f"reading.default.{machines[0]}"
     first = readings[0]
     assert first["fields"] == {"temperature": 60.5, "pressure": 102.0, "speed": 1400.0}
-    assert first["ts"] == 1_765_620_000_000_000_000
+    assert first["ts"] == TS_NS
     assert first["location"] == "Floor 1" and first["factory_id"] == "default"
 
 

@@ -12,8 +12,12 @@ from shared.readings import ValidationContext
 MACHINE = "e21c1cfa-4af9-4ccc-a53c-78a967195439"
 
 
+# "Now" for these tests: the contract's example batch is two hours old, forever.
+NOW_NS = 1_765_627_200_000_000_000  # 2025-12-13T12:00:00Z
+
+
 def ctx(**kw: object) -> ValidationContext:
-    return ValidationContext(**kw).with_now()  # type: ignore[arg-type]
+    return ValidationContext(now_ns=NOW_NS, **kw)  # type: ignore[arg-type]
 
 
 def body(*items: dict[str, object], **top: object) -> bytes:
@@ -157,3 +161,11 @@ def test_machine_id_must_be_uuid() -> None:
         "value": "machine-7",
     }
     assert not math.isnan(0.0)
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00Z", "1600-01-01T00:00:00+00:00",
+                                "2024-12-01T00:00:00Z"])
+def test_timestamps_older_than_retention_refused(ts: str) -> None:
+    errs = errors_of(body(item(timestamp=ts)))
+    assert errs[0]["field"] == "batch[0].readings[0].timestamp"
+    assert "older than the raw data retention" in str(errs[0]["error"])
