@@ -112,7 +112,6 @@ class IngestLimits(BaseSettings):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_batch_items: int = Field(default=1000, ge=1)
     max_readings_per_item: int = Field(default=10_000, ge=1)
-    max_readings_total: int = Field(default=50_000, ge=1)
     # Readings per AMQP message: large enough that confirms are not the bottleneck.
     readings_per_message: int = Field(default=1000, ge=1)
     # Timestamps further in the future than this are refused (clock-skewed gateways).
