@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -144,7 +145,12 @@ class Bridge:
             group = await collect(self._inbox, s.group_max_messages, s.group_max_wait_ms / 1000)
             metrics.GROUP_MESSAGES.observe(len(group))
             task = asyncio.create_task(self._process(group))
-            await self._in_flight.put((group, task))
+            try:
+                await self._in_flight.put((group, task))
+            except asyncio.CancelledError:  # stopping while the pipeline was full
+                task.cancel()
+                self._abandon(group)
+                raise
 
     async def _ack_loop(self) -> None:
         assert self._link is not None
@@ -214,14 +220,24 @@ class Bridge:
         metrics.MESSAGES.labels("published").inc(len(published))
         metrics.MESSAGES.labels("dead_lettered").inc(len(dead))
         metrics.MESSAGES.labels("ignored").inc(len(triage.ignored))
+        reasons: Counter[str] = Counter()
         for d in dead:
+            reasons[d.reason.value] += 1
             metrics.DEAD_LETTERS.labels(d.reason.value).inc()
-            log.info(
+            log.debug(
                 "dead-lettered MQTT message on %s: %s (%s)",
                 d.message.topic,
                 d.reason.value,
                 d.error,
                 extra={"request_id": request_id, "reason": d.reason.value},
+            )
+        if reasons:
+            log.info(
+                "dead-lettered %d MQTT message(s) to %s: %s",
+                len(dead),
+                self.settings.amqp.dead_letter,
+                ", ".join(f"{reason}={n}" for reason, n in sorted(reasons.items())),
+                extra={"request_id": request_id},
             )
         t = self.totals
         t.published += len(published)

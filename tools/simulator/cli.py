@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per InfluxDB poll otherwise
     try:
         report = asyncio.run(_run(args))
     except AuthRequired as e:
