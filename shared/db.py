@@ -32,6 +32,14 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.InterfaceError,
     PoolTimeout,
 )
+# Anything that means "PostgreSQL cannot answer now" (down, restarting, pool exhausted, slow).
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    *DB_ERRORS,
+    psycopg.errors.QueryCanceled,
+    TimeoutError,
+)
+# Readiness probes: any PostgreSQL error at all means "not ready".
+DB_PROBE_ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, *DB_UNAVAILABLE)
 PERSIST_ATTEMPTS = 3
 T = TypeVar("T")
 

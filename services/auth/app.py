@@ -118,7 +118,7 @@ def create_app(settings: Settings) -> Starlette:
             }
         finally:
             await pool.close()
-            await redis.aclose()  # type: ignore[attr-defined]
+            await redis.aclose()
             await jwks.close()
 
     async def ready(request: Request) -> dict[str, bool]:

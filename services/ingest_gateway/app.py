@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
 from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,7 +25,7 @@ from services.ingest_gateway.settings import Settings
 from services.ingest_gateway.validate import Invalid, as_error_list, check
 from shared import broker
 from shared.auth.verify import JwksCache, JwtAuthorizer
-from shared.db import DB_ERRORS, create_pool, migrate
+from shared.db import DB_ERRORS, DB_PROBE_ERRORS, DB_UNAVAILABLE, create_pool, migrate
 from shared.errors import BrokerUnavailable
 from shared.http import (
     EXCEPTION_HANDLERS,
@@ -138,7 +137,7 @@ def create_app(settings: Settings) -> Starlette:
         ids = list({str(item.machine_id) for _, item in checked.items})
         try:
             known = await cache.get_many(ids)
-        except (*DB_ERRORS, psycopg.errors.QueryCanceled, TimeoutError) as e:
+        except DB_UNAVAILABLE as e:
             log.warning("machine registry unreachable: %s", e, extra={"dependency": "postgres"})
             raise unavailable("The machine registry") from e
 
@@ -227,7 +226,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             async with request.state.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
-        except (*DB_ERRORS, TimeoutError, psycopg.Error):
+        except DB_PROBE_ERRORS:
             checks["postgres"] = False
         return checks
 

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,14 +17,17 @@ from starlette.routing import Route
 from services.query_api import history
 from services.query_api.cache import HistoryCache
 from services.query_api.config_routes import config_routes
+from services.query_api.deadletter_archive import DeadLetterArchive
+from services.query_api.deadletters_api import deadletter_routes
 from services.query_api.machines_api import machine_routes
 from services.query_api.params import parse_history
 from services.query_api.schemas import HistoryOut, HistoryParams
 from services.query_api.settings import Settings
 from services.query_api.status_api import status_endpoint
 from services.query_api.summary_api import summary_endpoint
+from shared import broker
 from shared.auth.verify import JwksCache, JwtAuthorizer
-from shared.db import DB_ERRORS, create_pool, migrate
+from shared.db import DB_ERRORS, DB_PROBE_ERRORS, create_pool, migrate
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import (
     EXCEPTION_HANDLERS,
@@ -56,10 +58,21 @@ def create_app(settings: Settings) -> Starlette:
         pool = create_pool(settings.postgres, "query_api")
         await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
         await migrate(pool)
+        # Dead letters: archived from their queue by this process, replayed through a publisher.
+        connection = await wait_for(
+            "rabbitmq", lambda: broker.connect(settings.amqp, "query_api"), broker.PUBLISH_ERRORS
+        )
+        publisher = broker.Publisher(settings.amqp, connection)
+        await publisher.start()
+        archive = DeadLetterArchive(settings.amqp, connection, pool)
+        await archive.start()
         influx = InfluxClient(settings.influx)
         jwks = JwksCache(settings.jwt)
         try:
             yield {
+                "settings": settings,
+                "publisher": publisher,
+                "deadletter_archive": archive,
                 "pool": pool,
                 "redis": redis,
                 "influx": influx,
@@ -69,6 +82,9 @@ def create_app(settings: Settings) -> Starlette:
                 "authorizer": JwtAuthorizer(settings.jwt, jwks, guard),
             }
         finally:
+            await archive.stop()
+            await publisher.close()
+            await connection.close()
             await influx.close()
             await pool.close()
             await redis.aclose()
@@ -127,11 +143,16 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse(body)
 
     async def ready(request: Request) -> dict[str, bool]:
-        checks = {"postgres": True, "influxdb": True}
+        checks = {
+            "postgres": True,
+            "influxdb": True,
+            "rabbitmq": request.state.publisher.ready
+            and request.state.deadletter_archive.consuming,
+        }
         try:
             async with request.state.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
-        except (*DB_ERRORS, TimeoutError, psycopg.Error):
+        except DB_PROBE_ERRORS:
             checks["postgres"] = False
         try:
             await request.state.influx.ping()
@@ -150,6 +171,7 @@ def create_app(settings: Settings) -> Starlette:
             ),
             *machine_routes(),
             *config_routes(),
+            *deadletter_routes(),
             *openapi_routes("Millrace query API"),
             *ops_routes(ready),
         ],
