@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> Starlette:
             await publisher.close()
             await connection.close()
             await pool.close()
-            await redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+            await redis.aclose()
 
     async def ready(request: Request) -> dict[str, bool]:
         bridge: Bridge = request.state.bridge
