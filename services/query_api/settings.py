@@ -4,6 +4,7 @@ from pydantic import Field
 
 from shared.security import SecuritySettings
 from shared.settings import (
+    AmqpSettings,
     InfluxSettings,
     IngestLimits,
     JwtSettings,
@@ -21,10 +22,12 @@ class Settings(ServiceSettings):
     online_threshold_s: int = Field(default=120, ge=1, validation_alias="QUERY_ONLINE_THRESHOLD_S")
     # Repeated history queries are answered from Redis this long (0 = no cache).
     cache_ttl_s: int = Field(default=10, ge=0, validation_alias="QUERY_CACHE_TTL_S")
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     jwt: JwtSettings = Field(default_factory=JwtSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
-    # Only for the list of declared fields (INGEST_EXTRA_FIELDS), shared with ingest.
+    # Declared fields (INGEST_EXTRA_FIELDS) and validation limits, shared with ingest: used by
+    # queries and by dead-letter replay, which validates readings again.
     limits: IngestLimits = Field(default_factory=IngestLimits)

@@ -1,0 +1,394 @@
+"""Dead letters you can act on (Management): list, count, inspect, replay, purge.
+
+    GET  /api/v1/deadletters             read:config         filters, newest first
+    GET  /api/v1/deadletters/stats       read:config         counts by reason and by source
+    GET  /api/v1/deadletters/{id}        read:config         one letter, readings and payload
+    POST /api/v1/deadletters/replay      write:config        validate again, publish, mark
+    POST /api/v1/deadletters/purge       delete:sensor_data  delete letters
+
+Permissions: the role table has no dead-letter permission, and only Management may touch this
+plumbing. Reading letters exposes raw gateway payloads and pipeline internals, which is what
+``read:config`` guards for the runtime configuration. Replaying changes what flows into the
+pipeline, an operational change like a configuration update: ``write:config``. Purging destroys
+readings that never reached InfluxDB, often their last copy: ``delete:sensor_data``. Replays and
+purges are written to the audit log (who, what, how many).
+
+Replay publishes with publisher confirms and marks a letter replayed only once RabbitMQ confirmed
+its readings; the selected rows stay locked meanwhile, so concurrent replays never publish a
+letter twice. Should the commit fail after the confirm, a later replay publishes the same
+readings again, which InfluxDB stores as the same points (no duplicate).
+
+Needs ``request.state``: ``pool``, ``publisher`` (:class:`shared.broker.Publisher`),
+``settings`` (query_api settings: validation limits) and ``authorizer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, TypeVar
+
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.query_api import deadletter_store as store
+from services.query_api.config_routes import record_audit
+from services.query_api.deadletter_metrics import PURGED, REPLAY_REFUSED, REPLAYED, set_pending
+from services.query_api.deadletter_replay import (
+    Letter,
+    Unreplayable,
+    machine_ids,
+    replay_readings,
+)
+from services.query_api.deadletter_schemas import (
+    DeadLetterEnvelope,
+    DeadLetterListOut,
+    DeadLetterListParams,
+    DeadLetterStatsOut,
+    PurgeIn,
+    PurgeOut,
+    ReplayIn,
+    ReplayOut,
+)
+from services.query_api.deadletter_store import LetterFilter
+from shared.broker import Publisher
+from shared.envelope import Envelope
+from shared.errors import BrokerUnavailable
+from shared.http import ApiError, JSONResponse, requires
+from shared.ingest import pack
+from shared.log import request_id
+from shared.machines import MachineRepository
+from shared.openapi import doc
+from shared.readings import ValidationContext, field_errors
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY_BYTES = 256 * 1024
+_ROW_TIMES = ("first_seen", "archived_at", "replayed_at", "last_replay_at")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def letter_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _iso(v) if k in _ROW_TIMES else v for k, v in row.items()}
+
+
+def parse_query(model: type[M], params: QueryParams) -> M:
+    """Query parameters through a pydantic model; 400 naming each bad parameter."""
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as e:
+        errors = [
+            {
+                "parameter": str(err["loc"][0]) if err["loc"] else "query",
+                "error": err["msg"],
+                "value": params.get(str(err["loc"][0])) if err["loc"] else None,
+            }
+            for err in e.errors(include_url=False)
+        ]
+        raise ApiError(400, "Invalid query parameters", errors) from None
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "Send application/json")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, f"Body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        errors = [fe.as_dict() for fe in field_errors(e)]
+        for err in errors:
+            err["field"] = err["field"] or "body"
+        raise ApiError(400, "Validation failed", errors) from None
+
+
+def _letter_id(request: Request) -> int:
+    raw = str(request.path_params["letter_id"])
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(
+            400,
+            "Invalid path parameter",
+            [{"parameter": "letter_id", "error": "Must be an integer", "value": raw}],
+        )
+    return int(raw)
+
+
+def _target(ids: list[int] | None, **selector: Any) -> str:
+    """What an audit entry is about, within the column's 200 characters."""
+    if ids is not None:
+        text = "ids=" + ",".join(map(str, ids))
+    else:
+        text = ",".join(
+            f"{k}={_iso(v) if isinstance(v, datetime) else v}"
+            for k, v in selector.items()
+            if v is not None
+        )
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@doc(
+    "List dead letters, filtered, newest first",
+    query=DeadLetterListParams,
+    responses={200: DeadLetterListOut},
+    tags=["dead letters"],
+)
+@requires("read:config")
+async def list_dead_letters(request: Request) -> Response:
+    q = parse_query(DeadLetterListParams, request.query_params)
+    flt = LetterFilter(
+        reason=q.reason,
+        source=q.source,
+        gateway_id=q.gateway_id,
+        machine_id=q.machine_id,
+        replayed=q.replayed,
+        since=q.since,
+        until=q.until,
+    )
+    rows, total = await store.list_letters(request.state.pool, flt, q.limit, q.offset)
+    return JSONResponse(
+        {
+            "status": "success",
+            "dead_letters": [letter_out(r) for r in rows],
+            "pagination": {
+                "limit": q.limit,
+                "offset": q.offset,
+                "returned_records": len(rows),
+                "total_records": total,
+                "has_more": q.offset + len(rows) < total,
+            },
+        }
+    )
+
+
+@doc(
+    "Dead letters counted by reason and by source",
+    responses={200: DeadLetterStatsOut},
+    tags=["dead letters"],
+)
+@requires("read:config")
+async def dead_letter_stats(request: Request) -> Response:
+    s = await store.stats(request.state.pool)
+    set_pending({r["key"]: int(r["pending"]) for r in s["by_reason"] if r["pending"]})
+    return JSONResponse(
+        {
+            "status": "success",
+            "total": s["total"],
+            "pending": s["pending"],
+            "replayed": s["total"] - s["pending"],
+            "oldest": _iso(s["oldest"]),
+            "newest": _iso(s["newest"]),
+            "by_reason": s["by_reason"],
+            "by_source": s["by_source"],
+        }
+    )
+
+
+@doc(
+    "One dead letter with its readings and original payload",
+    responses={200: DeadLetterEnvelope, 404: "No such dead letter"},
+    tags=["dead letters"],
+)
+@requires("read:config")
+async def get_dead_letter(request: Request) -> Response:
+    letter_id = _letter_id(request)
+    row = await store.get(request.state.pool, letter_id)
+    if row is None:
+        raise ApiError(404, "Dead letter not found", id=letter_id)
+    return JSONResponse({"status": "success", "dead_letter": letter_out(row)})
+
+
+def _context(request: Request) -> tuple[ValidationContext, int]:
+    limits = request.state.settings.limits
+    ctx = ValidationContext(
+        extra_fields=dict(limits.extra_fields),
+        max_future_skew_s=limits.max_future_skew_s,
+        max_batch_items=limits.max_batch_items,
+        max_readings_per_item=limits.max_readings_per_item,
+        max_age_s=limits.max_age_s,
+    )
+    return ctx.with_now(), int(limits.readings_per_message)
+
+
+@doc(
+    "Replay dead letters: validate again, publish to telemetry, mark replayed",
+    body=ReplayIn,
+    responses={
+        200: ReplayOut,
+        503: "Broker unavailable: letters not confirmed stay pending (results in the body)",
+    },
+    tags=["dead letters"],
+)
+@requires("write:config")
+async def replay_dead_letters(request: Request) -> Response:
+    body = await _body(request, ReplayIn)
+    ctx, per_message = _context(request)
+    pool: AsyncConnectionPool = request.state.pool
+    publisher: Publisher = request.state.publisher
+    rid = request_id.get() or ""
+    results: dict[int, dict[str, Any]] = {}
+    refused: list[tuple[int, str, Unreplayable]] = []
+    published: dict[int, str] = {}
+    broker_error: BrokerUnavailable | None = None
+
+    async with pool.connection() as conn, conn.transaction():
+        rows = await store.lock_for_replay(
+            conn, ids=body.ids, reason=body.reason, limit=body.limit, force=body.force
+        )
+        if body.ids is not None:
+            locked = {r["id"] for r in rows}
+            missing = [i for i in dict.fromkeys(body.ids) if i not in locked]
+            exist = await store.existing_ids(conn, missing) if missing else set()
+            for i in missing:
+                results[i] = {"id": i, "outcome": "busy" if i in exist else "not_found"}
+        todo: list[tuple[dict[str, Any], Letter]] = []
+        for row in rows:
+            if row["replayed_at"] is not None and not body.force:
+                results[row["id"]] = {"id": row["id"], "outcome": "already_replayed"}
+            else:
+                todo.append((row, Letter.from_row(row)))
+        wanted: set[str] = set()
+        for _, letter in todo:
+            wanted |= machine_ids(letter)
+        # Straight from PostgreSQL, not the cache: a machine registered a moment ago counts.
+        known = await MachineRepository(pool).get_many(sorted(wanted))
+
+        plans: dict[int, tuple[str, list[Envelope]]] = {}
+        for row, letter in todo:
+            try:
+                readings = replay_readings(letter, known, ctx)
+            except Unreplayable as e:
+                refused.append((letter.id, row["reason"], e))
+                results[letter.id] = {
+                    "id": letter.id,
+                    "outcome": "still_invalid",
+                    "reason": e.reason,
+                    "error": e.error,
+                }
+                continue
+            envelopes = pack(
+                readings,
+                source="replay",
+                gateway_id=row["gateway_id"],
+                request_id=row["request_id"] or rid,
+                per_message=per_message,
+            )
+            plans[letter.id] = (row["reason"], envelopes)
+
+        outcomes = await asyncio.gather(
+            *(publisher.publish(envelopes) for _, envelopes in plans.values()),
+            return_exceptions=True,
+        )
+        for (letter_id, (reason, envelopes)), outcome in zip(plans.items(), outcomes, strict=True):
+            if isinstance(outcome, BrokerUnavailable):
+                broker_error = outcome
+                results[letter_id] = {
+                    "id": letter_id,
+                    "outcome": "not_published",
+                    "error": str(outcome),
+                }
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                published[letter_id] = reason
+                results[letter_id] = {
+                    "id": letter_id,
+                    "outcome": "replayed",
+                    "readings": sum(len(e.readings) for e in envelopes),
+                }
+        await store.mark_replayed(conn, list(published))
+        await store.mark_still_invalid(conn, [(i, f"{e.reason}: {e.error}") for i, _, e in refused])
+        if published or refused:
+            await record_audit(
+                conn,
+                request,
+                request.state.principal,
+                "deadletters.replay",
+                _target(body.ids, reason=body.reason, limit=body.limit if body.reason else None),
+                None,
+                {"replayed": list(published), "still_invalid": [i for i, _, _ in refused]},
+            )
+
+    for reason in published.values():
+        REPLAYED.labels(reason).inc()
+    for _, reason, _ in refused:
+        REPLAY_REFUSED.labels(reason).inc()
+    log.info(
+        "replay: %d letters published, %d still invalid, %d not published",
+        len(published),
+        len(refused),
+        len(plans) - len(published),
+    )
+    ordered = (
+        [results[i] for i in dict.fromkeys(body.ids)]
+        if body.ids is not None
+        else list(results.values())
+    )
+    payload: dict[str, Any] = {
+        "status": "success",
+        "replayed": len(published),
+        "still_invalid": len(refused),
+        "results": [{"reason": None, "error": None, "readings": 0, **r} for r in ordered],
+    }
+    if broker_error is not None:
+        log.warning(
+            "replay: broker unavailable: %s", broker_error, extra={"dependency": "rabbitmq"}
+        )
+        raise ApiError(
+            503,
+            "The message broker cannot take the replay now; unconfirmed letters stay pending",
+            headers={"Retry-After": "5"},
+            **{k: v for k, v in payload.items() if k != "status"},
+        )
+    return JSONResponse(payload)
+
+
+@doc(
+    "Delete dead letters (their readings are gone for good)",
+    body=PurgeIn,
+    responses={200: PurgeOut},
+    tags=["dead letters"],
+)
+@requires("delete:sensor_data")
+async def purge_dead_letters(request: Request) -> Response:
+    body = await _body(request, PurgeIn)
+    flt = LetterFilter(reason=body.reason, before=body.before, replayed=body.replayed)
+    pool: AsyncConnectionPool = request.state.pool
+    async with pool.connection() as conn, conn.transaction():
+        by_reason = await store.purge(conn, ids=body.ids, flt=flt)
+        deleted = sum(by_reason.values())
+        if deleted:
+            await record_audit(
+                conn,
+                request,
+                request.state.principal,
+                "deadletters.purge",
+                _target(body.ids, reason=body.reason, before=body.before, replayed=body.replayed),
+                {"deleted": deleted, "by_reason": by_reason},
+                None,
+            )
+    for reason, n in by_reason.items():
+        PURGED.labels(reason).inc(n)
+    log.info("purge: %d dead letters deleted", deleted)
+    return JSONResponse({"status": "success", "deleted": deleted, "by_reason": by_reason})
+
+
+def deadletter_routes() -> list[Route]:
+    return [
+        Route("/api/v1/deadletters", list_dead_letters, methods=["GET"]),
+        Route("/api/v1/deadletters/stats", dead_letter_stats, methods=["GET"]),
+        Route("/api/v1/deadletters/replay", replay_dead_letters, methods=["POST"]),
+        Route("/api/v1/deadletters/purge", purge_dead_letters, methods=["POST"]),
+        Route("/api/v1/deadletters/{letter_id}", get_dead_letter, methods=["GET"]),
+    ]

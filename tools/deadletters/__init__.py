@@ -1,0 +1,1 @@
+"""Admin CLI for the dead-letter archive (``python -m tools.deadletters``)."""

@@ -1,0 +1,3 @@
+from tools.deadletters.cli import main
+
+main()
