@@ -7,6 +7,8 @@ The first test goes through the bridge of ``make up``. The crash test runs a bri
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,14 @@ from shared.settings import MqttSettings
 from tests.e2e.conftest import poll
 from tests.e2e.test_pipeline import create_machine, history, iso
 from tests.mqtt_fixtures import BridgeProcess, MqttScope, mosquitto_pub
+from tools.simulator import (
+    ClientCredentials,
+    Config,
+    HttpPublisher,
+    MqttPublisher,
+    SimMachine,
+    Simulator,
+)
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.mqtt_fixtures"]
@@ -96,3 +106,59 @@ def test_sigkilled_bridge_loses_nothing_and_stores_nothing_twice(
     stamps = [row["timestamp"] for row in result["data"]]
     assert result["pagination"]["total_records"] == 1000
     assert len(stamps) == len(set(stamps)) == 1000
+
+
+def create_gateway() -> tuple[str, str]:
+    """Gateway credentials through the admin CLI, printed once, as an operator gets them."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.auth",
+            "create-gateway",
+            f"E2E-SIM-{uuid.uuid4().hex[:8]}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    fields = dict(
+        line.split(":", 1) for line in result.stdout.splitlines() if line.startswith("client_")
+    )
+    return fields["client_id"].strip(), fields["client_secret"].strip()
+
+
+def test_simulated_gateways_over_mqtt_and_http_reach_the_query_api(
+    running_bridge: str, urls: dict[str, str], auth_headers: Headers
+) -> None:
+    machines = [create_machine(urls, auth_headers, "Paint shop") for _ in range(2)]
+    factory = f"e2e-sim-{uuid.uuid4().hex[:6]}"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=15)
+    client_id, secret = create_gateway()
+    mqtt = MqttSettings()
+    config = Config(
+        [SimMachine(m, factory) for m in machines],
+        rate=0,  # unpaced; timestamps 1 ms apart from start_us
+        ticks=20,
+        transport="both",  # the first machine over MQTT, the second over HTTP
+        readings_per_message=5,
+        start_us=int(start.timestamp() * 1_000_000),
+    )
+    with MqttPublisher(mqtt.host, mqtt.port) as gateway:
+        http = HttpPublisher(
+            urls["ingest_gateway"], credentials=ClientCredentials(urls["auth"], client_id, secret)
+        )
+        try:
+            stats = Simulator(config, mqtt=gateway, http=http).run()
+        finally:
+            http.close()
+    assert stats.readings == 40
+    assert stats.http_statuses == {202: 4}
+    for machine in machines:
+        poll(
+            lambda m=machine: history(urls, auth_headers, m, start),
+            lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] == 20,
+            timeout=30,
+        )

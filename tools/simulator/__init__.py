@@ -8,7 +8,7 @@ Command line: ``python -m tools.simulator --help``. From code (tests, benchmarks
         stats = Simulator(Config([SimMachine(machine_id)], rate=0, ticks=1000), mqtt=mqtt).run()
 """
 
-from tools.simulator.http import AuthRequired, HttpPublisher
+from tools.simulator.http import AuthRequired, ClientCredentials, HttpPublisher
 from tools.simulator.mqtt import MqttPublisher
 from tools.simulator.payloads import FAULT_KINDS, fault, mqtt_payload, reading, telemetry_topic
 from tools.simulator.run import Config, SimMachine, Simulator, Stats
@@ -16,6 +16,7 @@ from tools.simulator.run import Config, SimMachine, Simulator, Stats
 __all__ = [
     "FAULT_KINDS",
     "AuthRequired",
+    "ClientCredentials",
     "Config",
     "HttpPublisher",
     "MqttPublisher",

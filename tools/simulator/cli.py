@@ -8,8 +8,9 @@ Examples::
     # as fast as possible, 20,000 single-reading QoS 1 messages, counted as they reach RabbitMQ
     python -m tools.simulator --machines 20 --rate 0 --ticks 1000 --measure amqp
 
-    # half the machines over HTTP (needs a token with write:sensor_data), 1% bad payloads
-    MILLRACE_TOKEN=... python -m tools.simulator --machines 4 --transport both --bad-rate 0.01
+    # half the machines over HTTP as a registered gateway, 1% bad payloads
+    MILLRACE_CLIENT_ID=... MILLRACE_CLIENT_SECRET=... \\
+        python -m tools.simulator --machines 4 --duration 30 --transport both --bad-rate 0.01
 
 Connection settings come from the same environment variables as the services (MQTT_HOST,
 MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD, POSTGRES_URL, AMQP_URL, INFLUX_URL, INGEST_GATEWAY_PORT).
@@ -30,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 import orjson
 
 from shared.settings import AmqpSettings, InfluxSettings, MqttSettings, PostgresSettings
-from tools.simulator.http import AuthRequired, HttpPublisher
+from tools.simulator.http import AuthRequired, ClientCredentials, HttpPublisher
 from tools.simulator.measure import AmqpTap, count_in_influx
 from tools.simulator.mqtt import MqttPublisher
 from tools.simulator.payloads import TOPIC
@@ -88,6 +89,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bearer token for HTTP ingest (default: $MILLRACE_TOKEN)",
     )
     p.add_argument(
+        "--client-id",
+        default=os.environ.get("MILLRACE_CLIENT_ID"),
+        help="gateway client id, exchanged with the secret for tokens (default:"
+        " $MILLRACE_CLIENT_ID; see `python -m services.auth create-gateway`)",
+    )
+    p.add_argument(
+        "--client-secret",
+        default=os.environ.get("MILLRACE_CLIENT_SECRET"),
+        help="gateway client secret (default: $MILLRACE_CLIENT_SECRET)",
+    )
+    p.add_argument("--auth-url", default=f"http://127.0.0.1:{os.environ.get('AUTH_PORT', '8003')}")
+    p.add_argument(
         "--measure",
         choices=("none", "amqp", "influx"),
         default="none",
@@ -136,7 +149,10 @@ def _simulate(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
             max_outstanding=args.max_inflight,
         ).connect()
     if args.transport in ("http", "both"):
-        http = HttpPublisher(args.ingest_url, token=args.token)
+        credentials = None
+        if args.client_id and args.client_secret:
+            credentials = ClientCredentials(args.auth_url, args.client_id, args.client_secret)
+        http = HttpPublisher(args.ingest_url, token=args.token, credentials=credentials)
     stop = threading.Event()
     try:
         return Simulator(config, mqtt=mqtt, http=http).run(stop)
