@@ -89,10 +89,15 @@ class Bridge:
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
         """Start the pipeline, then connect to MQTT (in the background, retrying)."""
-        self._link = MqttLink(self.settings, asyncio.get_running_loop(), self._inbox.put_nowait)
+        link = MqttLink(self.settings, asyncio.get_running_loop(), self._inbox.put_nowait)
+        self.run_pipeline(link)
+        link.start()
+
+    def run_pipeline(self, link: MqttLink) -> None:
+        """Start grouping, publishing and acknowledging for ``link`` (tests pass a fake)."""
+        self._link = link
         self._grouper = asyncio.create_task(self._group_loop(), name="mqtt-bridge-grouper")
         self._acker = asyncio.create_task(self._ack_loop(), name="mqtt-bridge-acker")
-        self._link.start()
 
     async def stop(self, timeout_s: float) -> None:
         """Stop taking messages, finish the groups in flight (ack them), then go ``offline``.
@@ -156,7 +161,13 @@ class Bridge:
         assert self._link is not None
         while True:
             group, task = await self._in_flight.get()
-            await asyncio.wait([task])
+            try:
+                await asyncio.wait([task])
+            except asyncio.CancelledError:  # shutdown gave up on this group
+                task.cancel()
+                self._abandon(group)
+                self._in_flight.task_done()
+                raise
             if task.cancelled():
                 self._abandon(group)
             elif (error := task.exception()) is not None:

@@ -1,0 +1,188 @@
+"""The bridge's pipeline with fake MQTT, RabbitMQ and registry: when PUBACKs may go out.
+
+The rule under test: a message is acknowledged only after everything its group produced
+(readings and dead letters) was confirmed; never while publishing fails; in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+import pytest
+
+from services.mqtt_bridge.bridge import Bridge
+from services.mqtt_bridge.link import Inbound
+from services.mqtt_bridge.settings import Settings
+from shared.envelope import Envelope
+from shared.errors import BrokerUnavailable
+from shared.machines import Machine
+
+MACHINE = Machine(str(uuid.uuid4()), "CNC-1", "Hall 1", "Temperature", "active", "", "")
+TS = "2025-12-13T10:00:00Z"
+
+
+CHANGED: asyncio.Event  # set by the fakes on every call, so tests wait without polling
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.released = 0
+        self.ready = True
+
+    def ack(self, messages: Iterable[Inbound]) -> tuple[int, int]:
+        mids = [m.mid for m in messages]
+        self.acked.extend(mids)
+        self.released += len(mids)
+        CHANGED.set()
+        return len(mids), 0
+
+    def release(self, count: int) -> None:
+        self.released += count
+
+    async def stop(self, timeout_s: float) -> None:
+        pass
+
+
+class FakePublisher:
+    """Fails ``failures`` times, then confirms once ``gate`` is open."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.published: list[Envelope] = []
+        self.dead: list[Envelope] = []
+        self.attempts = 0
+
+    async def _confirm(self) -> None:
+        self.attempts += 1
+        CHANGED.set()
+        if self.failures:
+            self.failures -= 1
+            raise BrokerUnavailable("connection refused")
+        await self.gate.wait()
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        await self._confirm()
+        self.published.extend(envelopes)
+        CHANGED.set()
+
+    async def dead_letter(self, envelopes: list[Envelope]) -> None:
+        await self._confirm()
+        self.dead.extend(envelopes)
+
+
+class FakeMachines:
+    async def get_many(self, ids: list[str]) -> dict[str, Machine | None]:
+        return {i: MACHINE if i == MACHINE.id else None for i in ids}
+
+
+def reading(mid: int, machine_id: str = MACHINE.id, payload: Any = None) -> Inbound:
+    body = payload if payload is not None else {"timestamp": TS, "speed": float(mid)}
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Inbound(mid, 1, f"factory/f1/machine/{machine_id}/telemetry", raw, generation=1)
+
+
+@pytest.fixture
+async def pipeline(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Bridge, Any, Any]]:
+    global CHANGED
+    CHANGED = asyncio.Event()
+    options = getattr(request, "param", {})
+    settings = Settings(
+        group_max_messages=options.get("group", 1000),
+        group_max_wait_ms=1,
+        groups_in_flight=options.get("in_flight", 4),
+        retry_max_s=0.01,
+    )
+    publisher = FakePublisher(options.get("failures", 0))
+    link = FakeLink()
+    bridge = Bridge(settings, publisher, FakeMachines())  # type: ignore[arg-type]
+    bridge.run_pipeline(link)  # type: ignore[arg-type]
+    yield bridge, link, publisher
+    await bridge.stop(options.get("stop_timeout", 5))
+
+
+def feed(bridge: Bridge, messages: list[Inbound]) -> None:
+    for m in messages:
+        bridge._inbox.put_nowait(m)
+
+
+async def until(predicate: Any, timeout_s: float = 5) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            CHANGED.clear()
+            if predicate():
+                return
+            await CHANGED.wait()
+
+
+async def test_acknowledged_only_after_the_confirm(pipeline: Any) -> None:
+    bridge, link, publisher = pipeline
+    publisher.gate.clear()  # RabbitMQ has not confirmed yet
+    feed(bridge, [reading(1), reading(2)])
+    await until(lambda: publisher.attempts >= 1)
+    assert link.acked == []
+    publisher.gate.set()
+    await until(lambda: len(link.acked) == 2)
+    assert link.acked == [1, 2]
+    assert sum(len(e.readings) for e in publisher.published) == 2
+
+
+@pytest.mark.parametrize("pipeline", [{"failures": 5}], indirect=True)
+async def test_publish_failures_are_retried_and_nothing_is_acked_meanwhile(pipeline: Any) -> None:
+    bridge, link, publisher = pipeline
+    feed(bridge, [reading(1)])
+    await until(lambda: link.acked == [1])
+    assert publisher.attempts == 6
+    assert len(publisher.published) == 1  # once confirmed, never published again
+
+
+async def test_dead_letters_are_confirmed_before_their_ack_too(pipeline: Any) -> None:
+    bridge, link, publisher = pipeline
+    publisher.gate.clear()
+    feed(bridge, [reading(1), reading(2, payload=b"{oops"), reading(3, str(uuid.uuid4()))])
+    await until(lambda: publisher.attempts >= 2)
+    assert link.acked == []
+    publisher.gate.set()
+    await until(lambda: len(link.acked) == 3)
+    assert sorted(e.dead["reason"] for e in publisher.dead if e.dead) == [
+        "invalid_json",
+        "unknown_machine",
+    ]
+    assert bridge.totals.published == 1 and bridge.totals.dead_lettered == 2
+
+
+@pytest.mark.parametrize("pipeline", [{"group": 1, "in_flight": 4}], indirect=True)
+async def test_acks_keep_arrival_order_when_later_groups_finish_first(pipeline: Any) -> None:
+    bridge, link, publisher = pipeline
+    slow_first = asyncio.Event()
+    original = publisher.publish
+
+    async def publish(envelopes: list[Envelope]) -> None:
+        if envelopes[0].readings[0]["fields"]["speed"] == 1.0:
+            await slow_first.wait()
+        await original(envelopes)
+
+    publisher.publish = publish
+    feed(bridge, [reading(1), reading(2), reading(3)])
+    await until(lambda: len(publisher.published) == 2)  # groups 2 and 3 confirmed first
+    assert link.acked == []
+    slow_first.set()
+    await until(lambda: len(link.acked) == 3)
+    assert link.acked == [1, 2, 3]
+
+
+@pytest.mark.parametrize("pipeline", [{"failures": 10**6, "stop_timeout": 1.5}], indirect=True)
+async def test_shutdown_with_rabbitmq_down_leaves_messages_for_redelivery(pipeline: Any) -> None:
+    bridge, link, publisher = pipeline
+    feed(bridge, [reading(1), reading(2)])
+    await until(lambda: publisher.attempts >= 3)
+    await bridge.stop(1.5)
+    assert link.acked == []
+    assert link.released == 2  # slots freed, messages left unacknowledged in the session
+    assert bridge.totals.abandoned == 2
