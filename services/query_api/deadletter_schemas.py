@@ -18,6 +18,10 @@ from services.query_api.schemas import Pagination
 MAX_IDS = 1000
 MAX_REPLAY = 1000
 Code = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# Free text compared with stored values: anything PostgreSQL can hold (no NUL).
+Text = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
+LetterId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+MAX_OFFSET = 10_000_000
 
 
 class DeadLetterListParams(BaseModel):
@@ -25,19 +29,19 @@ class DeadLetterListParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    reason: str | None = Field(None, description="Reason code, e.g. unknown_machine")
+    reason: Code | None = Field(None, description="Reason code, e.g. unknown_machine")
     source: Literal["http", "mqtt", "writer", "replay", "unknown"] | None = Field(
         None, description="Who dead-lettered it"
     )
-    gateway_id: str | None = Field(None, max_length=200)
-    machine_id: str | None = Field(None, description="Letters about this machine")
+    gateway_id: Text | None = None
+    machine_id: Text | None = Field(None, description="Letters about this machine")
     replayed: bool | None = Field(None, description="true: replayed already; false: pending")
     since: AwareDatetime | None = Field(
         None, description="First seen at or after (ISO 8601 with zone)"
     )
     until: AwareDatetime | None = Field(None, description="First seen before (ISO 8601 with zone)")
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class DeadLetterOut(BaseModel):
@@ -113,7 +117,7 @@ class ReplayIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = Field(None, min_length=1, max_length=MAX_IDS)
+    ids: list[LetterId] | None = Field(None, min_length=1, max_length=MAX_IDS)
     reason: Code | None = None
     limit: int = Field(100, ge=1, le=MAX_REPLAY)
     force: bool = Field(False, description="Replay letters that were replayed already, too")
@@ -152,7 +156,7 @@ class PurgeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] | None = Field(None, min_length=1, max_length=MAX_IDS)
+    ids: list[LetterId] | None = Field(None, min_length=1, max_length=MAX_IDS)
     reason: Code | None = None
     before: AwareDatetime | None = Field(None, description="First seen before (ISO 8601 with zone)")
     replayed: bool | None = Field(None, description="true: only letters replayed already")

@@ -116,7 +116,7 @@ async def _body(request: Request, model: type[M]) -> M:
 
 def _letter_id(request: Request) -> int:
     raw = str(request.path_params["letter_id"])
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(
             400,
             "Invalid path parameter",
@@ -197,7 +197,11 @@ async def dead_letter_stats(request: Request) -> Response:
 
 @doc(
     "One dead letter with its readings and original payload",
-    responses={200: DeadLetterEnvelope, 404: "No such dead letter"},
+    responses={
+        200: DeadLetterEnvelope,
+        400: "The id is not an integer",
+        404: "No such dead letter",
+    },
     tags=["dead letters"],
 )
 @requires("read:config")

@@ -410,7 +410,9 @@ def test_list_filter_stats_and_inspect(client: TestClient, topology: AmqpSetting
     assert d["dead_letter"]["topic"] == f"factory/f1/machine/{machine}/telemetry"
 
     assert client.get("/api/v1/deadletters/999999999999", headers=MANAGEMENT).status_code == 404
-    assert client.get("/api/v1/deadletters/abc", headers=MANAGEMENT).status_code == 400
+    for bad_id in ("abc", "²", "-1", "9" * 30):
+        resp = client.get(f"/api/v1/deadletters/{bad_id}", headers=MANAGEMENT)
+        assert resp.status_code == 400, bad_id
 
     metrics = client.get("/metrics").text
     assert f'millrace_deadletters_archived_total{{reason="{tag}",source="mqtt"}} 2.0' in metrics

@@ -37,6 +37,8 @@ def test_replay_selects_by_ids_or_by_reason(body: dict[str, Any]) -> None:
         {"reason": "schema", "limit": 0},
         {"reason": "no spaces please"},
         {"reason": "schema", "extra": 1},
+        {"ids": [0]},
+        {"ids": [2**63]},
     ],
 )
 def test_replay_refuses_ambiguous_or_oversized_selections(body: dict[str, Any]) -> None:
@@ -69,6 +71,15 @@ def test_query_parameters_errors_name_each_parameter() -> None:
         "source": "ftp",
         "until": "yesterday",
     }
+
+
+@pytest.mark.parametrize(
+    "query", ["gateway_id=%00", "machine_id=a%00b", "reason=%00", "offset=100000000000000000000"]
+)
+def test_values_postgresql_cannot_hold_are_refused_up_front(query: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_query(DeadLetterListParams, QueryParams(query))
+    assert caught.value.status == 400
 
 
 def test_filter_builds_parameterised_sql() -> None:
