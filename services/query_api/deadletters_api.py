@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -62,7 +63,7 @@ from shared.errors import BrokerUnavailable
 from shared.http import ApiError, JSONResponse, requires
 from shared.ingest import pack
 from shared.log import request_id
-from shared.machines import MachineRepository
+from shared.machines import Machine, MachineRepository
 from shared.openapi import doc
 from shared.readings import ValidationContext, field_errors
 
@@ -225,6 +226,38 @@ def _context(request: Request) -> tuple[ValidationContext, int]:
     return ctx.with_now(), int(limits.readings_per_message)
 
 
+Plans = dict[int, tuple[str, list[Envelope]]]
+
+
+def _plan(
+    todo: list[tuple[dict[str, Any], Letter]],
+    known: Mapping[str, Machine | None],
+    ctx: ValidationContext,
+    *,
+    per_message: int,
+    request_id: str,
+) -> tuple[Plans, list[tuple[int, str, Unreplayable]]]:
+    """Envelopes to publish per letter (with its reason), and the letters still invalid."""
+    plans: Plans = {}
+    invalid: list[tuple[int, str, Unreplayable]] = []
+    for row, letter in todo:
+        try:
+            readings = replay_readings(letter, known, ctx)
+        except Unreplayable as e:
+            invalid.append((letter.id, row["reason"], e))
+            continue
+        envelopes = pack(
+            readings,
+            source="replay",
+            gateway_id=row["gateway_id"],
+            # The original request id, so that logs tie the replay to the first attempt.
+            request_id=row["request_id"] or request_id,
+            per_message=per_message,
+        )
+        plans[letter.id] = (row["reason"], envelopes)
+    return plans, invalid
+
+
 @doc(
     "Replay dead letters: validate again, publish to telemetry, mark replayed",
     body=ReplayIn,
@@ -268,27 +301,15 @@ async def replay_dead_letters(request: Request) -> Response:
         # Straight from PostgreSQL, not the cache: a machine registered a moment ago counts.
         known = await MachineRepository(pool).get_many(sorted(wanted))
 
-        plans: dict[int, tuple[str, list[Envelope]]] = {}
-        for row, letter in todo:
-            try:
-                readings = replay_readings(letter, known, ctx)
-            except Unreplayable as e:
-                refused.append((letter.id, row["reason"], e))
-                results[letter.id] = {
-                    "id": letter.id,
-                    "outcome": "still_invalid",
-                    "reason": e.reason,
-                    "error": e.error,
-                }
-                continue
-            envelopes = pack(
-                readings,
-                source="replay",
-                gateway_id=row["gateway_id"],
-                request_id=row["request_id"] or rid,
-                per_message=per_message,
-            )
-            plans[letter.id] = (row["reason"], envelopes)
+        plans, invalid = _plan(todo, known, ctx, per_message=per_message, request_id=rid)
+        for letter_id, reason, e in invalid:
+            refused.append((letter_id, reason, e))
+            results[letter_id] = {
+                "id": letter_id,
+                "outcome": "still_invalid",
+                "reason": e.reason,
+                "error": e.error,
+            }
 
         outcomes = await asyncio.gather(
             *(publisher.publish(envelopes) for _, envelopes in plans.values()),
