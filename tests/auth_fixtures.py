@@ -1,7 +1,6 @@
 """Fixtures for tests of the auth service against real PostgreSQL and Redis.
 
-Use from a test module with ``pytest_plugins = ["tests.auth_fixtures"]`` (or once, for every
-test, in ``tests/conftest.py``). Builds on ``postgres_settings`` / ``redis_settings`` of
+Loaded for every test by the root conftest.py. Builds on ``postgres_settings`` / ``redis_settings`` of
 ``tests/conftest.py`` (the test database); a dependency that does not answer fails the test with
 the reason, nothing is skipped.
 """

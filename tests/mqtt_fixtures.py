@@ -1,6 +1,6 @@
 """Fixtures and helpers for MQTT bridge tests: real Mosquitto, RabbitMQ and PostgreSQL.
 
-Use from a test module with ``pytest_plugins = ["tests.mqtt_fixtures"]``.
+Loaded for every test by the root conftest.py.
 
 Isolation: every test gets its own MQTT client id, its own topic prefix (so neither the bridge
 of ``make up`` nor another test sees its messages), its own RabbitMQ topology (``amqp_settings``

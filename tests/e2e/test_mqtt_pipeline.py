@@ -33,7 +33,6 @@ from tools.simulator import (
 )
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ["tests.mqtt_fixtures"]
 Headers = Callable[[str], dict[str, str]]
 
 

@@ -12,7 +12,6 @@ from shared.security import SecuritySettings
 from tests import auth_testing as testing
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.auth_fixtures"]
 
 
 def test_health_ready_metrics(auth_client: TestClient) -> None:

@@ -16,7 +16,6 @@ from starlette.testclient import TestClient
 from services.auth.settings import Settings
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.auth_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,7 +21,6 @@ from shared.settings import PostgresSettings
 from tests import auth_testing as testing
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.auth_fixtures"]
 
 
 @pytest.fixture

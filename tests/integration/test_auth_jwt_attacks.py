@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from tests.auth_fixtures import LogIn, MakeUser
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.auth_fixtures"]
 
 
 def b64(data: bytes) -> str:

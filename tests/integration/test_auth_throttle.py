@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from tests.auth_fixtures import MakeUser
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.auth_fixtures"]
 
 LOGIN = "/api/v1/auth/login"
 

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from tests.auth_fixtures import LogIn, MakeUser
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.auth_fixtures"]
 
 ROLES = ("Operator", "Supervisor", "Management")
 

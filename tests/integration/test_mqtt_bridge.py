@@ -27,7 +27,6 @@ from tools.simulator.measure import AmqpTap, Arrivals
 from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.mqtt_fixtures"]
 T0_US = 1765620000_000000  # 2025-12-13T10:00:00Z
 Taps = tuple[AmqpTap, AmqpTap]
 

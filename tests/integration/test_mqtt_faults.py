@@ -27,7 +27,6 @@ from tools.simulator.measure import AmqpTap
 from tools.simulator.payloads import iso
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(420)]
-pytest_plugins = ["tests.mqtt_fixtures"]
 DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 

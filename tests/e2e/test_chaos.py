@@ -1,0 +1,64 @@
+"""The short chaos run: 20,000 readings over HTTP and MQTT while the writer and the bridge are
+SIGKILLed, InfluxDB is stopped for 5 s and RabbitMQ is restarted — nothing accepted is lost,
+nothing is stored twice (``python -m tools.chaos --short``; docs/chaos.md).
+
+The harness runs as a child process, exactly as ``make chaos`` runs it. On a timeout it gets
+SIGTERM, which takes it through the ``finally`` that restarts whatever it had stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
+ROOT = Path(__file__).resolve().parents[2]
+READINGS = 20_000
+RUN_TIMEOUT_S = 240
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 150)
+def test_short_chaos_run_loses_nothing_and_stores_nothing_twice(
+    urls: dict[str, str], tmp_path: Path
+) -> None:
+    report = tmp_path / "chaos.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.chaos",
+            "--readings",
+            str(READINGS),
+            "--short",
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # repairs the pipeline on its way out
+            proc.communicate(timeout=120)
+    assert report.exists(), output[-5000:]
+    doc = orjson.loads(report.read_bytes())
+    table = doc["table"]
+    assert doc["failure"] is None, output[-5000:]
+    assert [p["phase"].split(" ", 1)[0] for p in doc["phases"]] == ["0", "1", "2", "3", "4"]
+    total = doc["total"]
+    assert total["sent"] == READINGS, table
+    assert total["accepted"] + total["rejected"] == READINGS, table  # every reading answered
+    assert total["lost"] == 0, table
+    assert total["duplicated"] == 0, table
+    assert total["stored"] == total["accepted"], table
+    assert all(p["accepted"] > 0 for p in doc["phases"]), table
+    assert proc.returncode == 0, output[-5000:]
