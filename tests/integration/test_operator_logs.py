@@ -61,16 +61,18 @@ def test_debug_when_payload_validated(
 
 
 def test_warning_when_redis_lost(
-    json_logs: io.StringIO, postgres_settings: PostgresSettings
+    json_logs: io.StringIO, postgres_settings: PostgresSettings, amqp_cleanup: AmqpSettings
 ) -> None:
     dead_redis = RedisSettings(url="redis://127.0.0.1:9/0", timeout_s=0.2)  # type: ignore[arg-type]
-    settings = QuerySettings(postgres=postgres_settings, redis=dead_redis)
+    settings = QuerySettings(postgres=postgres_settings, redis=dead_redis, amqp=amqp_cleanup)
     with TestClient(query_app(settings)) as client:
         trust_test_key(client.app_state)
         resp = client.get("/api/v1/machines", headers={**bearer(), "X-Request-ID": "req-7"})
         assert resp.status_code == 200
         client.get("/api/v1/machines/status", headers=bearer())
-    [event] = [r for r in records(json_logs) if r["level"] == "WARNING" and "Redis" in str(r["message"])]
+    [event] = [
+        r for r in records(json_logs) if r["level"] == "WARNING" and "Redis" in str(r["message"])
+    ]
     assert event["dependency"] == "redis" and event["attempt"] == 1
     assert "retrying in" in str(event["message"])
     assert event["request_id"] == "req-7"
@@ -78,9 +80,11 @@ def test_warning_when_redis_lost(
 
 @pytest.mark.disruptive
 def test_error_when_postgres_cannot_persist_after_3_retries(
-    json_logs: io.StringIO, postgres_settings: PostgresSettings
+    json_logs: io.StringIO, postgres_settings: PostgresSettings, amqp_cleanup: AmqpSettings
 ) -> None:
-    settings = QuerySettings(postgres=postgres_settings.model_copy(update={"timeout_s": 1.0}))
+    settings = QuerySettings(
+        postgres=postgres_settings.model_copy(update={"timeout_s": 1.0}), amqp=amqp_cleanup
+    )
     with TestClient(query_app(settings)) as client:
         trust_test_key(client.app_state)
         subprocess.run([DEPS, "stop", "postgres"], check=True, timeout=90)

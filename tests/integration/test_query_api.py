@@ -15,7 +15,7 @@ from services.query_api.settings import Settings
 from services.writer.batch import reading_line
 from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
-from shared.settings import InfluxSettings, PostgresSettings
+from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
@@ -23,9 +23,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def client(
-    postgres_settings: PostgresSettings, influx_settings: InfluxSettings
+    postgres_settings: PostgresSettings,
+    influx_settings: InfluxSettings,
+    amqp_cleanup: AmqpSettings,
 ) -> Iterator[TestClient]:
-    settings = Settings(postgres=postgres_settings, influx=influx_settings)
+    # A private topology: the app's dead-letter archive must not drain the real queue.
+    settings = Settings(postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup)
     with TestClient(create_app(settings)) as c:
         trust_test_key(c.app_state)
         yield c
@@ -149,21 +152,28 @@ def test_history_raw_pages_and_aggregates(
     assert (body["query"]["interval"], body["query"]["tier"]) == ("1h", "raw")
     assert [row["temperature"] for row in body["data"]] == [29.5, 89.5]
     assert body["pagination"]["total_records"] == 2
-    resp = client.get(url, params={**window, "interval": "1h", "agg": "max", "tier": "raw"},
-                      headers=op)
+    resp = client.get(
+        url, params={**window, "interval": "1h", "agg": "max", "tier": "raw"}, headers=op
+    )
     assert [row["pressure"] for row in resp.json()["data"]] == [159.0, 219.0]
 
     # The hourly tier, once built, answers the same for every aggregate.
     build_tiers(influx_settings, [machine["id"]], start, start + 3 * hour)
     for agg in ("mean", "min", "max", "count"):
-        from_raw = client.get(url, params={**window, "interval": "1h", "agg": agg, "tier": "raw"},
-                              headers=op).json()
-        from_tier = client.get(url, params={**window, "interval": "1h", "agg": agg},
-                               headers=op).json()
+        from_raw = client.get(
+            url, params={**window, "interval": "1h", "agg": agg, "tier": "raw"}, headers=op
+        ).json()
+        from_tier = client.get(
+            url, params={**window, "interval": "1h", "agg": agg}, headers=op
+        ).json()
         assert from_tier["query"]["tier"] == "hourly"
         assert from_tier["data"] == from_raw["data"], agg
-    days = {"start_time": _iso(start - start % DAY_NS), "end_time": _iso(start + DAY_NS),
-            "interval": "1d", "fields": "temperature"}
+    days = {
+        "start_time": _iso(start - start % DAY_NS),
+        "end_time": _iso(start + DAY_NS),
+        "interval": "1d",
+        "fields": "temperature",
+    }
     daily = client.get(url, params=days, headers=op).json()
     daily_raw = client.get(url, params={**days, "tier": "raw"}, headers=op).json()
     assert daily["query"]["tier"] == "daily"

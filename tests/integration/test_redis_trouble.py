@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from services.query_api.app import create_app
 from services.query_api.settings import Settings
-from shared.settings import InfluxSettings, PostgresSettings, RedisSettings
+from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
@@ -28,9 +28,12 @@ BUDGET_S = 2.5  # per request, Redis timeouts included
 
 @pytest.fixture
 def client(
-    postgres_settings: PostgresSettings, influx_settings: InfluxSettings
+    postgres_settings: PostgresSettings,
+    influx_settings: InfluxSettings,
+    amqp_cleanup: AmqpSettings,
 ) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(postgres=postgres_settings, influx=influx_settings))) as c:
+    settings = Settings(postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup)
+    with TestClient(create_app(settings)) as c:
         trust_test_key(c.app_state)
         yield c
 
@@ -48,8 +51,7 @@ def exercise(client: TestClient, machine: str) -> None:
         elapsed = time.monotonic() - started
         assert resp.status_code == 200, (url, resp.text)
         assert elapsed < BUDGET_S, (url, elapsed)
-    resp = client.patch(f"/api/v1/machines/{machine}", json={"status": "maintenance"},
-                        headers=op)
+    resp = client.patch(f"/api/v1/machines/{machine}", json={"status": "maintenance"}, headers=op)
     assert resp.status_code == 200
     assert client.get(f"/api/v1/machines/{machine}", headers=op).json()["machine"]["status"] == (
         "maintenance"
@@ -58,8 +60,11 @@ def exercise(client: TestClient, machine: str) -> None:
 
 
 def new_machine(client: TestClient) -> str:
-    resp = client.post("/api/v1/machines", json={"name": f"R-{uuid.uuid4().hex[:6]}",
-                       "location": "Hall R", "sensor_type": "Speed"}, headers=bearer("Supervisor"))
+    resp = client.post(
+        "/api/v1/machines",
+        json={"name": f"R-{uuid.uuid4().hex[:6]}", "location": "Hall R", "sensor_type": "Speed"},
+        headers=bearer("Supervisor"),
+    )
     return str(resp.json()["machine"]["id"])
 
 
@@ -75,8 +80,9 @@ def test_redis_stopped(client: TestClient, caplog: pytest.LogCaptureFixture) -> 
     try:
         with caplog.at_level(logging.WARNING):
             exercise(client, machine)
-        assert any("Redis" in r.getMessage() and r.levelno == logging.WARNING
-                   for r in caplog.records)
+        assert any(
+            "Redis" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+        )
         status = client.get("/api/v1/machines/status?location=Hall%20R", headers=bearer())
         assert status.json()["source"] == "influxdb"
     finally:
@@ -84,8 +90,10 @@ def test_redis_stopped(client: TestClient, caplog: pytest.LogCaptureFixture) -> 
     guard = client.app_state["redis_guard"]
     guard._retry_at = 0.0  # skip the cool-down instead of waiting it out
     exercise(client, machine)
-    assert client.get("/api/v1/machines/status?location=Hall%20R",
-                      headers=bearer()).json()["source"] == "redis"
+    assert (
+        client.get("/api/v1/machines/status?location=Hall%20R", headers=bearer()).json()["source"]
+        == "redis"
+    )
 
 
 def test_redis_frozen(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
