@@ -23,6 +23,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from shared.ingest import stored_readings
+from shared.machines import Machine
 from shared.readings import FieldError, Label, Reading, ValidationContext, field_errors
 
 
@@ -71,6 +73,20 @@ class Payload:
     readings: list[MqttReading]
     sensor_type: str | None = None
     location: str | None = None
+
+    def stored(self, machine: Machine, factory_id: str) -> list[dict[str, Any]]:
+        """The readings as the writer stores them (per-reading labels win over the batch's)."""
+        return [
+            stored
+            for r in self.readings
+            for stored in stored_readings(
+                machine=machine,
+                factory_id=factory_id,
+                sensor_type=r.sensor_type or self.sensor_type,
+                location=r.location or self.location,
+                readings=((r.ts_ns(), r.values()),),
+            )
+        ]
 
 
 class PayloadError(Exception):

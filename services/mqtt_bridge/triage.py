@@ -14,7 +14,7 @@ from typing import Any
 from services.mqtt_bridge.link import Inbound
 from services.mqtt_bridge.topics import BadTopic, TopicIds, TopicTemplate, is_status_topic
 from shared.envelope import Envelope, dead_letter
-from shared.ingest import pack, stored_readings
+from shared.ingest import pack
 from shared.machines import Machine, valid_uuid
 from shared.mqtt_payload import DeadReason, Payload, PayloadError, parse_payload
 from shared.readings import ValidationContext
@@ -98,16 +98,7 @@ def resolve(
                 Dead(v.message, DeadReason.UNKNOWN_MACHINE, f"{why}: {v.ids.machine_id}", ids=v.ids)
             )
             continue
-        for r in v.batch.readings:
-            readings.extend(
-                stored_readings(
-                    machine=machine,
-                    factory_id=v.ids.factory_id,
-                    sensor_type=r.sensor_type or v.batch.sensor_type,
-                    location=r.location or v.batch.location,
-                    readings=((r.ts_ns(), r.values()),),
-                )
-            )
+        readings.extend(v.batch.stored(machine, v.ids.factory_id))
         published.append(v.message)
     return readings, published, dead
 

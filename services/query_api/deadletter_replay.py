@@ -167,18 +167,7 @@ def _mqtt(
     machine = machines.get(machine_id) if valid_uuid(machine_id) else None
     if machine is None:
         raise Unreplayable("unknown_machine", f"Unknown machine: {machine_id}")
-    out: list[dict[str, Any]] = []
-    for r in batch.readings:
-        out.extend(
-            stored_readings(
-                machine=machine,
-                factory_id=factory_id,
-                sensor_type=r.sensor_type or batch.sensor_type,
-                location=r.location or batch.location,
-                readings=((r.ts_ns(), r.values()),),
-            )
-        )
-    return out
+    return batch.stored(machine, factory_id)
 
 
 def _summary(errors: list[Any]) -> str:
