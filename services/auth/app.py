@@ -22,7 +22,6 @@ from services.auth.gateway_routes import gateway_routes
 from services.auth.keys import KeySet, load_keyset
 from services.auth.passwords import Hasher
 from services.auth.revocation import Revoker
-from shared.security import security_middleware
 from services.auth.session_routes import session_routes
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
@@ -38,6 +37,7 @@ from shared.http import (
     ops_routes,
 )
 from shared.openapi import openapi_routes
+from shared.security import security_middleware
 from shared.settings import JwtSettings
 from shared.startup import create_redis, wait_for
 
