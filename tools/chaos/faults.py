@@ -1,0 +1,82 @@
+"""The faults, one per phase: break something, keep it broken for a while, repair it.
+
+Every fault repairs in a ``finally``, so an interrupted run never leaves its fault in place;
+:meth:`tools.chaos.pipeline.Pipeline.restore` is the second line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from tools.chaos.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    key: str
+    down_s: float
+
+    @property
+    def label(self) -> str:
+        what = FAULTS[self.key]
+        return what.format(s=f"{self.down_s:g}")
+
+    def run(self, pipeline: Pipeline, stop: threading.Event) -> None:
+        """Inject, hold ``down_s`` (cut short by ``stop``), repair."""
+        log.info("fault: %s", self.label)
+        if self.key == "writer-kill":
+            pipeline.sigkill("writer")
+            try:
+                stop.wait(self.down_s)
+            finally:
+                pipeline.start_services()
+        elif self.key == "bridge-kill":
+            pipeline.sigkill("mqtt_bridge")
+            try:
+                stop.wait(self.down_s)
+            finally:
+                pipeline.start_services()
+        elif self.key == "rabbitmq-restart":
+            pipeline.stop_dependency("rabbitmq")
+            try:
+                stop.wait(self.down_s)
+            finally:
+                pipeline.start_dependency("rabbitmq")
+        else:
+            dependency = self.key.removesuffix("-stop")
+            pipeline.stop_dependency(dependency)
+            try:
+                stop.wait(self.down_s)
+            finally:
+                pipeline.start_dependency(dependency)
+
+
+# key → label ({s}: seconds down)
+FAULTS = {
+    "writer-kill": "SIGKILL writer(s), restart after {s} s",
+    "influxdb-stop": "InfluxDB stopped for {s} s",
+    "rabbitmq-restart": "RabbitMQ restarted ({s} s down)",
+    "bridge-kill": "SIGKILL mqtt_bridge, restart after {s} s",
+    "redis-stop": "Redis stopped for {s} s",
+    "postgres-stop": "PostgreSQL stopped for {s} s",
+}
+
+# The issue's full run, and the short version for `make test`.
+FULL = {
+    "writer-kill": 5.0,
+    "influxdb-stop": 30.0,
+    "rabbitmq-restart": 0.0,
+    "bridge-kill": 5.0,
+    "redis-stop": 20.0,
+    "postgres-stop": 20.0,
+}
+SHORT = {
+    "writer-kill": 2.0,
+    "influxdb-stop": 5.0,
+    "rabbitmq-restart": 0.0,
+    "bridge-kill": 2.0,
+}

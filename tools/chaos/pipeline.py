@@ -1,0 +1,170 @@
+"""Hands on the running pipeline: stop and start dependencies, SIGKILL and restart services.
+
+Everything goes through the repository's own scripts (``infra/local/deps.sh`` and
+``infra/local/services.sh``), so the harness breaks and repairs the pipeline exactly as an
+operator's tools would. :meth:`Pipeline.restore` brings back whatever the harness took down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / ".run"
+DEPS = ROOT / "infra" / "local" / "deps.sh"
+SERVICES = ROOT / "infra" / "local" / "services.sh"
+POLL_S = 0.25
+
+# Service → (port variable, default port); writer-<i> listens on WRITER_PORT + 10 * i.
+SERVICE_PORTS = {
+    "auth": ("AUTH_PORT", 8003),
+    "writer": ("WRITER_PORT", 8005),
+    "ingest_gateway": ("INGEST_GATEWAY_PORT", 8001),
+    "mqtt_bridge": ("MQTT_BRIDGE_PORT", 8004),
+    "query_api": ("QUERY_API_PORT", 8002),
+}
+
+
+class PipelineError(RuntimeError):
+    """A script failed, or the pipeline did not come back in time."""
+
+
+def _port(service: str) -> int:
+    var, default = SERVICE_PORTS[service]
+    return int(os.environ.get(var, default))
+
+
+class Pipeline:
+    def __init__(self, ready_timeout_s: float = 180.0) -> None:
+        self.ready_timeout_s = ready_timeout_s
+        self.writer_count = max(1, len(self.instances("writer")))
+        self._stopped_deps: set[str] = set()
+
+    # ------------------------------------------------------------------ scripts
+    def _script(self, *argv: str | Path) -> None:
+        env = {**os.environ, "WRITER_COUNT": str(self.writer_count)}
+        result = subprocess.run(
+            [str(a) for a in argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode != 0:
+            raise PipelineError(
+                f"{' '.join(map(str, argv[1:]))} failed ({result.returncode}): {output[-2000:]}"
+            )
+        for line in output.splitlines():
+            log.debug("  %s", line)
+
+    def stop_dependency(self, name: str) -> None:
+        self._stopped_deps.add(name)
+        self._script(DEPS, "stop", name)
+
+    def start_dependency(self, name: str) -> None:
+        self._script(DEPS, "start", name)
+        self._stopped_deps.discard(name)
+
+    def start_services(self) -> None:
+        """``services.sh up``: starts whatever is not running (here: what was SIGKILLed).
+
+        Deliberately without service names: ``services.sh up writer`` exits 1 silently for
+        every name but the last one of its start order (``select_services`` returns the status
+        of its last ``[[ ]]`` under ``set -e``).
+        """
+        self._script(SERVICES, "up")
+
+    # ------------------------------------------------------------------ processes
+    def instances(self, service: str) -> list[str]:
+        """Instance names with a pid file: ``writer``, ``writer-1``, ..."""
+        names = []
+        for f in sorted(RUN.glob(f"{service}*.pid")):
+            inst = f.stem
+            if inst == service or (
+                service == "writer" and inst.startswith("writer-") and inst[7:].isdigit()
+            ):
+                names.append(inst)
+        return names
+
+    def _live_pid(self, instance: str, service: str) -> int | None:
+        try:
+            pid = int((RUN / f"{instance}.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError):
+            return None
+        return pid if f"-m services.{service}".encode() in cmdline else None
+
+    def sigkill(self, service: str) -> list[str]:
+        """SIGKILL every running instance of ``service``; returns the instances killed."""
+        killed = []
+        for inst in self.instances(service):
+            pid = self._live_pid(inst, service)
+            if pid is None:
+                continue
+            os.kill(pid, signal.SIGKILL)
+            killed.append(f"{inst} (pid {pid})")
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(POLL_S)  # a killed process is reaped by init; nothing to wait on
+        log.info("SIGKILL %s: %s", service, ", ".join(killed) or "nothing running")
+        return killed
+
+    # ------------------------------------------------------------------ readiness
+    def endpoints(self) -> Iterator[tuple[str, int]]:
+        for service in SERVICE_PORTS:
+            if service == "writer":
+                for i in range(self.writer_count):
+                    yield ("writer" if i == 0 else f"writer-{i}"), _port("writer") + 10 * i
+            else:
+                yield service, _port(service)
+
+    def not_ready(self) -> list[str]:
+        out = []
+        with httpx.Client(timeout=2.0) as client:
+            for name, port in self.endpoints():
+                try:
+                    ok = client.get(f"http://127.0.0.1:{port}/ready").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if not ok:
+                    out.append(name)
+        return out
+
+    def wait_ready(self) -> float:
+        """Poll every service's ``/ready`` until all answer 200; returns the seconds it took."""
+        started = time.monotonic()
+        deadline = started + self.ready_timeout_s
+        while waiting := self.not_ready():
+            if time.monotonic() > deadline:
+                raise PipelineError(f"not ready after {self.ready_timeout_s:.0f} s: {waiting}")
+            time.sleep(1.0)
+        return time.monotonic() - started
+
+    # ------------------------------------------------------------------ repair
+    def restore(self) -> None:
+        """Start every dependency this harness stopped and every service it killed."""
+        problems = []
+        for name in sorted(self._stopped_deps):
+            try:
+                self.start_dependency(name)
+            except (PipelineError, subprocess.TimeoutExpired) as e:
+                problems.append(f"{name}: {e}")
+        try:
+            self.start_services()
+        except (PipelineError, subprocess.TimeoutExpired) as e:
+            problems.append(f"services: {e}")
+        if problems:
+            raise PipelineError("could not restore: " + "; ".join(problems))
