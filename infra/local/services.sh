@@ -59,6 +59,8 @@ select_services() {
             for r in "$@"; do [[ "$s" == "$r" ]] && { SELECTED+=("$s"); break; }; done
         fi
     done
+    # The last test above may be false; without this the function "fails" and set -e exits.
+    return 0
 }
 
 # Instances to start: "instance service port" lines.
