@@ -7,6 +7,7 @@ queues bound to the test's private exchanges.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -27,7 +28,8 @@ from tools.simulator.measure import AmqpTap, Arrivals
 from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
-T0_US = 1765620000_000000  # 2025-12-13T10:00:00Z
+# An hour ago, whole seconds: inside the retention window whenever the tests run.
+T0_US = (time.time_ns() // 10**9 - 3600) * 10**6
 Taps = tuple[AmqpTap, AmqpTap]
 
 
@@ -44,7 +46,7 @@ async def test_a_reading_is_republished_with_its_machine_routing_key(
     data, _ = taps
     m = machines[0]
     payload = orjson.dumps(
-        {"timestamp": "2025-12-13T10:00:00Z", "sensor_type": "Temperature", "temperature": 72.5}
+        {"timestamp": iso(T0_US), "sensor_type": "Temperature", "temperature": 72.5}
     )
     await asyncio.to_thread(
         mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("plant-7", m.id), [payload]
@@ -61,7 +63,7 @@ async def test_a_reading_is_republished_with_its_machine_routing_key(
             "factory_id": "plant-7",
             "sensor_type": "Temperature",
             "location": m.location,  # from the registry
-            "ts": 1765620000 * 10**9,
+            "ts": T0_US * 1000,
             "fields": {"temperature": 72.5},
         }
     ]

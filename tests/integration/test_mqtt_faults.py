@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -113,7 +114,7 @@ async def test_mosquitto_restart_the_bridge_reconnects_and_readings_flow_again(
 ) -> None:
     data, _ = taps
     topic = mqtt_scope.topic("plant-m", machines[0].id)
-    t0 = 1765620000_000000
+    t0 = (time.time_ns() // 10**9 - 3600) * 10**6  # an hour ago: inside the retention
 
     def batch(start: int) -> list[bytes]:
         return [

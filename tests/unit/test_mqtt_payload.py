@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import orjson
@@ -14,8 +15,12 @@ CTX = ValidationContext(extra_fields={"vibration": (0.0, 500.0)}, max_readings_p
 TS = "2025-12-13T10:00:00Z"
 
 
+# "Now" for these tests, so the fixed timestamps below never age out of the retention.
+NOW_NS = 1_765_627_200_000_000_000  # 2025-12-13T12:00:00Z
+
+
 def ctx() -> ValidationContext:
-    return CTX.with_now()
+    return dataclasses.replace(CTX, now_ns=NOW_NS)
 
 
 def reason_of(payload: bytes) -> tuple[DeadReason, PayloadError]:
@@ -94,4 +99,4 @@ def test_json_that_is_not_an_object_is_a_schema_error(doc: object) -> None:
 def test_future_check_uses_the_context_clock() -> None:
     soon = time.time() + 60
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(soon))
-    assert parse_payload(orjson.dumps({"timestamp": stamp, "speed": 1.0}), ctx())
+    assert parse_payload(orjson.dumps({"timestamp": stamp, "speed": 1.0}), CTX.with_now())

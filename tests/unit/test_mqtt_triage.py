@@ -29,8 +29,12 @@ def message(topic: str | None, payload: bytes | dict[str, object], mid: int = 1)
     return Inbound(mid, 1, topic, body, generation=1)
 
 
+# "Now" for these tests, so the fixed timestamps below never age out of the retention.
+NOW_NS = 1_765_627_200_000_000_000  # 2025-12-13T12:00:00Z
+
+
 def ctx() -> ValidationContext:
-    return ValidationContext().with_now()
+    return ValidationContext(now_ns=NOW_NS)
 
 
 def test_valid_readings_are_enriched_from_the_registry() -> None:
