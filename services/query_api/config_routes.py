@@ -122,10 +122,22 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _renderable(value: Any) -> Any:
+    """A JSON value as stored, with integers too wide for 64 bits as floats. PostgreSQL's
+    jsonb keeps e.g. 1e29 as the integer 1000...0, which the JSON encoder refuses (500)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**64 else float(value)
+    if isinstance(value, list):
+        return [_renderable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _renderable(v) for k, v in value.items()}
+    return value
+
+
 def _setting(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": row["name"],
-        "value": row["value"],
+        "value": _renderable(row["value"]),
         "updated_at": _iso(row["updated_at"]),
         "updated_by": row["updated_by_username"],
     }
@@ -265,7 +277,7 @@ async def update_config(request: Request) -> Response:
             "status": "success",
             "message": "Configuration updated",
             "changed": True,
-            "updated_setting": {**_setting(after), "old_value": old_value},
+            "updated_setting": {**_setting(after), "old_value": _renderable(old_value)},
         }
     )
 
@@ -340,8 +352,8 @@ async def audit_log(request: Request) -> Response:
             "role": r["actor_role"],
             "action": r["action"],
             "target": r["target"],
-            "old_value": r["old_value"],
-            "new_value": r["new_value"],
+            "old_value": _renderable(r["old_value"]),
+            "new_value": _renderable(r["new_value"]),
             "client_address": r["client_address"],
             "user_agent": r["user_agent"],
             "request_id": r["request_id"],

@@ -17,6 +17,9 @@ from shared.openapi import doc
 from shared.readings import field_errors
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+# The column is varchar(100): longer values were refused by PostgreSQL with a 500.
+SensorType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+MAX_OFFSET = 10**9  # PostgreSQL's OFFSET is a bigint; larger values answered 500
 Status = Annotated[str, Field(pattern="^(" + "|".join(STATUSES) + ")$")]
 
 
@@ -25,7 +28,7 @@ class MachineIn(BaseModel):
 
     name: Text
     location: Text
-    sensor_type: Text
+    sensor_type: SensorType
     status: Status = "active"
 
 
@@ -34,7 +37,7 @@ class MachinePatch(BaseModel):
 
     name: Text | None = None
     location: Text | None = None
-    sensor_type: Text | None = None
+    sensor_type: SensorType | None = None
     status: Status | None = None
 
 
@@ -83,13 +86,13 @@ async def list_machines(request: Request) -> Response:
     try:
         limit = int(params.get("limit", "100"))
         offset = int(params.get("offset", "0"))
-        if not (1 <= limit <= 1000 and offset >= 0):
+        if not (1 <= limit <= 1000 and 0 <= offset <= MAX_OFFSET):
             raise ValueError
     except ValueError:
         errors.append(
             {
                 "parameter": "limit/offset",
-                "error": "limit must be 1-1000, offset >= 0",
+                "error": f"limit must be 1-1000, offset 0-{MAX_OFFSET}",
                 "value": f"{params.get('limit')}/{params.get('offset')}",
             }
         )

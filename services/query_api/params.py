@@ -14,6 +14,10 @@ from shared.readings import to_ns
 INTERVALS: dict[str, str | None] = {"raw": None, "1m": "1m", "5m": "5m", "1h": "1h", "1d": "1d"}
 AGGREGATES = ("mean", "min", "max", "count")
 MAX_LIMIT = 10_000
+# InfluxDB stores 64-bit nanoseconds: times outside this range cannot be queried (they answered
+# 500: an InfluxQL parse error, or a Python overflow computing the default range).
+MIN_TIME = datetime(1677, 9, 21, 0, 12, 44, tzinfo=UTC)
+MAX_TIME = datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -71,12 +75,28 @@ def parse_time(name: str, raw: str | None, errors: list[dict[str, Any]]) -> date
     except ValueError:
         errors.append({"parameter": name, "error": "Invalid ISO 8601 format", "value": raw})
         return None
-    if parsed.tzinfo is None:
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
         errors.append(
             {"parameter": name, "error": "Timestamp must carry a time zone", "value": raw}
         )
         return None
+    # Compared as offsets from MIN_TIME: converting e.g. 0001-01-01T00:00+01:00 to UTC overflows.
+    if not timedelta(0) <= parsed - MIN_TIME <= MAX_TIME - MIN_TIME:
+        errors.append(
+            {
+                "parameter": name,
+                "error": f"Must be between {iso(MIN_TIME)} and {iso(MAX_TIME)}",
+                "value": raw,
+            }
+        )
+        return None
     return parsed
+
+
+def before(end: datetime, seconds: float) -> datetime:
+    """``end`` minus a default range, never before the earliest queryable time."""
+    span = timedelta(seconds=seconds)
+    return MIN_TIME if end - MIN_TIME <= span else end - span
 
 
 def _int(
@@ -133,8 +153,8 @@ def parse_history(
     limit = _int("limit", params.get("limit"), 1000, 1, MAX_LIMIT, errors)
     offset = _int("offset", params.get("offset"), 0, 0, 10**9, errors)
     end = parse_time("end_time", params.get("end_time"), errors) or now
-    start = parse_time("start_time", params.get("start_time"), errors) or (
-        end - timedelta(seconds=default_range_s)
+    start = parse_time("start_time", params.get("start_time"), errors) or before(
+        end, default_range_s
     )
     if start >= end and not any(e["parameter"] in ("start_time", "end_time") for e in errors):
         errors.append(

@@ -60,7 +60,7 @@ class MachineListParams(BaseModel):
     status: Literal["active", "inactive", "maintenance", "error"] | None = None
     sensor_type: str | None = None
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
 class MachineListOut(BaseModel):

@@ -6,14 +6,14 @@ tier, so a month of 20 machines is a few hundred tier points instead of millions
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from services.query_api.history import ns_to_iso
-from services.query_api.params import iso, parse_time
+from services.query_api.params import before, iso, parse_time
 from services.query_api.schemas import SummaryOut, SummaryParams
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
@@ -60,7 +60,7 @@ def summary_endpoint(known_fields: list[str]) -> Any:
                 }
             )
         end = parse_time("end_time", p.get("end_time"), errors) or datetime.now(UTC)
-        start = parse_time("start_time", p.get("start_time"), errors) or end - timedelta(days=30)
+        start = parse_time("start_time", p.get("start_time"), errors) or before(end, 30 * 86_400)
         if start >= end:
             errors.append(
                 {
