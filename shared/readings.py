@@ -269,6 +269,8 @@ def _json_safe(value: Any) -> Any:
             return value[:200] + "…"
         if isinstance(value, float) and not math.isfinite(value):
             return str(value)
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            return str(value)  # the JSON encoder (orjson) refuses wider integers: a 500
         return value
     return None  # objects and lists are not echoed back: the path says where
 

@@ -47,7 +47,10 @@ def check(body: bytes, ctx: ValidationContext) -> Checked:
         req = IngestRequest.model_validate_json(body, context=ctx)
         return Checked(req.gateway_id, req.factory_id, list(enumerate(req.batch)))
     except ValidationError as e:
-        errors = field_errors(e)
+        # A body that is not an object fails at the root, whose path is empty: call it "body".
+        errors = [
+            fe if fe.field else FieldError("body", fe.error, fe.value) for fe in field_errors(e)
+        ]
         first = e.errors(include_url=False)
         if any(err["type"] == "json_invalid" for err in first):
             raise Invalid(
