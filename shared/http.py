@@ -142,6 +142,42 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body exceeds {limit} bytes", max_body_bytes=limit)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it (or its Content-Length) exceeds ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``*+json``)."""
+    mt = media_type(request)
+    if mt != "application/json" and not mt.endswith("+json"):
+        raise ApiError(415, "Content-Type must be application/json", value=mt or None)
+
+
+async def read_json(request: Request, limit: int) -> bytes:
+    """A JSON body's bytes: 415 for another media type, 413 beyond ``limit``."""
+    require_json(request)
+    return await read_limited(request, limit)
+
+
 ReadyCheck = Callable[[Request], Awaitable[dict[str, bool]]]
 
 

@@ -143,6 +143,8 @@ def build_document(title: str, version: str, routes: list[BaseRoute]) -> dict[st
         )
         if d and (d.body is not None or d.query is not None):
             errors.add(400)
+        if d and d.body is not None:
+            errors |= {413, 415}
         for status in sorted(errors):
             op["responses"].setdefault(
                 str(status),

@@ -10,29 +10,16 @@ from urllib.parse import parse_qsl, unquote
 import orjson
 from starlette.requests import Request
 
-from shared.http import ApiError
+from shared.http import ApiError, read_limited
 
 MAX_BODY_BYTES = 16 * 1024
 FORM = "application/x-www-form-urlencoded"
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Body larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"Body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_fields(request: Request, *, optional: bool = False) -> dict[str, Any]:
     """The body as a dict, from JSON or a urlencoded form; an empty body only if ``optional``."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    raw = await _read_limited(request, MAX_BODY_BYTES)
+    raw = await read_limited(request, MAX_BODY_BYTES)
     if not raw.strip():
         if optional:
             return {}

@@ -119,7 +119,6 @@ def create_app(settings: Settings) -> Starlette:
             # Refuse before reading the body: the gateway keeps its data and retries.
             BACKPRESSURE.inc()
             raise unavailable(f"The message broker ({pressure})")
-        bodies.check_media_type(request)
         raw = await bodies.read_body(request, limits.max_body_bytes)
         ctx = base_ctx.with_now()
         try:

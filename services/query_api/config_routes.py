@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from shared.auth.verify import Principal
-from shared.http import ApiError, JSONResponse, requires
+from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.log import request_id
 from shared.openapi import doc
 
@@ -170,14 +170,7 @@ def parse_update(body: Any) -> tuple[str, Any]:
 
 
 async def _json_body(request: Request) -> Any:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise ApiError(415, "Send application/json")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, f"Body larger than {MAX_BODY_BYTES} bytes")
+    raw = await read_json(request, MAX_BODY_BYTES)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:

@@ -60,7 +60,7 @@ from services.query_api.deadletter_store import LetterFilter
 from shared.broker import Publisher
 from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable
-from shared.http import ApiError, JSONResponse, requires
+from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.ingest import pack
 from shared.log import request_id
 from shared.machines import Machine, MachineRepository
@@ -98,14 +98,7 @@ def parse_query(model: type[M], params: QueryParams) -> M:
 
 
 async def _body(request: Request, model: type[M]) -> M:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise ApiError(415, "Send application/json")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, f"Body larger than {MAX_BODY_BYTES} bytes")
+    raw = await read_json(request, MAX_BODY_BYTES)
     try:
         return model.model_validate_json(raw)
     except ValidationError as e:

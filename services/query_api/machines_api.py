@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from services.query_api.schemas import MachineEnvelope, MachineListOut, MachineListParams
 from shared.db import persist
-from shared.http import ApiError, JSONResponse, requires
+from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc
 from shared.readings import field_errors
@@ -41,8 +41,11 @@ class MachinePatch(BaseModel):
     status: Status | None = None
 
 
+MAX_BODY_BYTES = 64 * 1024
+
+
 async def _json(request: Request, model: type[BaseModel]) -> Any:
-    body = await request.body()
+    body = await read_json(request, MAX_BODY_BYTES)
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
