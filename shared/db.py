@@ -23,6 +23,7 @@ from tenacity import (
 
 from shared.errors import DependencyUnavailable
 from shared.settings import PostgresSettings
+from shared.startup import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,14 @@ def migration_files() -> list[tuple[int, str, str]]:
             version = int(entry.name.split("_", 1)[0])
             out.append((version, entry.name, entry.read_text()))
     return sorted(out)
+
+
+async def open_postgres(settings: PostgresSettings, name: str) -> AsyncConnectionPool:
+    """A service's pool, once PostgreSQL answers (bounded, logged retries), schema migrated."""
+    pool = create_pool(settings, name)
+    await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
+    await migrate(pool)
+    return pool
 
 
 async def migrate(pool: AsyncConnectionPool) -> list[str]:

@@ -29,7 +29,7 @@ from services.auth.throttle import Throttle
 from services.auth.tokens import TokenIssuer
 from services.auth.user_routes import user_routes
 from shared.auth.verify import JwksCache, JwtAuthorizer
-from shared.db import DB_ERRORS, create_pool, migrate
+from shared.db import open_postgres
 from shared.http import (
     EXCEPTION_HANDLERS,
     ApiError,
@@ -39,7 +39,7 @@ from shared.http import (
 from shared.openapi import openapi_routes
 from shared.security import security_middleware
 from shared.settings import JwtSettings
-from shared.startup import create_redis, wait_for
+from shared.startup import create_redis
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = create_redis(settings.redis)
-        pool = create_pool(settings.postgres, "auth")
-        await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
-        await migrate(pool)
+        pool = await open_postgres(settings.postgres, "auth")
         # Computes the dummy hash: a full argon2 hash, kept off the event loop.
         hasher = await run_in_threadpool(Hasher, auth)
         jwks = LocalJwks(settings.jwt, keys)

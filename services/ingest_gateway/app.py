@@ -25,7 +25,7 @@ from services.ingest_gateway.settings import Settings
 from services.ingest_gateway.validate import Invalid, as_error_list, check
 from shared import broker
 from shared.auth.verify import JwksCache, JwtAuthorizer
-from shared.db import DB_ERRORS, DB_PROBE_ERRORS, DB_UNAVAILABLE, create_pool, migrate
+from shared.db import DB_PROBE_ERRORS, DB_UNAVAILABLE, open_postgres
 from shared.errors import BrokerUnavailable
 from shared.http import (
     EXCEPTION_HANDLERS,
@@ -65,9 +65,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = create_redis(settings.redis)
-        pool = create_pool(settings.postgres, "ingest_gateway")
-        await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
-        await migrate(pool)
+        pool = await open_postgres(settings.postgres, "ingest_gateway")
         connection = await wait_for(
             "rabbitmq",
             lambda: broker.connect(settings.amqp, "ingest_gateway"),

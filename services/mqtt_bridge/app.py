@@ -19,7 +19,7 @@ from starlette.requests import Request
 from services.mqtt_bridge.bridge import Bridge
 from services.mqtt_bridge.settings import Settings
 from shared import broker
-from shared.db import DB_ERRORS, create_pool, migrate
+from shared.db import open_postgres
 from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware, ops_routes
 from shared.machines import MachineCache, MachineRepository
 from shared.startup import create_redis, wait_for
@@ -31,9 +31,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = create_redis(settings.redis)
-        pool = create_pool(settings.postgres, "mqtt_bridge")
-        await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
-        await migrate(pool)
+        pool = await open_postgres(settings.postgres, "mqtt_bridge")
         connection = await wait_for(
             "rabbitmq",
             lambda: broker.connect(settings.amqp, f"mqtt_bridge {settings.mqtt.client_id}"),

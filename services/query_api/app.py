@@ -27,7 +27,7 @@ from services.query_api.status_api import status_endpoint
 from services.query_api.summary_api import summary_endpoint
 from shared import broker
 from shared.auth.verify import JwksCache, JwtAuthorizer
-from shared.db import DB_ERRORS, DB_PROBE_ERRORS, create_pool, migrate
+from shared.db import DB_PROBE_ERRORS, open_postgres
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import (
     EXCEPTION_HANDLERS,
@@ -55,9 +55,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = create_redis(settings.redis)
         guard = RedisGuard(redis)
-        pool = create_pool(settings.postgres, "query_api")
-        await wait_for("postgres", lambda: pool.open(wait=True), (*DB_ERRORS, TimeoutError))
-        await migrate(pool)
+        pool = await open_postgres(settings.postgres, "query_api")
         # Dead letters: archived from their queue by this process, replayed through a publisher.
         connection = await wait_for(
             "rabbitmq", lambda: broker.connect(settings.amqp, "query_api"), broker.PUBLISH_ERRORS
