@@ -1,9 +1,9 @@
 """History from the rollup tier vs aggregated from raw, in the same run.
 
 30 days of one machine at one reading per 10 s (259,200 readings; ``--step-s 1``: 2.6 M) are
-written to InfluxDB, the tiers are built by the writer's rollup code, then the query API (in-process, cache off, real
-token verification, real PostgreSQL and InfluxDB) answers the 30-day hourly history N times
-from each source. Prints p50/p95 and the speed-up.
+written to InfluxDB, the tiers are built by the writer's rollup code, then the query API
+(in-process, cache off, real token verification, real PostgreSQL and InfluxDB) answers the
+30-day hourly history N times from each source. Prints p50/p95 and the speed-up.
 
     python -m tools.bench_history [--runs 50] [--step-s 10]
 """
