@@ -60,6 +60,7 @@ json_scalars = (
     | st.booleans()
     | st.integers()
     | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.sampled_from([2**63, 2**64, -(2**63) - 1, 10**30])
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=30)
 )
@@ -349,6 +350,9 @@ def assert_accepted_can_be_published(result: Checked) -> None:
 @example(b"[" * 10_000 + b"]" * 10_000)
 @example(b'{"gateway_id": "g", "batch": [{"machine_id": ' + b"9" * 5000 + b"}]}")
 @example(b'{"gateway_id": "g", "batch": [1], "batch": [{"machine_id": "x"}]}')
+@example(
+    b'{"gateway_id": 123456789012345678901234567890, "batch": [{"machine_id": -99999999999999999999}]}'
+)
 @example(
     b'{"gateway_id":"g","batch":[{"machine_id":"e21c1cfa-4af9-4ccc-a53c-78a967195439",'
     b'"readings":[{"timestamp":"0001-01-01T00:00:00+01:00","temperature":NaN}]}]}'
