@@ -14,6 +14,8 @@ from functools import wraps
 from typing import Any, Protocol
 
 import orjson
+import psycopg
+import psycopg_pool
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -90,6 +92,23 @@ async def _dependency(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+async def _database_data(request: Request, exc: Exception) -> Response:
+    # A value PostgreSQL cannot hold (a NUL character, an out-of-range number): the client's.
+    return ApiError(
+        400, "Invalid value", [{"field": "body", "error": str(exc).splitlines()[0], "value": None}]
+    ).response()
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("PostgreSQL failed mid-request: %s", exc, extra={"dependency": "postgres"})
+    return ApiError(
+        503,
+        "postgres is unavailable, retry later",
+        headers={"Retry-After": "5"},
+        request_id=request_id.get(),
+    ).response()
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ApiError(500, "Internal server error", request_id=request_id.get()).response()
@@ -99,6 +118,9 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     ApiError: _api_error,
     HTTPException: _http_exception,
     DependencyUnavailable: _dependency,
+    psycopg.DataError: _database_data,
+    psycopg.OperationalError: _database_unavailable,
+    psycopg_pool.PoolTimeout: _database_unavailable,
     Exception: _unhandled,
 }
 

@@ -16,7 +16,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
 
 from services.auth.gateway_routes import gateway_routes
 from services.auth.keys import KeySet, load_keyset
@@ -32,7 +31,6 @@ from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.db import open_postgres
 from shared.http import (
     EXCEPTION_HANDLERS,
-    ApiError,
     RequestContextMiddleware,
     ops_routes,
 )
@@ -56,16 +54,6 @@ class LocalJwks(JwksCache):
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
         return self._keys.get(kid)
-
-
-async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    """PostgreSQL lost mid-request (the pool reconnects by itself): 503, never a bare 500."""
-    log.warning(
-        "PostgreSQL unavailable on %s: %s", request.url.path, exc, extra={"dependency": "postgres"}
-    )
-    return ApiError(
-        503, "The account database is unavailable; retry later", headers={"Retry-After": "5"}
-    ).response()
 
 
 def load_keys(settings: Settings) -> KeySet:
@@ -141,9 +129,6 @@ def create_app(settings: Settings) -> Starlette:
             # Nearly every answer here is a credential or personal data: never cache by default.
             *security_middleware(settings.security, cache_control="no-store"),
         ],
-        exception_handlers={
-            **EXCEPTION_HANDLERS,
-            psycopg.OperationalError: _database_unavailable,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -636,16 +636,10 @@ def test_auth_logout_own_session(
     _run(case, "auth", "logout", fuzzer, headers=throwaway_login())
 
 
-# --------------------------------------------------------------------------- known bugs
+# --------------------------------------------------------------------------- fixed bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NUL (U+0000) in a string reaches PostgreSQL, which refuses it (psycopg.DataError): "
-    "500 from query_api (machine create/update/filters, status, summary, config, audit) and "
-    "auth (login, token, user email). Needs validation at the edge or DataError -> 400.",
-)
+# NUL (U+0000) reaching PostgreSQL used to answer 500; psycopg.DataError now maps to 400.
 def test_nul_characters_never_answer_5xx(fuzzer: Fuzzer) -> None:
     nul = "fuzz\x00nul"
     statuses = {
