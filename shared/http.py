@@ -110,8 +110,16 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return ApiError(500, "Internal server error", request_id=request_id.get()).response()
+    # This handler runs outside the request-context middleware: the id is read from the scope.
+    rid = request.scope.get("millrace.request_id")
+    log.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+        extra={"request_id": rid},
+    )
+    return ApiError(500, "Internal server error", request_id=rid).response()
 
 
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
@@ -142,6 +150,7 @@ class RequestContextMiddleware:
                 rid = value.decode("latin-1")[:64]
                 break
         rid = rid or uuid.uuid4().hex
+        scope["millrace.request_id"] = rid
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500
