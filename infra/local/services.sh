@@ -17,7 +17,7 @@ RUN="$ROOT/.run"
 PYTHON="$ROOT/.venv/bin/python"
 ORDER=(auth writer ingest_gateway mqtt_bridge query_api)
 READY_DEADLINE=60
-STOP_DEADLINE=20
+STOP_DEADLINE=30  # above the services' own SHUTDOWN_TIMEOUT_S (20 s) drain
 POLL=0.2
 
 [[ -f "$RUN/env" ]] || "$HERE/env.sh"
