@@ -1,4 +1,4 @@
-"""Every role × every protected endpoint of every HTTP service, against the running pipeline.
+"""Every role x every protected endpoint of every HTTP service, against the running pipeline.
 
 The endpoints and the permission each needs are read from the services' own OpenAPI documents
 (``x-required-permission``, set by the same decorator that enforces it), so a new endpoint is
@@ -55,23 +55,29 @@ def call(url: str, method: str, headers: dict[str, str]) -> httpx.Response:
 def gateway_token(urls: dict[str, str]) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "services.auth", "create-gateway", f"GW-{uuid.uuid4().hex[:6]}"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     fields = dict(re.findall(r"^(client_id|client_secret):\s+(\S+)$", out, re.MULTILINE))
-    resp = httpx.post(f"{urls['auth']}/api/v1/auth/token", data={
-        "grant_type": "client_credentials", **fields}, timeout=10)
+    resp = httpx.post(
+        f"{urls['auth']}/api/v1/auth/token",
+        data={"grant_type": "client_credentials", **fields},
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     return str(resp.json()["access_token"])
 
 
-def test_matrix(
-    urls: dict[str, str], token_for: Callable[[str], str], gateway_token: str
-) -> None:
+def test_matrix(urls: dict[str, str], token_for: Callable[[str], str], gateway_token: str) -> None:
     ops = operations(urls)
     protected = [op for op in ops if (op[1], op[2]) not in PUBLIC]
     assert len(protected) >= 25, "the OpenAPI documents list fewer endpoints than expected"
-    tokens = {role.value: token_for(role.value) for role in
-              (Role.OPERATOR, Role.SUPERVISOR, Role.MANAGEMENT)}
+    tokens = {
+        role.value: token_for(role.value)
+        for role in (Role.OPERATOR, Role.SUPERVISOR, Role.MANAGEMENT)
+    }
     tokens[Role.GATEWAY.value] = gateway_token
     failures = []
     for service, method, path, permission in protected:

@@ -24,12 +24,20 @@ def generate(machines: list[str], start: int, days: int, rng: random.Random) -> 
         temp = rng.uniform(40, 80)
         for i in range(days * 86_400 // STEP_S):
             temp += rng.uniform(-0.5, 0.5)
-            out.append({
-                "machine_id": m, "factory_id": "f", "sensor_type": "Temperature",
-                "location": "Hall T", "ts": start + i * STEP_S * 10**9,
-                "fields": {"temperature": round(temp, 3), "pressure": rng.uniform(90, 110),
-                           "speed": float(rng.randrange(900, 1500))},
-            })
+            out.append(
+                {
+                    "machine_id": m,
+                    "factory_id": "f",
+                    "sensor_type": "Temperature",
+                    "location": "Hall T",
+                    "ts": start + i * STEP_S * 10**9,
+                    "fields": {
+                        "temperature": round(temp, 3),
+                        "pressure": rng.uniform(90, 110),
+                        "speed": float(rng.randrange(900, 1500)),
+                    },
+                }
+            )
     return out
 
 
@@ -39,21 +47,28 @@ async def write(influx: InfluxClient, readings: list[dict]) -> None:
         await influx.write(body)
 
 
-async def compare(influx: InfluxClient, machines: list[str], start: int, end: int,
-                  tier: str, bucket: str) -> int:
+async def compare(
+    influx: InfluxClient, machines: list[str], start: int, end: int, tier: str, bucket: str
+) -> int:
     """Every window of every machine, every statistic: tier == aggregate of raw."""
     s = influx.settings
     src_raw = f"{quote_ident(s.database)}.{quote_ident(s.raw_rp)}.sensor_readings"
     src_tier = f"{quote_ident(s.database)}.{quote_ident(tier)}.sensor_readings"
     cond = f"{any_of('machine_id', machines)} AND time >= {start} AND time < {end}"
-    raw_sel = ", ".join(f"{st}({quote_ident(f)}) AS {quote_ident(st + '_' + f)}"
-                        for f in FIELDS for st in ("mean", "min", "max", "count"))
+    raw_sel = ", ".join(
+        f"{st}({quote_ident(f)}) AS {quote_ident(st + '_' + f)}"
+        for f in FIELDS
+        for st in ("mean", "min", "max", "count")
+    )
     [raw] = await influx.query(
         f"SELECT {raw_sel} FROM {src_raw} WHERE {cond} GROUP BY time({bucket}), machine_id fill(none)"
     )
-    tier_sel = ", ".join(quote_ident(st + "_" + f) for f in FIELDS
-                         for st in ("mean", "min", "max", "count"))
-    [got] = await influx.query(f"SELECT {tier_sel} FROM {src_tier} WHERE {cond} GROUP BY machine_id")
+    tier_sel = ", ".join(
+        quote_ident(st + "_" + f) for f in FIELDS for st in ("mean", "min", "max", "count")
+    )
+    [got] = await influx.query(
+        f"SELECT {tier_sel} FROM {src_tier} WHERE {cond} GROUP BY machine_id"
+    )
     expected = {(se.tags["machine_id"], r["time"]): r for se in raw for r in se.rows()}
     actual = {(se.tags["machine_id"], r["time"]): r for se in got for r in se.rows()}
     assert actual.keys() == expected.keys()

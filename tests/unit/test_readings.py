@@ -163,8 +163,9 @@ def test_machine_id_must_be_uuid() -> None:
     assert not math.isnan(0.0)
 
 
-@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00Z", "1600-01-01T00:00:00+00:00",
-                                "2024-12-01T00:00:00Z"])
+@pytest.mark.parametrize(
+    "ts", ["0001-01-01T00:00:00Z", "1600-01-01T00:00:00+00:00", "2024-12-01T00:00:00Z"]
+)
 def test_timestamps_older_than_retention_refused(ts: str) -> None:
     errs = errors_of(body(item(timestamp=ts)))
     assert errs[0]["field"] == "batch[0].readings[0].timestamp"
