@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from typing import Any
 
 import httpx
 
@@ -71,7 +72,8 @@ async def main_async(runs: int, step_s: float) -> None:
     # Raw aggregation of dense data can take long: measure it rather than time it out.
     settings.influx.timeout_s = 120.0
     app = create_app(settings)
-    async with app.router.lifespan_context(app) as state:
+    async with app.router.lifespan_context(app) as lifespan_state:
+        state: dict[str, Any] = dict(lifespan_state or {})
         state["authorizer"].jwks.load(jwks())
         influx: InfluxClient = state["influx"]
         await influx.provision()
@@ -85,7 +87,7 @@ async def main_async(runs: int, step_s: float) -> None:
 
         transport = httpx.ASGITransport(app=_with_state(app, state))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            params = {
+            params: dict[str, str | int] = {
                 "start_time": _iso(start),
                 "end_time": _iso(start + DAYS * DAY_NS),
                 "interval": "1h",
@@ -95,7 +97,11 @@ async def main_async(runs: int, step_s: float) -> None:
             results: dict[str, list[float]] = {"hourly tier": [], "raw": []}
             rows = {}
             for i in range(runs + 3):
-                for label, extra in (("hourly tier", {}), ("raw", {"tier": "raw"})):
+                extras: list[tuple[str, dict[str, str | int]]] = [
+                    ("hourly tier", {}),
+                    ("raw", {"tier": "raw"}),
+                ]
+                for label, extra in extras:
                     t = time.perf_counter()
                     resp = await client.get(
                         f"/api/v1/data/machine/{machine}",
@@ -120,10 +126,10 @@ async def main_async(runs: int, step_s: float) -> None:
         await state["machines"].repo.delete(machine)
 
 
-def _with_state(app, state):  # type: ignore[no-untyped-def]
+def _with_state(app: Any, state: dict[str, Any]) -> Any:
     """Hand the lifespan state to each request, as uvicorn does."""
 
-    async def wrapped(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             scope = {**scope, "state": dict(state)}
         await app(scope, receive, send)
