@@ -1,0 +1,80 @@
+"""Knowing when readings are stored: the writers' counters (cheap, polled often) and InfluxDB
+itself (the truth, asked once at the end and for the benchmark's own factory only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from shared.influx import InfluxClient, quote_ident, quote_literal
+from shared.settings import InfluxSettings
+from tools.bench.stack import instances
+from tools.simulator.measure import count_in_influx
+
+WRITTEN = b"millrace_writer_readings_written_total "
+
+
+async def writers_written(client: httpx.AsyncClient) -> int:
+    """Readings stored so far by every writer instance (their Prometheus counters)."""
+    total = 0
+    for inst in instances():
+        if inst.service != "writer":
+            continue
+        resp = await client.get(f"http://127.0.0.1:{inst.port}/metrics")
+        for line in resp.content.splitlines():
+            if line.startswith(WRITTEN):
+                total += int(float(line[len(WRITTEN) :]))
+    return total
+
+
+async def wait_stored(
+    expected: int,
+    baseline: int,
+    factory_id: str,
+    since_ns: int,
+    timeout_s: float,
+) -> tuple[float, int]:
+    """Wait until the writers stored ``expected`` readings more than ``baseline``, then check
+    InfluxDB. Returns (wall time the last one was seen stored, readings of the factory stored).
+
+    The writers' counters are polled every 20 ms (cheap); InfluxDB's count is asked when they
+    say done — and then again until it agrees, or the deadline passes.
+    """
+    deadline = time.monotonic() + timeout_s
+    done_at = 0.0
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            written = await writers_written(client) - baseline
+            if written >= expected:
+                done_at = time.time()
+                break
+            await asyncio.sleep(0.02)  # counters have no change notification
+    influx = InfluxSettings()
+    stored = 0
+    while True:
+        stored = await count_in_influx(influx, factory_id, since_ns)
+        if stored >= expected or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+        done_at = time.time()
+    return done_at, stored
+
+
+async def drop_factories(factories: list[str]) -> None:
+    """Remove the benchmark's readings (every tier) once they are written.
+
+    Left in place they would make every later rollup round of the writers re-aggregate them:
+    the hourly tier is recomputed from all raw points of the touched hour.
+    """
+    if not factories:
+        return
+    client = InfluxClient(InfluxSettings())
+    try:
+        cond = " OR ".join(f"{quote_ident('factory_id')} = {quote_literal(f)}" for f in factories)
+        await client.query(
+            f"DROP SERIES FROM {quote_ident('sensor_readings')} WHERE {cond}", write=True
+        )
+    finally:
+        await client.close()
