@@ -22,7 +22,7 @@ from starlette.routing import Route
 from services.ingest_gateway import body as bodies
 from services.ingest_gateway.schemas import IngestAccepted, IngestPartial
 from services.ingest_gateway.settings import Settings
-from services.ingest_gateway.validate import Invalid, as_error_list, check
+from services.ingest_gateway.validate import Invalid, accept, as_error_list
 from shared import broker
 from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.db import DB_PROBE_ERRORS, DB_UNAVAILABLE, open_postgres
@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> Starlette:
         raw = await bodies.read_body(request, limits.max_body_bytes)
         ctx = base_ctx.with_now()
         try:
-            checked = check(raw, ctx)
+            checked = accept(raw, ctx)
         except Invalid as e:
             READINGS.labels("http", "invalid").inc()
             raise ApiError(400, e.message, [fe.as_dict() for fe in e.errors]) from None
@@ -131,7 +131,7 @@ def create_app(settings: Settings) -> Starlette:
         )
 
         cache: MachineCache = request.state.machines
-        ids = list({str(item.machine_id) for _, item in checked.items})
+        ids = list({item.machine_id for _, item in checked.items})
         try:
             known = await cache.get_many(ids)
         except DB_UNAVAILABLE as e:
@@ -143,7 +143,7 @@ def create_app(settings: Settings) -> Starlette:
         readings: list[dict[str, Any]] = []
         machines_accepted = 0
         for index, item in checked.items:
-            mid = str(item.machine_id)
+            mid = item.machine_id
             machine = known.get(mid)
             if machine is None:
                 rejected.append(
@@ -168,7 +168,7 @@ def create_app(settings: Settings) -> Starlette:
                     factory_id=factory_id,
                     sensor_type=item.sensor_type,
                     location=item.location,
-                    readings=((r.ts_ns(), r.values()) for r in item.readings),
+                    readings=item.points,
                 )
             )
         rejected.sort(key=lambda r: r.index if r.index is not None else -1)
