@@ -100,6 +100,14 @@ class JwksCache:
         await self._http.aclose()
 
 
+def _unauthorized(reason: str) -> ApiError:
+    return ApiError(
+        401,
+        f"Invalid token: {reason}",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
 class JwtAuthorizer:
     """The authorizer every service puts in its state (see :func:`shared.http.requires`)."""
 
@@ -112,6 +120,11 @@ class JwtAuthorizer:
         self.settings = settings
         self.jwks = jwks
         self.redis = RedisGuard(redis) if isinstance(redis, aioredis.Redis) else redis
+        # Tokens whose signature and claims were verified: token → (kid, key, principal).
+        # A gateway sends the same token with every request for 15 minutes; checking the RSA
+        # signature once is enough while the same key is still published. Expiry and the
+        # denylist are still checked on every request.
+        self._verified: dict[str, tuple[str, jwt.PyJWK, Principal]] = {}
 
     async def authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -132,13 +145,25 @@ class JwtAuthorizer:
         return principal
 
     async def verify(self, token: str) -> Principal:
-        def unauthorized(reason: str) -> ApiError:
-            return ApiError(
-                401,
-                f"Invalid token: {reason}",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
+        hit = self._verified.get(token)
+        if hit is not None:
+            kid, key, principal = hit
+            # Exactly PyJWT's expiry rule; anything else (expired, key rotated away) takes
+            # the full path below, which gives the same answer as before.
+            if principal.exp > time.time() - self.settings.leeway_s and (
+                await self.jwks.key(kid) is key
+            ):
+                await self._check_revocation(principal.claims, _unauthorized)
+                return principal
+            del self._verified[token]
+        principal, kid, key = await self._verify_signature(token)
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[token] = (kid, key, principal)
+        return principal
 
+    async def _verify_signature(self, token: str) -> tuple[Principal, str, jwt.PyJWK]:
+        unauthorized = _unauthorized
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
@@ -174,7 +199,7 @@ class JwtAuthorizer:
         perms = claims.get("permissions")
         if not isinstance(perms, list):
             raise unauthorized("permissions claim")
-        return Principal(
+        principal = Principal(
             sub=str(claims["sub"]),
             username=str(claims.get("username", "")),
             role=str(claims["role"]),
@@ -184,6 +209,7 @@ class JwtAuthorizer:
             iat=int(claims["iat"]),
             claims=claims,
         )
+        return principal, kid, key
 
     async def _check_revocation(self, claims: dict[str, Any], unauthorized: Any) -> None:
         if self.redis is None or not self.redis.usable():
