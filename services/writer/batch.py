@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from shared.errors import InfluxRejected
-from shared.lineprotocol import MEASUREMENT, line
+from shared.lineprotocol import (
+    MEASUREMENT,
+    escape_measurement,
+    escape_tag,
+    line,
+    tag_set,
+)
 
 
 def reading_line(reading: dict[str, Any]) -> str:
@@ -24,6 +31,87 @@ def reading_line(reading: dict[str, Any]) -> str:
     return line(
         MEASUREMENT, tags, {str(k): float(v) for k, v in fields.items()}, int(reading["ts"])
     )
+
+
+class LineBuilder:
+    """:func:`reading_line`, faster: the measurement-and-tags text of each series is built once.
+
+    A writer sees the same few thousand series (one per machine) over and over; escaping and
+    sorting their tags for every reading was most of the cost of a line. Same lines, same
+    exceptions in the same order as :func:`reading_line`.
+    """
+
+    def __init__(self, max_series: int = 100_000) -> None:
+        self.max_series = max_series
+        self._series: dict[tuple[str, str, str, str], str] = {}
+        self._fields: dict[str, str] = {}
+        self._measurement = escape_measurement(MEASUREMENT)
+
+    def line(self, reading: dict[str, Any]) -> str:
+        key = (
+            str(reading["machine_id"]),
+            str(reading["factory_id"]),
+            str(reading["sensor_type"]),
+            str(reading["location"]),
+        )
+        fields = reading["fields"]
+        if not isinstance(fields, dict):
+            raise TypeError("fields must be an object")
+        values = {str(k): float(v) for k, v in fields.items()}
+        ts = int(reading["ts"])
+        if not values:
+            raise ValueError("a point needs at least one field")
+        escaped = self._fields
+        parts = []
+        for k, v in values.items():
+            name = escaped.get(k)
+            if name is None:
+                name = escape_tag(k)
+                if len(escaped) < 1000:
+                    escaped[k] = name
+            if v - v != 0.0:  # inf or NaN: format_float's error
+                raise ValueError(f"non-finite field value {v!r}")
+            parts.append(f"{name}={v!r}")
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= self.max_series:
+                self._series.clear()
+            tags = dict(
+                zip(("machine_id", "factory_id", "sensor_type", "location"), key, strict=True)
+            )
+            series = self._series[key] = self._measurement + tag_set(tags)
+        return f"{series} {','.join(parts)} {ts}"
+
+
+class OwnerLookup(Protocol):
+    """Line index → (message, reading) it came from; a list of pairs is one."""
+
+    def __getitem__(self, index: int, /) -> tuple[int, int]: ...
+
+
+class Owners:
+    """Where each line of a batch came from: (held message, reading within it).
+
+    Needed only when InfluxDB refuses a point, so it is worked out then, from where each
+    message's lines start, rather than kept as a tuple per line.
+    """
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._messages: list[int] = []
+        self._kept: list[list[int] | None] = []
+
+    def add(self, message: int, start: int, kept: list[int] | None) -> None:
+        """Lines from ``start`` on belong to ``message``: its readings ``kept`` (None: all)."""
+        self._starts.append(start)
+        self._messages.append(message)
+        self._kept.append(kept)
+
+    def __getitem__(self, index: int, /) -> tuple[int, int]:
+        j = bisect_right(self._starts, index) - 1
+        offset = index - self._starts[j]
+        kept = self._kept[j]
+        return self._messages[j], offset if kept is None else kept[offset]
 
 
 @dataclass(slots=True)
@@ -43,7 +131,7 @@ class Outcome:
 
 async def write_isolating(
     lines: list[str],
-    owners: list[tuple[int, int]],
+    owners: OwnerLookup,
     write: Callable[[bytes], Awaitable[None]],
 ) -> Outcome:
     """Write everything in one request; if InfluxDB refuses the body, bisect to find the bad

@@ -33,7 +33,8 @@ def _key(r: dict[str, Any]) -> int:
 
 
 def _values(r: dict[str, Any]) -> int:
-    return hash(tuple(sorted(r["fields"].items())))
+    # The same fields and values in any order hash the same.
+    return hash(frozenset(r["fields"].items()))
 
 
 class ConflictDetector:

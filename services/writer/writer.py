@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -28,7 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from services.writer.batch import Outcome, reading_line, write_isolating
+from services.writer.batch import LineBuilder, Outcome, Owners, write_isolating
 from services.writer.conflicts import ConflictDetector
 from services.writer.rollup import Rollup
 from services.writer.settings import Settings
@@ -78,6 +79,7 @@ class Writer:
     ) -> None:
         self.settings = settings
         self.conflicts = ConflictDetector(settings.conflict_window)
+        self.lines = LineBuilder()
         self.rollup = rollup
         self.status = status
         self.connection = connection
@@ -154,9 +156,10 @@ class Writer:
             return
         lines: list[str] = []
         malformed: list[tuple[int, str]] = []
+        build = self.lines.line
         for i, reading in enumerate(envelope.readings):
             try:
-                lines.append(reading_line(reading))
+                lines.append(build(reading))
             except (KeyError, TypeError, ValueError) as e:
                 malformed.append((i, f"{type(e).__name__}: {e}"))
                 lines.append("")
@@ -198,13 +201,16 @@ class Writer:
         self._held_points = 0
         self._first_at = None
         lines: list[str] = []
-        owners: list[tuple[int, int]] = []
+        owners = Owners()
         for m, h in enumerate(held):
-            bad = {i for i, _ in h.malformed}
-            for i, ln in enumerate(h.lines):
-                if i not in bad:
-                    lines.append(ln)
-                    owners.append((m, i))
+            if h.malformed:
+                bad = {i for i, _ in h.malformed}
+                kept = [i for i in range(len(h.lines)) if i not in bad]
+                owners.add(m, len(lines), kept)
+                lines.extend(h.lines[i] for i in kept)
+            else:
+                owners.add(m, len(lines), None)
+                lines.extend(h.lines)
         started = time.perf_counter()
         try:
             outcome = await self._write_with_retry(lines, owners)
@@ -233,7 +239,17 @@ class Writer:
             await self._ack(h.message)
         PENDING.set(self._held_points)
         refused = {r.owner for r in outcome.rejected}
-        stored = [held[m].envelope.readings[i] for m, i in owners if (m, i) not in refused]
+        stored: list[dict[str, Any]] = []
+        for m, h in enumerate(held):
+            if h.malformed or refused:
+                bad = {i for i, _ in h.malformed}
+                stored.extend(
+                    r
+                    for i, r in enumerate(h.envelope.readings)
+                    if i not in bad and (m, i) not in refused
+                )
+            else:
+                stored.extend(h.envelope.readings)
         self.conflicts.observe(stored)
         if self.rollup is not None:
             self.rollup.touched(stored)
@@ -248,7 +264,7 @@ class Writer:
                 outcome.writes,
             )
 
-    async def _write_with_retry(self, lines: list[str], owners: list[tuple[int, int]]) -> Outcome:
+    async def _write_with_retry(self, lines: list[str], owners: Owners) -> Outcome:
         def give_up_on_shutdown(state: RetryCallState) -> bool:
             return self._deadline is not None and time.monotonic() > self._deadline
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from services.writer.batch import reading_line
+from services.writer.batch import LineBuilder, reading_line
 from shared.lineprotocol import escape_tag, format_float, line
 
 
@@ -56,3 +58,100 @@ def test_reading_line_from_envelope_reading() -> None:
     )
     with pytest.raises(KeyError):
         reading_line({"machine_id": "x"})
+
+
+MALFORMED = [
+    {"machine_id": "x"},
+    {"machine_id": "m", "factory_id": "f", "sensor_type": "s", "location": "l"},
+    {"machine_id": "m", "factory_id": "f", "sensor_type": "s", "location": "l", "fields": [1]},
+    {"machine_id": "m", "factory_id": "f", "sensor_type": "s", "location": "l", "fields": {}},
+    {
+        "machine_id": "m",
+        "factory_id": "f",
+        "sensor_type": "s",
+        "location": "l",
+        "fields": {},
+        "ts": 1,
+    },
+    {
+        "machine_id": "m",
+        "factory_id": "f",
+        "sensor_type": "",
+        "location": "l",
+        "fields": {"a": "x"},
+    },
+    {
+        "machine_id": "m",
+        "factory_id": "f",
+        "sensor_type": "s",
+        "location": "l",
+        "fields": {"a": 1e999},
+        "ts": 1,
+    },
+    {
+        "machine_id": "m",
+        "factory_id": "f",
+        "sensor_type": "s",
+        "location": "l",
+        "fields": {"a": 1},
+        "ts": "x",
+    },
+    {
+        "machine_id": ["m"],
+        "factory_id": 3,
+        "sensor_type": None,
+        "location": "a b",
+        "fields": {"a b": 1},
+        "ts": 2.5,
+    },
+]
+
+
+@pytest.mark.parametrize("reading", MALFORMED)
+def test_line_builder_is_reading_line_even_when_malformed(reading: dict[str, object]) -> None:
+
+    builder = LineBuilder()
+    for _ in range(2):  # second time from the series cache
+        try:
+            expected: object = reading_line(reading)
+        except (KeyError, TypeError, ValueError) as e:
+            expected = (type(e), str(e))
+        try:
+            got: object = builder.line(reading)
+        except (KeyError, TypeError, ValueError) as e:
+            got = (type(e), str(e))
+        assert got == expected
+
+
+_texts = st.text(alphabet=st.sampled_from(list('ab ,=\\\n"é')), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "machine_id": st.sampled_from(["m1", "m2", "m 3"]),
+                "factory_id": _texts,
+                "sensor_type": _texts,
+                "location": _texts,
+                "ts": st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                "fields": st.dictionaries(_texts.filter(bool), st.floats(), max_size=3),
+            }
+        ),
+        max_size=6,
+    )
+)
+def test_line_builder_matches_reading_line(readings: list[dict[str, object]]) -> None:
+
+    builder = LineBuilder(max_series=2)  # also across cache evictions
+    for reading in readings:
+        try:
+            expected: object = reading_line(reading)
+        except (KeyError, TypeError, ValueError) as e:
+            expected = (type(e), str(e))
+        try:
+            got: object = builder.line(reading)
+        except (KeyError, TypeError, ValueError) as e:
+            got = (type(e), str(e))
+        assert got == expected
