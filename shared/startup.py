@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -52,3 +53,16 @@ def create_redis(settings: RedisSettings) -> aioredis.Redis:
         health_check_interval=15,
         retry_on_timeout=False,
     )
+
+
+def tune_gc() -> None:
+    """Call once start-up is done. What start-up built (modules, models, clients) is moved out
+    of the collector's sight for good (``gc.freeze``), and the young generation is collected
+    every 50,000 allocations instead of 700: a busy service allocates many short-lived
+    containers per request, which reference counting frees anyway, and with the defaults the
+    collector ran thousands of times a second walking the long-lived ones. (Start-up objects
+    that later become cyclic garbage, e.g. a first broker connection replaced on reconnect, are
+    then never freed: a bounded, one-time cost.)"""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)

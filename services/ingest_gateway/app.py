@@ -42,7 +42,7 @@ from shared.openapi import doc, openapi_routes
 from shared.readings import IngestRequest, ValidationContext
 from shared.redisguard import RedisGuard
 from shared.security import security_middleware
-from shared.startup import create_redis, wait_for
+from shared.startup import create_redis, tune_gc, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> Starlette:
         publisher = broker.Publisher(settings.amqp, connection, watch_queue_every_s=1.0)
         await publisher.start()
         jwks = JwksCache(settings.jwt)
+        tune_gc()
         try:
             yield {
                 "settings": settings,

@@ -22,7 +22,7 @@ from shared import broker
 from shared.db import open_postgres
 from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware, ops_routes
 from shared.machines import MachineCache, MachineRepository
-from shared.startup import create_redis, wait_for
+from shared.startup import create_redis, tune_gc, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> Starlette:
         await publisher.start()
         bridge = Bridge(settings, publisher, MachineCache(MachineRepository(pool), redis))
         await bridge.start()
+        tune_gc()
         try:
             yield {"bridge": bridge, "publisher": publisher}
         finally:

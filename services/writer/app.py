@@ -21,7 +21,7 @@ from shared.errors import InfluxQueryError, InfluxRejected, InfluxUnavailable
 from shared.http import EXCEPTION_HANDLERS, ops_routes
 from shared.influx import InfluxClient
 from shared.readings import BUILTIN_FIELDS
-from shared.startup import create_redis, wait_for
+from shared.startup import create_redis, tune_gc, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> Starlette:
         writer = Writer(settings, connection, influx, rollup=rollup, status=StatusUpdater(redis))
         await writer.start()
         sweep = asyncio.create_task(_sweep(rollup, settings.rollup_sweep_hours))
+        tune_gc()
         try:
             yield {"writer": writer, "influx": influx}
         finally:
