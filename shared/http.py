@@ -7,6 +7,7 @@ Errors are raised as :class:`ApiError` anywhere in a handler and turned into the
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,7 +17,14 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 import psycopg_pool
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -227,6 +235,12 @@ def ops_routes(ready: ReadyCheck) -> list[Route]:
         )
 
     async def metrics(request: Request) -> Response:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            # Several worker processes serve this port: add up what every one of them counted
+            # (see shared.workers), whichever worker answers.
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return [

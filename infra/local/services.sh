@@ -9,6 +9,9 @@
 # Each runs as `.venv/bin/python -m services.<name>` from the repo root with .run/env
 # in its environment; logs in .run/<name>.log, pid in .run/<name>.pid.
 # WRITER_COUNT=N runs N writers: instance i>0 is "writer-<i>" on WRITER_PORT+10*i.
+# Defaults follow the machine (nproc): one writer per core (each waits on its own InfluxDB
+# write), and one ingest worker process per two cores (INGEST_GATEWAY_WORKERS; on two cores a
+# second worker took CPU from the writers and stored less, see README "Performance").
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,7 +33,9 @@ AUTH_PORT="${AUTH_PORT:-8003}"
 MQTT_BRIDGE_PORT="${MQTT_BRIDGE_PORT:-8004}"
 WRITER_PORT="${WRITER_PORT:-8005}"
 set +a
-WRITER_COUNT="${WRITER_COUNT:-1}"
+CORES="$(nproc 2>/dev/null || echo 1)"
+WRITER_COUNT="${WRITER_COUNT:-$CORES}"
+export INGEST_GATEWAY_WORKERS="${INGEST_GATEWAY_WORKERS:-$(((CORES + 1) / 2))}"
 [[ "$WRITER_COUNT" =~ ^[1-9][0-9]*$ ]] || { echo "services: WRITER_COUNT must be >= 1" >&2; exit 2; }
 
 base_port() {

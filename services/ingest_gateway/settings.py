@@ -17,6 +17,8 @@ class Settings(ServiceSettings):
     port: int = Field(default=8001, validation_alias="INGEST_GATEWAY_PORT")
     # Seconds a gateway is told to wait (Retry-After) when the broker cannot take data.
     retry_after_s: int = Field(default=5, validation_alias="INGEST_RETRY_AFTER_S")
+    # Processes serving the port (uvicorn workers); one process uses one core at most.
+    workers: int = Field(default=1, ge=1, le=64, validation_alias="INGEST_GATEWAY_WORKERS")
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
