@@ -284,6 +284,21 @@ stop_mosquitto() {
     term_pid mosquitto "$pid"
 }
 
+# A broker that answers but keeps Mosquitto's default queue (1000 QoS 1 messages per session)
+# drops what a lagging or restarting bridge has not taken yet, silently: the Debian package's
+# /etc/mosquitto/mosquitto.conf is such a broker. Succeeds when the broker on HOST:PORT is a
+# local one not started from our config and its config file does not raise that limit.
+mosquitto_unfit() {
+    local pid conf limit
+    is_local_host "$HOST" || return 1
+    pid="$(listener_pid mosquitto "$PORT")"
+    [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+    conf="$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n '/^-c$/{n;p;q}')"
+    [[ "$conf" == "$RUN/mosquitto/mosquitto.conf" ]] && return 1
+    limit="$(awk '$1 == "max_queued_messages" {v = $2} END {print v}' "${conf:-/dev/null}" 2>/dev/null || true)"
+    [[ -z "$limit" ]] || (( limit != 0 && limit < 100000 ))
+}
+
 sed_escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 
 start_influxdb() {
@@ -394,7 +409,12 @@ cmd_up() {
     ensure_pkg mosquitto_pub mosquitto-clients 9>&- # tests use the real mosquitto_pub/sub
     for name in "${ALL_DEPS[@]}"; do
         endpoint "$name"
-        if answering "$name"; then
+        if [[ "$name" == mosquitto ]] && answering "$name" && mosquitto_unfit; then
+            say "mosquitto: the broker on $HOST:$PORT keeps at most 1000 queued messages per session" \
+                "and would drop readings; replacing it with one from infra/mosquitto/mosquitto.conf"
+            do_stop mosquitto
+            do_start mosquitto
+        elif answering "$name"; then
             say "$name: already answering on $HOST:$PORT, reusing"
         else
             do_start "$name"
