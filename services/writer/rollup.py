@@ -7,8 +7,9 @@ from the tier below, so late or re-delivered readings simply produce the right a
 
 Tier points (measurement ``sensor_readings`` in the ``hourly``/``daily`` retention policies,
 same tags as raw) carry ``mean_<f>``, ``min_<f>``, ``max_<f>``, ``count_<f>``, ``sum_<f>`` for
-every field ``f``. A window is recomputed ``WRITER_ROLLUP_INTERVAL_S`` after it was touched, at
-the latest; a writer that dies before that leaves its windows to the start-up sweep, which
+every field ``f``. A closed window is recomputed ``WRITER_ROLLUP_INTERVAL_S`` after it was
+touched, at the latest; the hour still being written at most every ``WRITER_ROLLUP_OPEN_INTERVAL_S``
+(it is re-read whole each time); a writer that dies before that leaves its windows to the start-up sweep, which
 recomputes the recent windows of every machine.
 """
 
@@ -109,10 +110,21 @@ def runs(
 
 
 class Rollup:
-    def __init__(self, influx: InfluxClient, fields: list[str], interval_s: float) -> None:
+    def __init__(
+        self,
+        influx: InfluxClient,
+        fields: list[str],
+        interval_s: float,
+        open_interval_s: float = 0.0,
+    ) -> None:
         self.influx = influx
         self.fields = fields
         self.interval_s = interval_s
+        # The hour still being written is recomputed from all of its raw points each time: at
+        # most this often, or a busy hour is re-read many times over (every round, by every
+        # writer). Closed hours touched by late data are recomputed in the next round.
+        self.open_interval_s = open_interval_s
+        self._open_done_at = float("-inf")
         self._hours: dict[int, set[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -142,6 +154,12 @@ class Rollup:
     async def run_once(self) -> int:
         """Recompute every touched window; on failure they stay pending for the next round."""
         hours, self._hours = self._hours, {}
+        now_ns = time.time_ns()
+        if time.monotonic() - self._open_done_at < self.open_interval_s:
+            for hour in [h for h in hours if h + HOUR_NS > now_ns]:
+                self._hours[hour] = hours.pop(hour)  # still open: its turn comes later
+        elif any(h + HOUR_NS > now_ns for h in hours):
+            self._open_done_at = time.monotonic()
         if not hours:
             return 0
         done = 0

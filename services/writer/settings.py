@@ -27,10 +27,14 @@ class Settings(ServiceSettings):
     rollup_interval_s: float = Field(
         default=10.0, gt=0, validation_alias="WRITER_ROLLUP_INTERVAL_S"
     )
+    # The current hour's window (re-read whole from raw each time) is recomputed this often.
+    rollup_open_interval_s: float = Field(
+        default=60.0, ge=0, validation_alias="WRITER_ROLLUP_OPEN_INTERVAL_S"
+    )
     # Hours of recent raw data re-aggregated at start-up for every machine.
     rollup_sweep_hours: int = Field(default=2, ge=0, validation_alias="WRITER_ROLLUP_SWEEP_HOURS")
     # Recently stored reading keys remembered to notice conflicting re-writes.
-    conflict_window: int = Field(default=200_000, ge=0, validation_alias="WRITER_CONFLICT_WINDOW")
+    conflict_window: int = Field(default=100_000, ge=0, validation_alias="WRITER_CONFLICT_WINDOW")
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -218,6 +219,10 @@ class Writer:
             self._held = held + self._held  # keep them: unacked → redelivered after close
             raise
         WRITE_SECONDS.observe(time.perf_counter() - started)
+        # Every httpx request leaves a reference cycle (request, response, streams) holding the
+        # body — here a whole batch of line protocol. Free it now, not when the young generation
+        # next fills up (with tune_gc's threshold that left hundreds of MB of old bodies).
+        gc.collect(1)
         BATCHES.inc()
         WRITTEN.inc(outcome.written)
         self.written_total += outcome.written

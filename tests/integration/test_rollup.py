@@ -113,3 +113,50 @@ async def test_tiers_equal_raw_aggregates_with_late_readings(
     await compare(influx, machines, start, end, "daily", "1d")
     assert HOUR_NS * 24 == DAY_NS
     await influx.close()
+
+
+async def test_the_open_hour_is_recomputed_at_most_every_open_interval_closed_hours_at_once(
+    influx_settings: InfluxSettings,
+) -> None:
+    influx = InfluxClient(influx_settings)
+    await influx.provision()
+    machine = str(uuid.uuid4())
+    now = time.time_ns()
+    open_hour = now - now % HOUR_NS
+    closed_hour = open_hour - 3 * HOUR_NS
+
+    def reading(ts: int, temperature: float) -> dict:
+        return {
+            "machine_id": machine,
+            "factory_id": "f",
+            "sensor_type": "Temperature",
+            "location": "Hall T",
+            "ts": ts,
+            "fields": {"temperature": temperature},
+        }
+
+    async def count(hour: int) -> int:
+        s = influx.settings
+        [series] = await influx.query(
+            f"SELECT count_temperature FROM {quote_ident(s.hourly_rp)}.sensor_readings "
+            f"WHERE machine_id = '{machine}' AND time = {hour}"
+        )
+        return int(series[0].values[0][1]) if series else 0
+
+    rollup = Rollup(influx, FIELDS, interval_s=60, open_interval_s=3600)
+    first = [reading(open_hour + 1, 1.0), reading(closed_hour + 1, 1.0)]
+    await write(influx, first)
+    rollup.touched(first)
+    await rollup.run_once()  # the first round recomputes the open hour too
+    assert (await count(open_hour), await count(closed_hour)) == (1, 1)
+
+    more = [reading(open_hour + 2, 2.0), reading(closed_hour + 2, 2.0)]
+    await write(influx, more)
+    rollup.touched(more)
+    await rollup.run_once()  # within the open interval: only the closed (late) hour
+    assert (await count(open_hour), await count(closed_hour)) == (1, 2)
+
+    rollup.open_interval_s = 0  # its turn: the open hour was kept pending, not forgotten
+    await rollup.run_once()
+    assert (await count(open_hour), await count(closed_hour)) == (2, 2)
+    await influx.close()
