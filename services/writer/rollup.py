@@ -8,9 +8,10 @@ from the tier below, so late or re-delivered readings simply produce the right a
 Tier points (measurement ``sensor_readings`` in the ``hourly``/``daily`` retention policies,
 same tags as raw) carry ``mean_<f>``, ``min_<f>``, ``max_<f>``, ``count_<f>``, ``sum_<f>`` for
 every field ``f``. A closed window is recomputed ``WRITER_ROLLUP_INTERVAL_S`` after it was
-touched, at the latest; the hour still being written at most every ``WRITER_ROLLUP_OPEN_INTERVAL_S``
-(it is re-read whole each time); a writer that dies before that leaves its windows to the start-up sweep, which
-recomputes the recent windows of every machine.
+touched, at the latest; the hour still being written at most every
+``WRITER_ROLLUP_OPEN_INTERVAL_S`` (it is re-read whole each time). A writer that dies before
+that leaves its windows to the start-up sweep, which recomputes the recent windows of every
+machine.
 """
 
 from __future__ import annotations
