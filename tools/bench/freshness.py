@@ -40,9 +40,15 @@ class Probes:
     failures: int = 0
 
 
-async def _visible(poll: httpx.AsyncClient, get: str, deadline: float, check: object) -> bool:
+async def _visible(
+    poll: httpx.AsyncClient,
+    get: str,
+    deadline: float,
+    check: object,
+    headers: dict[str, str] | None = None,
+) -> bool:
     while time.perf_counter() < deadline:
-        resp = await poll.get(get)
+        resp = await poll.get(get, headers=headers)
         if resp.status_code == 200 and check(resp.content):  # type: ignore[operator]
             return True
         await asyncio.sleep(POLL_S)  # queryable has no notification: poll, as a dashboard would
@@ -70,8 +76,13 @@ async def probe_api(client: httpx.AsyncClient, token: str, machine_id: str, out:
     if resp.status_code != 202:
         out.failures += 1
         return
+    # The dashboard's read carries its token like the write (without it: 401, never visible).
     ok = await _visible(
-        client, get, started + 10, lambda content: bool(orjson.loads(content)["data"])
+        client,
+        get,
+        started + 10,
+        lambda content: bool(orjson.loads(content)["data"]),
+        {"authorization": f"Bearer {token}"},
     )
     if ok:
         out.api_ms.append((time.perf_counter() - started) * 1000)
