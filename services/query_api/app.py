@@ -43,7 +43,7 @@ from shared.openapi import doc, openapi_routes
 from shared.readings import BUILTIN_FIELDS
 from shared.redisguard import RedisGuard
 from shared.security import security_middleware
-from shared.startup import create_redis, wait_for
+from shared.startup import create_redis, tune_gc, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ def create_app(settings: Settings) -> Starlette:
         await archive.start()
         influx = InfluxClient(settings.influx)
         jwks = JwksCache(settings.jwt)
+        # Long answers (720 history rows) allocate enough to trigger full collections that
+        # walked every module and model: they were the p95 of a 30-day hourly history.
+        tune_gc()
         try:
             yield {
                 "settings": settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,9 +13,19 @@ from shared.settings import InfluxSettings
 
 
 def ns_to_iso(ns: int) -> str:
+    """``2025-12-13T10:00:00Z`` (``.123456Z`` when there are microseconds), as ``iso`` writes
+    it; formatted directly, since a 720-row answer spent a third of its time in datetime."""
     seconds, rest = divmod(ns, 1_000_000_000)
-    ts = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
-    return iso(ts)
+    if not _EPOCH_OK[0] <= seconds <= _EPOCH_OK[1]:
+        ts = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
+        return iso(ts)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    micros = rest // 1000
+    return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
+
+
+# gmtime/strftime cover years 1000..9999 the same way as datetime; outside, datetime decides.
+_EPOCH_OK = (-30_610_224_000, 253_402_300_799)
 
 
 def where(machine_id: str, q: HistoryQuery) -> str:
@@ -73,21 +84,99 @@ def build_statements(
     return page, f"SELECT {counts} FROM ({grouped})"
 
 
+def _tier_columns(agg: str, field: str) -> tuple[str, ...]:
+    """Tier fields a window's answer is made of (mean: exact from sum and count)."""
+    return ("sum_" + field, "count_" + field) if agg == "mean" else (agg + "_" + field,)
+
+
+def tier_window_statements(
+    settings: InfluxSettings, machine_id: str, q: HistoryQuery, tier: str
+) -> tuple[str, str]:
+    """(page, count) reading a tier's stored windows as they are, one series per tag set.
+
+    Each hourly or daily point already is the window asked for, so nothing needs aggregating
+    when the machine has one series (one factory, sensor type and location) in the range: that
+    plain read is several times cheaper in InfluxDB than ``GROUP BY time`` over the same points.
+    """
+    rp = {"hourly": settings.hourly_rp, "daily": settings.daily_rp}[tier]
+    src = source(settings, rp)
+    cond = where(machine_id, q)
+    cols = ", ".join(quote_ident(c) for f in q.fields for c in _tier_columns(q.agg, f))
+    counts = ", ".join(f"count({quote_ident('count_' + f)})" for f in q.fields)
+    return (
+        f"SELECT {cols} FROM {src} WHERE {cond} GROUP BY * LIMIT {q.limit} OFFSET {q.offset}",
+        f"SELECT {counts} FROM {src} WHERE {cond} GROUP BY *",
+    )
+
+
+def _window_value(agg: str, stored: list[Any]) -> Any:
+    """A window's answer from its tier columns (``_tier_columns`` order)."""
+    if agg == "mean":
+        total, count = stored
+        return total / count if count and total is not None else None
+    [value] = stored
+    return int(value) if agg == "count" and value is not None else value
+
+
+def _max_count(series_list: list[Any]) -> int:
+    total = 0
+    for series in series_list:
+        for values in series.values:
+            total = max([total, *(int(v) for v in values[1:] if v is not None)])
+    return total
+
+
+async def _fetch_tier_windows(
+    influx: InfluxClient, machine_id: str, q: HistoryQuery, tier: str
+) -> tuple[list[dict[str, Any]], int] | None:
+    """The tier's windows read as stored, or None when the machine has several series in the
+    range (their windows must then be combined by the aggregating query)."""
+    page, count = tier_window_statements(influx.settings, machine_id, q, tier)
+    [page_series] = await influx.query(page)
+    if len(page_series) > 1:
+        return None
+    rows: list[dict[str, Any]] = []
+    for series in page_series:
+        at = {c: i for i, c in enumerate(series.columns)}
+        picks = [(f, [at.get(c) for c in _tier_columns(q.agg, f)]) for f in q.fields]
+        for values in series.values:
+            row: dict[str, Any] = {"timestamp": ns_to_iso(int(values[0]))}
+            present = False
+            for f, where_ in picks:
+                value = _window_value(q.agg, [None if i is None else values[i] for i in where_])
+                row[f] = value
+                present = present or value is not None
+            if present:  # as fill(none) does
+                rows.append(row)
+    if len(rows) < q.limit and (rows or q.offset == 0):
+        return rows, q.offset + len(rows)
+    [count_series] = await influx.query(count)
+    if len(count_series) > 1:
+        return None
+    return rows, _max_count(count_series)
+
+
 async def fetch(
     influx: InfluxClient, machine_id: str, q: HistoryQuery
 ) -> tuple[list[dict[str, Any]], int]:
-    page, count = build_statements(influx.settings, machine_id, q, choose_tier(q))
-    results = await influx.query(f"{page}; {count}")
+    """(rows of the page, total records). The total is counted by a second query only when the
+    page cannot tell it: a page shorter than the limit ends the data. Counting aggregated
+    windows takes a subquery that costs as much as the page again (raw: ~450 ms more for a
+    30-day hourly history of one reading per 10 s)."""
+    tier = choose_tier(q)
+    if tier != "raw":
+        windows = await _fetch_tier_windows(influx, machine_id, q, tier)
+        if windows is not None:
+            return windows
+    page, count = build_statements(influx.settings, machine_id, q, tier)
+    [page_series] = await influx.query(page)
     rows: list[dict[str, Any]] = []
-    for series in results[0] if results else []:
+    for series in page_series:
         for values in series.values:
             row: dict[str, Any] = {"timestamp": ns_to_iso(int(values[0]))}
             for name, value in zip(series.columns[1:], values[1:], strict=False):
                 row[name] = value
             rows.append(row)
-    total = 0
-    if len(results) > 1:
-        for series in results[1]:
-            for values in series.values:
-                total = max([total, *(int(v) for v in values[1:] if v is not None)])
-    return rows, total
+    if len(rows) < q.limit and (rows or q.offset == 0):
+        return rows, q.offset + len(rows)
+    return rows, _max_count((await influx.query(count))[0])

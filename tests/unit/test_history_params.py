@@ -70,3 +70,18 @@ def test_interval_maps_to_group_by(interval: str) -> None:
 
 def test_ns_to_iso() -> None:
     assert ns_to_iso(1_765_620_000_123_456_789) == "2025-12-13T10:00:00.123456Z"
+
+
+def test_ns_to_iso_writes_what_datetime_writes() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from services.query_api.params import iso
+
+    rng = random.Random(5)
+    samples = [0, 1, 999, 1000, 1_765_620_000_000_000_000, 1_765_620_000_123_456_789, -1]
+    samples += [rng.randrange(-(2**63) + 10**9, 2**63 - 1) for _ in range(20_000)]
+    for ns in samples:
+        seconds, rest = divmod(ns, 10**9)
+        expected = iso(datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000))
+        assert ns_to_iso(ns) == expected, ns
