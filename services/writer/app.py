@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         redis = create_redis(settings.redis)
         fields = [*BUILTIN_FIELDS, *settings.limits.extra_fields]
-        rollup = Rollup(influx, fields, settings.rollup_interval_s, settings.rollup_open_interval_s)
+        rollup = Rollup(influx, fields, settings.rollup_interval_s, settings.rollup_repeat_s)
         writer = Writer(settings, connection, influx, rollup=rollup, status=StatusUpdater(redis))
         await writer.start()
         sweep = asyncio.create_task(_sweep(rollup, settings.rollup_sweep_hours))

@@ -7,11 +7,11 @@ from the tier below, so late or re-delivered readings simply produce the right a
 
 Tier points (measurement ``sensor_readings`` in the ``hourly``/``daily`` retention policies,
 same tags as raw) carry ``mean_<f>``, ``min_<f>``, ``max_<f>``, ``count_<f>``, ``sum_<f>`` for
-every field ``f``. A closed window is recomputed ``WRITER_ROLLUP_INTERVAL_S`` after it was
-touched, at the latest; the hour still being written at most every
-``WRITER_ROLLUP_OPEN_INTERVAL_S`` (it is re-read whole each time). A writer that dies before
-that leaves its windows to the start-up sweep, which recomputes the recent windows of every
-machine.
+every field ``f``. A touched window is recomputed within ``WRITER_ROLLUP_INTERVAL_S``, but
+the same hour at most once every ``WRITER_ROLLUP_REPEAT_S``: it is re-read whole from raw each
+time, and the hour being written (or one a gateway is replaying its backlog into) is touched
+by every batch. A writer that dies before that leaves its windows to the start-up sweep, which
+recomputes the recent windows of every machine.
 """
 
 from __future__ import annotations
@@ -116,16 +116,15 @@ class Rollup:
         influx: InfluxClient,
         fields: list[str],
         interval_s: float,
-        open_interval_s: float = 0.0,
+        repeat_s: float = 0.0,
     ) -> None:
         self.influx = influx
         self.fields = fields
         self.interval_s = interval_s
-        # The hour still being written is recomputed from all of its raw points each time: at
-        # most this often, or a busy hour is re-read many times over (every round, by every
-        # writer). Closed hours touched by late data are recomputed in the next round.
-        self.open_interval_s = open_interval_s
-        self._open_done_at = float("-inf")
+        # An hour is recomputed from all of its raw points each time: at most this often, or
+        # a busy hour is re-read many times over (every round, by every writer).
+        self.repeat_s = repeat_s
+        self._done_at: dict[int, float] = {}  # hour → when it was last recomputed
         self._hours: dict[int, set[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -155,12 +154,14 @@ class Rollup:
     async def run_once(self) -> int:
         """Recompute every touched window; on failure they stay pending for the next round."""
         hours, self._hours = self._hours, {}
-        now_ns = time.time_ns()
-        if time.monotonic() - self._open_done_at < self.open_interval_s:
-            for hour in [h for h in hours if h + HOUR_NS > now_ns]:
-                self._hours[hour] = hours.pop(hour)  # still open: its turn comes later
-        elif any(h + HOUR_NS > now_ns for h in hours):
-            self._open_done_at = time.monotonic()
+        now = time.monotonic()
+        last = self._done_at
+        for hour in [h for h in hours if now - last.get(h, float("-inf")) < self.repeat_s]:
+            self._hours[hour] = hours.pop(hour)  # recomputed moments ago: its turn comes later
+        for hour in [h for h, at in last.items() if now - at >= self.repeat_s]:
+            del last[hour]
+        for hour in hours:
+            last[hour] = now
         if not hours:
             return 0
         done = 0
@@ -177,6 +178,7 @@ class Rollup:
             ROLLUP_ERRORS.inc()
             for hour, machines in hours.items():
                 self._hours.setdefault(hour, set()).update(machines)
+                self._done_at.pop(hour, None)  # not done after all: retry next round
             log.warning(
                 "rollup round failed (%s); retrying next round", e, extra={"dependency": "influxdb"}
             )

@@ -27,10 +27,8 @@ class Settings(ServiceSettings):
     rollup_interval_s: float = Field(
         default=10.0, gt=0, validation_alias="WRITER_ROLLUP_INTERVAL_S"
     )
-    # The current hour's window (re-read whole from raw each time) is recomputed this often.
-    rollup_open_interval_s: float = Field(
-        default=60.0, ge=0, validation_alias="WRITER_ROLLUP_OPEN_INTERVAL_S"
-    )
+    # The same hour window (re-read whole from raw each time) is recomputed at most this often.
+    rollup_repeat_s: float = Field(default=60.0, ge=0, validation_alias="WRITER_ROLLUP_REPEAT_S")
     # Hours of recent raw data re-aggregated at start-up for every machine.
     rollup_sweep_hours: int = Field(default=2, ge=0, validation_alias="WRITER_ROLLUP_SWEEP_HOURS")
     # Recently stored reading keys remembered to notice conflicting re-writes.

@@ -115,15 +115,15 @@ async def test_tiers_equal_raw_aggregates_with_late_readings(
     await influx.close()
 
 
-async def test_the_open_hour_is_recomputed_at_most_every_open_interval_closed_hours_at_once(
+async def test_an_hour_is_recomputed_at_most_every_repeat_interval_others_at_once(
     influx_settings: InfluxSettings,
 ) -> None:
     influx = InfluxClient(influx_settings)
     await influx.provision()
     machine = str(uuid.uuid4())
     now = time.time_ns()
-    open_hour = now - now % HOUR_NS
-    closed_hour = open_hour - 3 * HOUR_NS
+    busy_hour = now - now % HOUR_NS
+    late_hour = busy_hour - 3 * HOUR_NS
 
     def reading(ts: int, temperature: float) -> dict:
         return {
@@ -143,20 +143,20 @@ async def test_the_open_hour_is_recomputed_at_most_every_open_interval_closed_ho
         )
         return int(series[0].values[0][1]) if series else 0
 
-    rollup = Rollup(influx, FIELDS, interval_s=60, open_interval_s=3600)
-    first = [reading(open_hour + 1, 1.0), reading(closed_hour + 1, 1.0)]
-    await write(influx, first)
-    rollup.touched(first)
-    await rollup.run_once()  # the first round recomputes the open hour too
-    assert (await count(open_hour), await count(closed_hour)) == (1, 1)
+    async def store(readings: list[dict]) -> None:
+        await write(influx, readings)
+        rollup.touched(readings)
+        await rollup.run_once()
 
-    more = [reading(open_hour + 2, 2.0), reading(closed_hour + 2, 2.0)]
-    await write(influx, more)
-    rollup.touched(more)
-    await rollup.run_once()  # within the open interval: only the closed (late) hour
-    assert (await count(open_hour), await count(closed_hour)) == (1, 2)
+    rollup = Rollup(influx, FIELDS, interval_s=60, repeat_s=3600)
+    await store([reading(busy_hour + 1, 1.0)])  # first touch: recomputed at once
+    assert (await count(busy_hour), await count(late_hour)) == (1, 0)
 
-    rollup.open_interval_s = 0  # its turn: the open hour was kept pending, not forgotten
+    # The busy hour again, moments later: it waits; an hour not recomputed lately does not.
+    await store([reading(busy_hour + 2, 2.0), reading(late_hour + 1, 2.0)])
+    assert (await count(busy_hour), await count(late_hour)) == (1, 1)
+
+    rollup.repeat_s = 0  # its turn: the busy hour was kept pending, not forgotten
     await rollup.run_once()
-    assert (await count(open_hour), await count(closed_hour)) == (2, 2)
+    assert (await count(busy_hour), await count(late_hour)) == (2, 1)
     await influx.close()
