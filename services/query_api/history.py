@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.query_api.params import INTERVALS, HistoryQuery, iso
+from services.query_api.params import INTERVALS, MAX_LIMIT, HistoryQuery, iso
 from shared.influx import InfluxClient, quote_ident, quote_literal
 from shared.lineprotocol import MEASUREMENT
 from shared.settings import InfluxSettings
@@ -156,18 +157,11 @@ async def _fetch_tier_windows(
     return rows, _max_count(count_series)
 
 
-async def fetch(
-    influx: InfluxClient, machine_id: str, q: HistoryQuery
+async def _fetch_grouped(
+    influx: InfluxClient, machine_id: str, q: HistoryQuery, tier: str
 ) -> tuple[list[dict[str, Any]], int]:
-    """(rows of the page, total records). The total is counted by a second query only when the
-    page cannot tell it: a page shorter than the limit ends the data. Counting aggregated
-    windows takes a subquery that costs as much as the page again (raw: ~450 ms more for a
-    30-day hourly history of one reading per 10 s)."""
-    tier = choose_tier(q)
-    if tier != "raw":
-        windows = await _fetch_tier_windows(influx, machine_id, q, tier)
-        if windows is not None:
-            return windows
+    """A page of ``q`` from ``tier`` with the aggregating query (raw, or a tier's windows
+    combined across several series), and the total."""
     page, count = build_statements(influx.settings, machine_id, q, tier)
     [page_series] = await influx.query(page)
     rows: list[dict[str, Any]] = []
@@ -180,3 +174,53 @@ async def fetch(
     if len(rows) < q.limit and (rows or q.offset == 0):
         return rows, q.offset + len(rows)
     return rows, _max_count((await influx.query(count))[0])
+
+
+async def _fetch_tier(
+    influx: InfluxClient, machine_id: str, q: HistoryQuery, tier: str
+) -> tuple[list[dict[str, Any]], int]:
+    windows = await _fetch_tier_windows(influx, machine_id, q, tier)
+    return windows if windows is not None else await _fetch_grouped(influx, machine_id, q, tier)
+
+
+TIER_WIDTH_NS = {"hourly": 3600 * 10**9, "daily": 86_400 * 10**9}
+
+
+async def fetch(
+    influx: InfluxClient, machine_id: str, q: HistoryQuery, now_ns: int | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """(rows of the page, total records). The total is counted by a second query only when the
+    page cannot tell it: a page shorter than the limit ends the data. Counting aggregated
+    windows takes a subquery that costs as much as the page again (raw: ~450 ms more for a
+    30-day hourly history of one reading per 10 s).
+
+    A tier holds the windows that have ended; the window still in progress (the current hour
+    or day) is aggregated from raw and follows them, so an hourly or daily history is as fresh
+    as raw data."""
+    tier = choose_tier(q)
+    if tier == "raw":
+        return await _fetch_grouped(influx, machine_id, q, "raw")
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    boundary = now_ns - now_ns % TIER_WIDTH_NS[tier]
+    if q.end_ns <= boundary:
+        return await _fetch_tier(influx, machine_id, q, tier)
+    rows: list[dict[str, Any]] = []
+    ended = 0
+    if q.start_ns < boundary:
+        rows, ended = await _fetch_tier(
+            influx, machine_id, replace(q, end=_from_ns(boundary)), tier
+        )
+        if len(rows) == q.limit:  # the page is full of ended windows; count what follows
+            current = replace(q, start=_from_ns(boundary), limit=MAX_LIMIT, offset=0)
+            return rows, ended + len((await _fetch_grouped(influx, machine_id, current, "raw"))[0])
+    start = max(q.start_ns, boundary)
+    skip = max(0, q.offset - ended)
+    current = replace(q, start=_from_ns(start), limit=MAX_LIMIT, offset=0)
+    in_progress, _ = await _fetch_grouped(influx, machine_id, current, "raw")
+    rows += in_progress[skip : skip + q.limit - len(rows)]
+    return rows, ended + len(in_progress)
+
+
+def _from_ns(ns: int) -> datetime:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)

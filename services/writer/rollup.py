@@ -7,11 +7,12 @@ from the tier below, so late or re-delivered readings simply produce the right a
 
 Tier points (measurement ``sensor_readings`` in the ``hourly``/``daily`` retention policies,
 same tags as raw) carry ``mean_<f>``, ``min_<f>``, ``max_<f>``, ``count_<f>``, ``sum_<f>`` for
-every field ``f``. A touched window is recomputed within ``WRITER_ROLLUP_INTERVAL_S``, but
-the same hour at most once every ``WRITER_ROLLUP_REPEAT_S``: it is re-read whole from raw each
-time, and the hour being written (or one a gateway is replaying its backlog into) is touched
-by every batch. A writer that dies before that leaves its windows to the start-up sweep, which
-recomputes the recent windows of every machine.
+every field ``f``. A window is computed once it has ended (the window still in progress is
+answered from raw by the query API, so it is never re-read whole again and again while it
+fills up), within ``WRITER_ROLLUP_INTERVAL_S``; an ended hour touched again by late data is
+recomputed too, at most once every ``WRITER_ROLLUP_REPEAT_S`` (a gateway replaying its backlog
+into it touches it with every batch). A writer that dies holding pending windows leaves them
+to the start-up sweep, which recomputes the recent ended windows of every machine.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class Rollup:
         self.repeat_s = repeat_s
         self._done_at: dict[int, float] = {}  # hour → when it was last recomputed
         self._hours: dict[int, set[str]] = {}
+        self._days: dict[int, set[str]] = {}  # days whose hours changed, waiting to be rolled up
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -151,29 +153,40 @@ class Rollup:
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)
             await self.run_once()
 
-    async def run_once(self) -> int:
-        """Recompute every touched window; on failure they stay pending for the next round."""
+    async def run_once(self, now_ns: int | None = None) -> int:
+        """Recompute every touched window that has ended; on failure they stay pending for the
+        next round. ``now_ns``: the wall clock (tests move it)."""
         hours, self._hours = self._hours, {}
         now = time.monotonic()
+        now_ns = time.time_ns() if now_ns is None else now_ns
         last = self._done_at
-        for hour in [h for h in hours if now - last.get(h, float("-inf")) < self.repeat_s]:
-            self._hours[hour] = hours.pop(hour)  # recomputed moments ago: its turn comes later
+        for hour in [
+            h
+            for h in hours
+            if h + HOUR_NS > now_ns  # still being written: history reads it from raw
+            or now - last.get(h, float("-inf")) < self.repeat_s  # recomputed moments ago
+        ]:
+            self._hours[hour] = hours.pop(hour)  # its turn comes later
         for hour in [h for h, at in last.items() if now - at >= self.repeat_s]:
             del last[hour]
         for hour in hours:
             last[hour] = now
-        if not hours:
+        if not hours and not any(d + DAY_NS <= now_ns for d in self._days):
             return 0
         done = 0
         try:
-            days: dict[int, set[str]] = {}
             for start, end, machines in runs(hours, HOUR_NS, MAX_RUN_HOURS):
                 await self.hourly(start, end, sorted(machines))
                 done += (end - start) // HOUR_NS
                 for hour in range(start, end, HOUR_NS):
-                    days.setdefault(hour - hour % DAY_NS, set()).update(machines)
+                    self._days.setdefault(hour - hour % DAY_NS, set()).update(machines)
+            # A day is aggregated from its hours once it has ended (until then history reads
+            # the current day from raw), and again whenever late data changed one of its hours.
+            days = {d: m for d, m in self._days.items() if d + DAY_NS <= now_ns}
             for start, end, machines in runs(days, DAY_NS, MAX_RUN_DAYS):
                 await self.daily(start, end, sorted(machines))
+                for day in range(start, end, DAY_NS):
+                    self._days.pop(day, None)
         except (InfluxUnavailable, InfluxRejected, InfluxQueryError) as e:
             ROLLUP_ERRORS.inc()
             for hour, machines in hours.items():
@@ -191,12 +204,15 @@ class Rollup:
         await self._aggregate("daily", start, end, machines)
 
     async def sweep(self, hours_back: int = 2) -> None:
-        """Recompute the recent windows of every machine (start-up: cover a crashed writer)."""
+        """Recompute the recent ended windows of every machine (start-up: cover a writer that
+        died holding pending windows)."""
         now = time.time_ns()
-        start = now - now % HOUR_NS - hours_back * HOUR_NS
-        await self.hourly(start, now + HOUR_NS, None)
-        day = start - start % DAY_NS
-        await self.daily(day, now + DAY_NS, None)
+        hour = now - now % HOUR_NS
+        await self.hourly(hour - hours_back * HOUR_NS, hour, None)
+        day = hour - hours_back * HOUR_NS
+        day -= day % DAY_NS
+        if day < now - now % DAY_NS:
+            await self.daily(day, now - now % DAY_NS, None)
 
     async def _aggregate(self, tier: str, start: int, end: int, machines: list[str] | None) -> None:
         s = self.influx.settings

@@ -183,6 +183,70 @@ def test_history_raw_pages_and_aggregates(
     )
 
 
+def test_hourly_history_answers_the_hour_in_progress_from_raw(
+    client: TestClient, influx_settings: InfluxSettings
+) -> None:
+    machine = new_machine(client)
+    hour = 3600 * 10**9
+    now = time.time_ns()
+    current = now - now % hour
+    start = current - 2 * hour
+    write_points(influx_settings, machine["id"], start, int((now - start) // 10**9 // 30), 30)
+    build_tiers(influx_settings, [machine["id"]], start, current)  # ended hours only
+    op = bearer("Operator")
+    url = f"/api/v1/data/machine/{machine['id']}"
+    params = {"start_time": _iso(start), "end_time": _iso(current + hour), "interval": "1h"}
+    for agg in ("mean", "min", "max", "count"):
+        raw = client.get(url, params={**params, "agg": agg, "tier": "raw"}, headers=op).json()
+        tiered = client.get(url, params={**params, "agg": agg}, headers=op).json()
+        assert tiered["query"]["tier"] == "hourly"
+        assert len(tiered["data"]) == 3 and tiered["data"][-1]["timestamp"] == _iso(current)
+        assert tiered["data"] == raw["data"], agg
+    # Pages across the ended windows and the one in progress.
+    pages = [
+        client.get(url, params={**params, "limit": 2, "offset": off}, headers=op).json()
+        for off in (0, 1, 2, 3)
+    ]
+    assert [len(p["data"]) for p in pages] == [2, 2, 1, 0]
+    assert [p["pagination"]["total_records"] for p in pages] == [3, 3, 3, 3]
+    assert [p["pagination"]["has_more"] for p in pages] == [True, False, False, False]
+    assert pages[1]["data"][1]["timestamp"] == pages[2]["data"][0]["timestamp"] == _iso(current)
+
+
+def test_summary_adds_the_day_in_progress_from_raw_to_the_daily_tier(
+    client: TestClient, influx_settings: InfluxSettings
+) -> None:
+    location = f"Hall S-{uuid.uuid4().hex[:6]}"
+    machine = new_machine(client, location=location)
+    now = time.time_ns()
+    today = now - now % DAY_NS
+    start = today - 2 * DAY_NS
+    n = int((now - start) // 10**9 // 600)  # one reading per 10 minutes up to now
+    write_points(influx_settings, machine["id"], start, n, 600)
+    build_tiers(influx_settings, [machine["id"]], start, today)  # ended days only
+    params = {
+        "location": location,
+        "field": "temperature",
+        "interval": "1d",
+        "start_time": _iso(start),
+        "end_time": _iso(today + DAY_NS),
+    }
+    resp = client.get("/api/v1/data/summary", params=params, headers=bearer("Operator"))
+    assert resp.status_code == 200, resp.text
+    [entry] = resp.json()["machines"]
+    values = [float(i) for i in range(n)]  # write_points: temperature i at start + 10 min * i
+    per_day = 144
+    expected = [values[d * per_day : (d + 1) * per_day] for d in range(3)]
+    assert [w["timestamp"] for w in entry["windows"]] == [
+        _iso(start + d * DAY_NS) for d in range(3) if expected[d]
+    ]
+    for window, vals in zip(entry["windows"], expected, strict=False):
+        assert window["count"] == len(vals)
+        assert (window["min"], window["max"]) == (min(vals), max(vals))
+        assert window["mean"] == pytest.approx(sum(vals) / len(vals))
+    assert entry["overall"]["count"] == n
+
+
 def test_history_errors(client: TestClient) -> None:
     op = bearer("Operator")
     machine = new_machine(client)

@@ -115,15 +115,15 @@ async def test_tiers_equal_raw_aggregates_with_late_readings(
     await influx.close()
 
 
-async def test_an_hour_is_recomputed_at_most_every_repeat_interval_others_at_once(
+async def test_windows_are_rolled_up_once_ended_and_again_at_most_every_repeat_interval(
     influx_settings: InfluxSettings,
 ) -> None:
     influx = InfluxClient(influx_settings)
     await influx.provision()
     machine = str(uuid.uuid4())
     now = time.time_ns()
-    busy_hour = now - now % HOUR_NS
-    late_hour = busy_hour - 3 * HOUR_NS
+    current = now - now % HOUR_NS
+    ended = current - 3 * HOUR_NS
 
     def reading(ts: int, temperature: float) -> dict:
         return {
@@ -135,13 +135,17 @@ async def test_an_hour_is_recomputed_at_most_every_repeat_interval_others_at_onc
             "fields": {"temperature": temperature},
         }
 
-    async def count(hour: int) -> int:
-        s = influx.settings
+    async def count(rp: str, window: int) -> int:
         [series] = await influx.query(
-            f"SELECT count_temperature FROM {quote_ident(s.hourly_rp)}.sensor_readings "
-            f"WHERE machine_id = '{machine}' AND time = {hour}"
+            f"SELECT count_temperature FROM {quote_ident(rp)}.sensor_readings "
+            f"WHERE machine_id = '{machine}' AND time = {window}"
         )
         return int(series[0].values[0][1]) if series else 0
+
+    async def counts() -> tuple[int, int]:
+        return await count(influx.settings.hourly_rp, current), await count(
+            influx.settings.hourly_rp, ended
+        )
 
     async def store(readings: list[dict]) -> None:
         await write(influx, readings)
@@ -149,14 +153,23 @@ async def test_an_hour_is_recomputed_at_most_every_repeat_interval_others_at_onc
         await rollup.run_once()
 
     rollup = Rollup(influx, FIELDS, interval_s=60, repeat_s=3600)
-    await store([reading(busy_hour + 1, 1.0)])  # first touch: recomputed at once
-    assert (await count(busy_hour), await count(late_hour)) == (1, 0)
+    # The hour in progress waits (history reads it from raw); an ended hour goes at once.
+    await store([reading(current + 1, 1.0), reading(ended + 1, 1.0)])
+    assert await counts() == (0, 1)
 
-    # The busy hour again, moments later: it waits; an hour not recomputed lately does not.
-    await store([reading(busy_hour + 2, 2.0), reading(late_hour + 1, 2.0)])
-    assert (await count(busy_hour), await count(late_hour)) == (1, 1)
-
-    rollup.repeat_s = 0  # its turn: the busy hour was kept pending, not forgotten
+    # Late data into the ended hour moments later: it waits for the repeat interval.
+    await store([reading(ended + 2, 2.0)])
+    assert await counts() == (0, 1)
+    rollup.repeat_s = 0
     await rollup.run_once()
-    assert (await count(busy_hour), await count(late_hour)) == (2, 1)
+    assert await counts() == (0, 2)
+
+    # Once the current hour has ended it is rolled up: it was kept pending, not forgotten. Its
+    # day only once the day has ended too.
+    await rollup.run_once(now_ns=current + HOUR_NS)
+    assert await counts() == (1, 2)
+    day = current - current % DAY_NS
+    assert await count(influx.settings.daily_rp, day) == 0
+    await rollup.run_once(now_ns=day + DAY_NS)
+    assert await count(influx.settings.daily_rp, day) == 1 + (ended >= day) * 2
     await influx.close()
