@@ -128,6 +128,10 @@ class Rollup:
         self._done_at: dict[int, float] = {}  # hour → when it was last recomputed
         self._hours: dict[int, set[str]] = {}
         self._days: dict[int, set[str]] = {}  # days whose hours changed, waiting to be rolled up
+        # Windows in progress at start-up, for every machine: a writer that died in them took
+        # the list of machines it had touched with it.
+        self._sweep_hours: set[int] = set()
+        self._sweep_days: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -171,10 +175,23 @@ class Rollup:
             del last[hour]
         for hour in hours:
             last[hour] = now
-        if not hours and not any(d + DAY_NS <= now_ns for d in self._days):
+        if (
+            not hours
+            and not any(d + DAY_NS <= now_ns for d in self._days)
+            and not any(h + HOUR_NS <= now_ns for h in self._sweep_hours)
+            and not any(d + DAY_NS <= now_ns for d in self._sweep_days)
+        ):
             return 0
         done = 0
         try:
+            for hour in sorted(h for h in self._sweep_hours if h + HOUR_NS <= now_ns):
+                await self.hourly(hour, hour + HOUR_NS, None)
+                self._sweep_hours.discard(hour)
+                self._sweep_days.add(hour - hour % DAY_NS)
+            for day in sorted(d for d in self._sweep_days if d + DAY_NS <= now_ns):
+                if not any(h - h % DAY_NS == day for h in self._sweep_hours):
+                    await self.daily(day, day + DAY_NS, None)
+                    self._sweep_days.discard(day)
             for start, end, machines in runs(hours, HOUR_NS, MAX_RUN_HOURS):
                 await self.hourly(start, end, sorted(machines))
                 done += (end - start) // HOUR_NS
@@ -208,6 +225,8 @@ class Rollup:
         died holding pending windows)."""
         now = time.time_ns()
         hour = now - now % HOUR_NS
+        self._sweep_hours.add(hour)  # in progress: rolled up for every machine once it ends
+        self._sweep_days.add(now - now % DAY_NS)
         await self.hourly(hour - hours_back * HOUR_NS, hour, None)
         day = hour - hours_back * HOUR_NS
         day -= day % DAY_NS

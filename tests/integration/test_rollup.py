@@ -173,3 +173,37 @@ async def test_windows_are_rolled_up_once_ended_and_again_at_most_every_repeat_i
     await rollup.run_once(now_ns=day + DAY_NS)
     assert await count(influx.settings.daily_rp, day) == 1 + (ended >= day) * 2
     await influx.close()
+
+
+async def test_the_hour_in_progress_at_start_up_is_rolled_up_for_every_machine_once_ended(
+    influx_settings: InfluxSettings,
+) -> None:
+    """A writer that died mid-hour took its list of touched machines with it: its successor
+    rolls that hour up for every machine, not only for those it touches itself."""
+    influx = InfluxClient(influx_settings)
+    await influx.provision()
+    machine = str(uuid.uuid4())
+    now = time.time_ns()
+    current = now - now % HOUR_NS
+    reading = {
+        "machine_id": machine,
+        "factory_id": "f",
+        "sensor_type": "Temperature",
+        "location": "Hall T",
+        "ts": current + 1,
+        "fields": {"temperature": 3.0},
+    }
+    await write(influx, [reading])  # stored by a writer that is gone; nobody touched it here
+    rollup = Rollup(influx, FIELDS, interval_s=60, repeat_s=60)
+    await rollup.sweep(hours_back=0)
+    s = influx.settings
+    query = (
+        f"SELECT count_temperature FROM {quote_ident(s.hourly_rp)}.sensor_readings "
+        f"WHERE machine_id = '{machine}' AND time = {current}"
+    )
+    await rollup.run_once()
+    assert (await influx.query(query)) == [[]]  # still in progress
+    await rollup.run_once(now_ns=current + HOUR_NS)
+    [[series]] = await influx.query(query)
+    assert series.values[0][1] == 1
+    await influx.close()
