@@ -119,6 +119,14 @@ def _window_value(agg: str, stored: list[Any]) -> Any:
     return int(value) if agg == "count" and value is not None else value
 
 
+def _total_from_page(q: HistoryQuery, returned: int) -> int | None:
+    """The total when the page tells it: a page shorter than the limit ends the data (unless it
+    is empty past the start, when the data may end anywhere before the offset)."""
+    if returned < q.limit and (returned or q.offset == 0):
+        return q.offset + returned
+    return None
+
+
 def _max_count(series_list: list[Any]) -> int:
     total = 0
     for series in series_list:
@@ -149,8 +157,10 @@ async def _fetch_tier_windows(
                 present = present or value is not None
             if present:  # as fill(none) does
                 rows.append(row)
-    if len(rows) < q.limit and (rows or q.offset == 0):
-        return rows, q.offset + len(rows)
+    returned = sum(len(series.values) for series in page_series)
+    total = _total_from_page(q, returned)
+    if total is not None:
+        return rows, total
     [count_series] = await influx.query(count)
     if len(count_series) > 1:
         return None
@@ -171,8 +181,9 @@ async def _fetch_grouped(
             for name, value in zip(series.columns[1:], values[1:], strict=False):
                 row[name] = value
             rows.append(row)
-    if len(rows) < q.limit and (rows or q.offset == 0):
-        return rows, q.offset + len(rows)
+    total = _total_from_page(q, len(rows))
+    if total is not None:
+        return rows, total
     return rows, _max_count((await influx.query(count))[0])
 
 
