@@ -155,14 +155,19 @@ class Rollup:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)
-            await self.run_once()
+            await self.run_once(final=self._stopping.is_set())
 
-    async def run_once(self, now_ns: int | None = None) -> int:
+    async def run_once(self, now_ns: int | None = None, *, final: bool = False) -> int:
         """Recompute every touched window that has ended; on failure they stay pending for the
-        next round. ``now_ns``: the wall clock (tests move it)."""
+        next round. ``final`` (shutdown): every pending window, ended or not — what was stored
+        so far is aggregated, and nobody may be left to do it later. ``now_ns``: the wall clock
+        (tests move it)."""
         hours, self._hours = self._hours, {}
         now = time.monotonic()
         now_ns = time.time_ns() if now_ns is None else now_ns
+        if final:
+            now_ns = max([now_ns, *(h + HOUR_NS for h in hours), *(d + DAY_NS for d in self._days)])
+            self._done_at.clear()
         last = self._done_at
         for hour in [
             h

@@ -172,6 +172,12 @@ async def test_windows_are_rolled_up_once_ended_and_again_at_most_every_repeat_i
     assert await count(influx.settings.daily_rp, day) == 0
     await rollup.run_once(now_ns=day + DAY_NS)
     assert await count(influx.settings.daily_rp, day) == 1 + (ended >= day) * 2
+
+    # Shutdown: the last round aggregates what is pending, in progress or not.
+    await store([reading(current + 3, 3.0)])
+    assert await counts() == (1, 2)
+    await rollup.run_once(final=True)
+    assert await counts() == (2, 2)
     await influx.close()
 
 
