@@ -1,9 +1,10 @@
 """Short-lived cache of history answers in Redis, keyed by the machine's data version.
 
 The writer increments ``millrace:machine:<id>:version`` after every batch it stores for that
-machine, and the version is part of the key: new raw data is never hidden by the cache. Tier
-windows lag raw data by at most ``WRITER_ROLLUP_INTERVAL_S``; the TTL bounds how long such a
-lagging answer can be reused. Any Redis failure means "no cache", never a failed request.
+machine, and the version is part of the key: new raw data is never hidden by the cache. A tier
+window re-aggregated after late data changes without a new version (the rollup runs after the
+batch); the TTL bounds how long such an answer can be reused. Any Redis failure means "no
+cache", never a failed request.
 """
 
 from __future__ import annotations
