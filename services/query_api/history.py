@@ -18,8 +18,7 @@ def ns_to_iso(ns: int) -> str:
     it; formatted directly, since a 720-row answer spent a third of its time in datetime."""
     seconds, rest = divmod(ns, 1_000_000_000)
     if not _EPOCH_OK[0] <= seconds <= _EPOCH_OK[1]:
-        ts = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
-        return iso(ts)
+        return iso(_from_ns(ns))
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     micros = rest // 1000
     return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
@@ -221,13 +220,11 @@ async def fetch(
         rows, ended = await _fetch_tier(
             influx, machine_id, replace(q, end=_from_ns(boundary)), tier
         )
-        if len(rows) == q.limit:  # the page is full of ended windows; count what follows
-            current = replace(q, start=_from_ns(boundary), limit=MAX_LIMIT, offset=0)
-            return rows, ended + len((await _fetch_grouped(influx, machine_id, current, "raw"))[0])
-    start = max(q.start_ns, boundary)
-    skip = max(0, q.offset - ended)
-    current = replace(q, start=_from_ns(start), limit=MAX_LIMIT, offset=0)
+    # The windows in progress (one, or two near the end of a window: readings may be up to
+    # INGEST_MAX_FUTURE_SKEW_S ahead) follow the ended ones, in the page and in the total.
+    current = replace(q, start=_from_ns(max(q.start_ns, boundary)), limit=MAX_LIMIT, offset=0)
     in_progress, _ = await _fetch_grouped(influx, machine_id, current, "raw")
+    skip = max(0, q.offset - ended)
     rows += in_progress[skip : skip + q.limit - len(rows)]
     return rows, ended + len(in_progress)
 
