@@ -92,6 +92,10 @@ def create_pool(settings: PostgresSettings, name: str) -> AsyncConnectionPool:
         max_size=settings.pool_max,
         timeout=settings.timeout_s,
         kwargs={"application_name": name, "connect_timeout": max(1, int(settings.timeout_s))},
+        # Every connection is checked as it is handed out: after a PostgreSQL restart the pool
+        # is full of dead ones, and without the check each was found out only by failing a
+        # request (/ready stayed false for ~5 minutes after one restart).
+        check=AsyncConnectionPool.check_connection,
         open=False,
     )
 

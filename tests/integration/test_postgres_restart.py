@@ -1,0 +1,37 @@
+"""After a PostgreSQL restart the first request gets a working connection from the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shared.db import create_pool
+from shared.settings import PostgresSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(240)]
+DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
+
+
+async def test_connections_killed_by_a_restart_are_replaced_before_use(
+    postgres_settings: PostgresSettings,
+) -> None:
+    pool = create_pool(postgres_settings.model_copy(update={"pool_min": 4}), "restart-test")
+    await pool.open(wait=True)
+    try:
+
+        async def hold() -> None:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT pg_sleep(0.2)")
+
+        await asyncio.gather(*(hold() for _ in range(4)))  # four idle connections in the pool
+        for action in ("stop", "start"):
+            await asyncio.to_thread(subprocess.run, [DEPS, action, "postgres"], check=True)
+        # Every idle connection is dead now; the first request must not be handed one.
+        async with pool.connection(timeout=10) as conn:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+    finally:
+        await pool.close()
