@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -52,26 +53,58 @@ def create_user(role: str) -> tuple[str, str]:
     return username, password
 
 
-@pytest.fixture(scope="session")
-def token_for(urls: dict[str, str]) -> Callable[[str], str]:
-    cache: dict[str, str] = {}
+# A token handed to a test must outlive it (pytest-timeout stops a test after 120 s, the longest
+# e2e test after 390 s): renewed once less than this is left of its life.
+FRESH_FOR_S = 600.0
 
-    def get(role: str) -> str:
-        if role not in cache:
-            username, password = create_user(role)
+
+@dataclass
+class _Session:
+    username: str
+    password: str
+    token: str = ""
+    expires_at: float = 0.0  # time.monotonic()
+
+
+class Tokens:
+    """One user per role for the whole run (created once through the admin CLI); its access
+    token is renewed by logging in again whenever it has less than ``FRESH_FOR_S`` to live, so a
+    test late in a long run never gets one about to expire (tokens live 15 minutes)."""
+
+    def __init__(self, auth_url: str) -> None:
+        self.auth_url = auth_url
+        self._sessions: dict[str, _Session] = {}
+
+    def __call__(self, role: str) -> str:
+        session = self._sessions.get(role)
+        if session is None:
+            session = self._sessions[role] = _Session(*create_user(role))
+        if session.expires_at - time.monotonic() < FRESH_FOR_S:
+            asked_at = time.monotonic()
             resp = httpx.post(
-                f"{urls['auth']}/api/v1/auth/login",
-                json={"username": username, "password": password},
+                f"{self.auth_url}/api/v1/auth/login",
+                json={"username": session.username, "password": session.password},
                 timeout=10,
             )
             assert resp.status_code == 200, resp.text
-            cache[role] = resp.json()["access_token"]
-        return cache[role]
-
-    return get
+            body = resp.json()
+            session.token = body["access_token"]
+            session.expires_at = asked_at + float(body["expires_in"])
+        return session.token
 
 
 @pytest.fixture(scope="session")
+def _tokens(urls: dict[str, str]) -> Tokens:
+    return Tokens(urls["auth"])
+
+
+@pytest.fixture
+def token_for(_tokens: Tokens) -> Callable[[str], str]:
+    """``token_for(role)``: an access token with at least ``FRESH_FOR_S`` left to live."""
+    return _tokens
+
+
+@pytest.fixture
 def auth_headers(token_for: Callable[[str], str]) -> Callable[[str], dict[str, str]]:
     return lambda role: {"Authorization": f"Bearer {token_for(role)}"}
 

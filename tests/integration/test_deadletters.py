@@ -32,7 +32,11 @@ from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
-MANAGEMENT = bearer("Management")
+
+
+def management() -> dict[str, str]:
+    """A Management token minted now: tokens live 15 minutes, so none is kept across tests."""
+    return bearer("Management")
 
 
 # ---------------------------------------------------------------- helpers
@@ -316,7 +320,7 @@ def client(
 
 
 def listed(client: TestClient, **params: Any) -> dict[str, Any]:
-    resp = client.get("/api/v1/deadletters", params=params, headers=MANAGEMENT)
+    resp = client.get("/api/v1/deadletters", params=params, headers=management())
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     return body
@@ -331,7 +335,7 @@ def archived(client: TestClient, n: int, **params: Any) -> list[dict[str, Any]]:
 
 
 def replay(client: TestClient, **body: Any) -> dict[str, Any]:
-    resp = client.post("/api/v1/deadletters/replay", json=body, headers=MANAGEMENT)
+    resp = client.post("/api/v1/deadletters/replay", json=body, headers=management())
     assert resp.status_code == 200, resp.text
     out: dict[str, Any] = resp.json()
     return out
@@ -381,12 +385,12 @@ def test_list_filter_stats_and_inspect(client: TestClient, topology: AmqpSetting
     bad = client.get(
         "/api/v1/deadletters",
         params={"limit": 0, "since": "2025-12-13T10:00:00", "replayed": "maybe"},
-        headers=MANAGEMENT,
+        headers=management(),
     )
     assert bad.status_code == 400
     assert {e["parameter"] for e in bad.json()["errors"]} == {"limit", "since", "replayed"}
 
-    stats = client.get("/api/v1/deadletters/stats", headers=MANAGEMENT).json()
+    stats = client.get("/api/v1/deadletters/stats", headers=management()).json()
     assert {"key": tag, "total": 3, "pending": 3} in stats["by_reason"]
     assert stats["total"] >= 4 and stats["total"] == stats["pending"] + stats["replayed"]
     assert stats["oldest"] <= stats["newest"]
@@ -398,20 +402,20 @@ def test_list_filter_stats_and_inspect(client: TestClient, topology: AmqpSetting
         1,
         False,
     )
-    detail = client.get(f"/api/v1/deadletters/{summary['id']}", headers=MANAGEMENT).json()
+    detail = client.get(f"/api/v1/deadletters/{summary['id']}", headers=management()).json()
     d = detail["dead_letter"]
     assert d["readings"] == letters[2].readings
     assert d["details"] == {"message_id": letters[2].dead["message_id"]}  # type: ignore[index]
     assert d["origin_source"] == "http" and d["raw"] is None
 
     mqtt_row = next(x for x in everything if x["error"] == "Malformed JSON")
-    d = client.get(f"/api/v1/deadletters/{mqtt_row['id']}", headers=MANAGEMENT).json()
+    d = client.get(f"/api/v1/deadletters/{mqtt_row['id']}", headers=management()).json()
     assert d["dead_letter"]["raw"] == "{"
     assert d["dead_letter"]["topic"] == f"factory/f1/machine/{machine}/telemetry"
 
-    assert client.get("/api/v1/deadletters/999999999999", headers=MANAGEMENT).status_code == 404
+    assert client.get("/api/v1/deadletters/999999999999", headers=management()).status_code == 404
     for bad_id in ("abc", "²", "-1", "9" * 30):
-        resp = client.get(f"/api/v1/deadletters/{bad_id}", headers=MANAGEMENT)
+        resp = client.get(f"/api/v1/deadletters/{bad_id}", headers=management())
         assert resp.status_code == 400, bad_id
 
     metrics = client.get("/metrics").text
@@ -442,7 +446,7 @@ def test_replay_unknown_machine_after_registration(
     assert out["replayed"] == 0 and out["still_invalid"] == 1
     [result] = out["results"]
     assert (result["outcome"], result["reason"]) == ("still_invalid", "unknown_machine")
-    after = client.get(f"/api/v1/deadletters/{letter['id']}", headers=MANAGEMENT).json()
+    after = client.get(f"/api/v1/deadletters/{letter['id']}", headers=management()).json()
     after = after["dead_letter"]
     assert after["replayed_at"] is None and after["replay_count"] == 0
     assert after["last_replay_error"] == f"unknown_machine: Unknown machine: {machine}"
@@ -482,7 +486,7 @@ def test_replay_unknown_machine_after_registration(
             "fields": {"speed": 1200},
         },
     ]
-    done = client.get(f"/api/v1/deadletters/{letter['id']}", headers=MANAGEMENT).json()
+    done = client.get(f"/api/v1/deadletters/{letter['id']}", headers=management()).json()
     done = done["dead_letter"]
     assert done["replayed_at"] is not None and done["replay_count"] == 1
     assert done["last_replay_error"] is None
@@ -496,7 +500,7 @@ def test_replay_unknown_machine_after_registration(
     assert forced["replayed"] == 1 and len(asyncio.run(take_writer_queue(topology))) == 1
 
     audit = client.get(
-        "/api/v1/audit", params={"action": "deadletters.replay"}, headers=MANAGEMENT
+        "/api/v1/audit", params={"action": "deadletters.replay"}, headers=management()
     ).json()
     assert any(e["new_value"]["replayed"] == [letter["id"]] for e in audit["entries"])
 
@@ -532,11 +536,13 @@ def test_replay_by_reason_validates_again(client: TestClient, topology: AmqpSett
     assert len(pending) == 2 and all(p["last_replay_error"].startswith("schema:") for p in pending)
 
     bad = client.post(
-        "/api/v1/deadletters/replay", json={"ids": [1], "reason": tag}, headers=MANAGEMENT
+        "/api/v1/deadletters/replay", json={"ids": [1], "reason": tag}, headers=management()
     )
     assert bad.status_code == 400
     assert (
-        client.post("/api/v1/deadletters/replay", content=b"ids=1", headers=MANAGEMENT).status_code
+        client.post(
+            "/api/v1/deadletters/replay", content=b"ids=1", headers=management()
+        ).status_code
         == 415
     )
 
@@ -551,7 +557,7 @@ def test_purge(client: TestClient, topology: AmqpSettings) -> None:
     rows = archived(client, 4, gateway_id=gateway)
 
     def purge(body: dict[str, Any]) -> Any:
-        return client.post("/api/v1/deadletters/purge", json=body, headers=MANAGEMENT)
+        return client.post("/api/v1/deadletters/purge", json=body, headers=management())
 
     assert purge({}).status_code == 400
     assert purge({"ids": [1], "reason": tag}).status_code == 400
@@ -563,7 +569,7 @@ def test_purge(client: TestClient, topology: AmqpSettings) -> None:
         "deleted": 1,
         "by_reason": {tag: 1},
     }
-    assert client.get(f"/api/v1/deadletters/{one}", headers=MANAGEMENT).status_code == 404
+    assert client.get(f"/api/v1/deadletters/{one}", headers=management()).status_code == 404
 
     # Nothing first seen before an hour ago: nothing deleted.
     past = iso(datetime.now(UTC) - timedelta(hours=1))
@@ -575,7 +581,7 @@ def test_purge(client: TestClient, topology: AmqpSettings) -> None:
     ]
 
     audit = client.get(
-        "/api/v1/audit", params={"action": "deadletters.purge"}, headers=MANAGEMENT
+        "/api/v1/audit", params={"action": "deadletters.purge"}, headers=management()
     ).json()
     assert any(e["old_value"] == {"deleted": 2, "by_reason": {tag: 2}} for e in audit["entries"])
     metrics = client.get("/metrics").text
