@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN := .run
 
-.PHONY: help install up down status test test-unit lint fmt demo bench chaos clean lock
+.PHONY: help install chromium up down status test test-unit lint fmt demo bench chaos clean lock
 
 help:
 	@echo "make up       start infrastructure + every service (returns when all answer /ready)"
@@ -24,7 +24,17 @@ $(VENV)/.installed: requirements.lock
 	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
 	@touch $@
 
-install: $(VENV)/.installed
+# Browser libraries served by the services themselves (Swagger UI, the console's chart), pinned by
+# web/package-lock.json; install scripts are not needed (and one only reports telemetry).
+web/node_modules/.installed: web/package-lock.json
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The browser tests drive Debian's chromium (browser downloads are impossible on a closed network).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y --no-install-recommends chromium
+
+install: $(VENV)/.installed web/node_modules/.installed chromium
 
 $(RUN)/env:
 	@infra/local/env.sh

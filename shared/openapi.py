@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from shared.http import JSONResponse
+from shared.webassets import asset_dir
 
 REF = "#/components/schemas/{model}"
 
@@ -181,7 +181,8 @@ def _path_params(path: str) -> list[str]:
     return out
 
 
-# Swagger UI is served from the swagger-ui-bundle package: no CDN, works on a closed network.
+# Swagger UI 5 (the first to render OpenAPI 3.1) from npm's swagger-ui-dist, served by the
+# service itself: no CDN, works on a closed network.
 _SWAGGER = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="ui"></div><script src="/docs/static/swagger-ui-bundle.js"></script>
@@ -203,5 +204,9 @@ def openapi_routes(title: str, version: str = "1.0.0") -> list[BaseRoute]:
     return [
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
         Route("/docs", docs, methods=["GET"], include_in_schema=False),
-        Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui"),
+        Mount(
+            "/docs/static",
+            StaticFiles(directory=str(asset_dir("swagger-ui-dist")), check_dir=False),
+            name="swagger-ui",
+        ),
     ]
