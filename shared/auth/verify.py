@@ -56,24 +56,38 @@ class JwksCache:
         self.settings = settings
         self._http = http or httpx.AsyncClient(timeout=5.0)
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._entries: dict[str, dict[str, Any]] = {}
         self._fetched_at = 0.0
+        # When the last fetch was tried, successful or not: while auth is down, concurrent
+        # requests must not queue behind the lock for one timed-out fetch each.
+        self._tried_at = 0.0
         self._lock = asyncio.Lock()
 
     def load(self, jwks: dict[str, Any]) -> None:
-        keys = {}
+        keys: dict[str, jwt.PyJWK] = {}
+        entries: dict[str, dict[str, Any]] = {}
         for entry in jwks.get("keys", []):
             try:
-                keys[entry["kid"]] = jwt.PyJWK(entry)
-            except (jwt.PyJWKError, KeyError) as e:
-                log.warning("ignoring unusable JWKS entry: %s", e)
-        self._keys = keys
+                kid = entry["kid"]
+                # An unchanged entry keeps its key object: tokens verified under it stay
+                # remembered (the authorizer compares keys by identity) across refreshes.
+                same = self._entries.get(kid) == entry and kid in self._keys
+                keys[kid] = self._keys[kid] if same else jwt.PyJWK(entry)
+                entries[kid] = entry
+            except (jwt.PyJWKError, KeyError, TypeError) as e:
+                log.warning("ignoring unusable JWKS entry: %s", type(e).__name__)
+        # One assignment each: a request reading the cache between two awaits sees the old set
+        # or the new one, never half of each.
+        self._keys, self._entries = keys, entries
         self._fetched_at = time.monotonic()
 
     async def refresh(self) -> None:
         async with self._lock:
-            # Another request may have refreshed while this one waited: at most one fetch a second.
-            if time.monotonic() - self._fetched_at < 1.0 and self._keys:
+            # Another request may have fetched while this one waited: at most one try a second,
+            # and the keys already held keep serving meanwhile (auth down or slow).
+            if time.monotonic() - self._tried_at < 1.0:
                 return
+            self._tried_at = time.monotonic()
             try:
                 resp = await self._http.get(self.settings.jwks_url)
                 resp.raise_for_status()
@@ -155,7 +169,10 @@ class JwtAuthorizer:
             ):
                 await self._check_revocation(principal.claims, _unauthorized)
                 return principal
-            del self._verified[token]
+            # Concurrent requests carrying the same token all reach this line when it expires
+            # (the awaits above interleave them): the first one evicts it, the others find it
+            # gone. A missing entry is not an error; the token is never used as an exception text.
+            self._verified.pop(token, None)
         principal, kid, key = await self._verify_signature(token)
         if len(self._verified) >= 10_000:
             self._verified.clear()

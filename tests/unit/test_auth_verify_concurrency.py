@@ -1,0 +1,152 @@
+"""Token verification under concurrency: many requests carrying the same token interleave at
+every ``await`` of :meth:`JwtAuthorizer.verify`; whatever the interleaving, each one gets the
+answer it would get alone (a principal or 401), never an exception of the cache's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from shared.auth.verify import JwksCache, JwtAuthorizer, Principal
+from shared.http import ApiError
+from tests import auth_testing as testing
+
+CONCURRENCY = 64
+
+
+class GatedJwks(JwksCache):
+    """A JWKS cache whose refresh waits on ``gate`` (a slow auth service), then serves ``next``."""
+
+    def __init__(self, inner: JwksCache) -> None:
+        super().__init__(inner.settings)
+        self._keys, self._entries = inner._keys, getattr(inner, "_entries", {})
+        self._tried_at = 0.0
+        self._fetched_at = inner._fetched_at
+        self.gate = asyncio.Event()
+        self.fetching = asyncio.Event()
+        self.next: dict[str, Any] = {"keys": []}
+        self.fetches = 0
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._tried_at < 1.0:
+                return
+            self._tried_at = time.monotonic()
+            self.fetches += 1
+            self.fetching.set()
+            await self.gate.wait()
+            self.load(self.next)
+
+
+async def answers(verifier: JwtAuthorizer, token: str) -> list[Principal | int]:
+    async def one() -> Principal | int:
+        try:
+            return await verifier.verify(token)
+        except ApiError as e:
+            return e.status
+
+    return await asyncio.gather(*(one() for _ in range(CONCURRENCY)))
+
+
+async def parked(gated: GatedJwks) -> None:
+    """Return once every request is suspended inside the refresh (one fetch, the rest queued on
+    its lock): each ready task runs up to its first suspension within one turn of the loop."""
+    await gated.fetching.wait()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def stale_gated(verifier: JwtAuthorizer, jwks: dict[str, Any]) -> GatedJwks:
+    gated = GatedJwks(verifier.jwks)
+    gated._fetched_at = time.monotonic() - verifier.settings.jwks_cache_s - 1
+    gated.next = jwks
+    verifier.jwks = gated
+    return gated
+
+
+async def test_requests_waiting_on_a_jwks_refresh_that_withdrew_the_key_all_get_401() -> None:
+    verifier = testing.authorizer()
+    token = testing.mint_token("Operator")
+    await verifier.verify(token)  # remembered
+    gated = stale_gated(verifier, testing.jwks(testing.new_keys()))  # rotated: key gone
+    pending = asyncio.ensure_future(answers(verifier, token))
+    await parked(gated)
+    gated.gate.set()
+    assert await pending == [401] * CONCURRENCY
+    assert gated.fetches == 1
+
+
+async def test_a_jwks_refresh_that_keeps_the_key_keeps_the_token_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = testing.authorizer()
+    token = testing.mint_token("Operator")
+    first = await verifier.verify(token)
+    gated = stale_gated(verifier, testing.jwks())  # the same key published again
+    decodes = [0]
+    real = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decodes[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    pending = asyncio.ensure_future(answers(verifier, token))
+    await parked(gated)
+    gated.gate.set()
+    assert await pending == [first] * CONCURRENCY
+    assert decodes[0] == 0  # no signature checked again
+
+
+async def test_a_remembered_token_expiring_under_concurrent_requests_answers_401(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = testing.authorizer()
+    token = testing.mint_token("Operator", ttl_s=60)
+    await verifier.verify(token)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) + timedelta(seconds=3600)
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    assert await answers(verifier, token) == [401] * CONCURRENCY
+
+
+async def test_while_auth_is_unreachable_requests_do_not_queue_one_fetch_each() -> None:
+    # A port bound but not listening refuses connections, and nothing else can take it meanwhile.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    settings = testing.authorizer().settings.model_copy(
+        update={"jwks_url": f"http://127.0.0.1:{port}/.well-known/jwks.json"}
+    )
+    verifier = testing.authorizer(jwt_settings=settings)
+    token = testing.mint_token("Operator")
+    await verifier.verify(token)
+    fetches = 0
+    real_get = verifier.jwks._http.get
+
+    async def counting_get(*args: Any, **kwargs: Any) -> Any:
+        nonlocal fetches
+        fetches += 1
+        return await real_get(*args, **kwargs)
+
+    verifier.jwks._http.get = counting_get  # type: ignore[method-assign]
+    verifier.jwks._fetched_at -= settings.jwks_cache_s + 1  # stale: every request wants a fetch
+    results = await answers(verifier, token)
+    # The keys held keep serving; one failed fetch, not one per request.
+    assert all(isinstance(r, Principal) for r in results)
+    assert fetches == 1
+    await verifier.jwks.close()
+    closed.close()
