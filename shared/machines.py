@@ -156,6 +156,10 @@ class MachineCache:
         self._local: dict[str, tuple[float, Machine | None]] = {}
         # Invalidations that failed while Redis was down: done first when it is back.
         self._unflushed: set[str] = set()
+        # Bumped by every invalidation. A lookup that read the databases while a machine changed
+        # (its awaits interleave with the change) must not cache what it read: that value may be
+        # the old one, and would be served for the whole TTL.
+        self._generation = 0
 
     @staticmethod
     def key(machine_id: str) -> str:
@@ -174,6 +178,7 @@ class MachineCache:
                 missing.append(mid)
         if not missing:
             return out
+        generation = self._generation
         from_redis = await self._redis_get(missing)
         out.update(from_redis)
         still = [m for m in missing if m not in from_redis]
@@ -181,7 +186,10 @@ class MachineCache:
             found = await self.repo.get_many(still)
             fresh = {m: found.get(m) for m in still}
             out.update(fresh)
-            await self._redis_set(fresh)
+            if generation == self._generation:
+                await self._redis_set(fresh)
+        if generation != self._generation:
+            return out
         if len(self._local) > 100_000:
             self._local.clear()
         expires = now + self.local_ttl_s
@@ -193,6 +201,7 @@ class MachineCache:
         return (await self.get_many([machine_id]))[machine_id]
 
     async def invalidate(self, machine_id: str) -> None:
+        self._generation += 1
         self._local.pop(machine_id, None)
         if self.redis is None:
             return
