@@ -76,6 +76,13 @@ DEPENDENCIES: dict[type[BaseSettings], Dependency] = {
 # Sub-models that configure the service itself, not a connection to something else.
 NOT_DEPENDENCIES: set[type[BaseSettings]] = {IngestLimits, AuthSettings, SecuritySettings}
 
+
+def configures_itself(sub: type[BaseSettings]) -> bool:
+    """A sub-model of the service's own knobs: listed above, or defined in the service's own
+    package (connections to other processes are all in shared/settings.py)."""
+    return sub in NOT_DEPENDENCIES or sub.__module__.startswith("services.")
+
+
 # Names of variables that hold secrets, and the only form their value may take in compose.
 SECRET_NAME = re.compile(r"PASSWORD|_PASS$|TOKEN|SECRET|PRIVATE_KEY|REDISCLI_AUTH")
 REQUIRED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]*\}")
@@ -221,7 +228,7 @@ def dependencies(name: str) -> list[Dependency]:
     cls = _settings(name)
     found = []
     for sub in sub_models(cls):
-        if sub in NOT_DEPENDENCIES:
+        if configures_itself(sub):
             continue
         assert sub in DEPENDENCIES, (
             f"services.{name} has a new settings sub-model {sub.__name__}: say in this test what "
