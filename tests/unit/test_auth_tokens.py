@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import jwt
+import pytest
 
 from services.auth.tokens import TokenIssuer, new_refresh_token, refresh_token_hash
+from shared.http import ApiError
 from tests import auth_testing as testing
 
 
@@ -60,14 +63,21 @@ def test_refresh_tokens_are_random_and_stored_as_digests() -> None:
     assert len(tokens) == 100
     token = tokens.pop()
     assert len(token) >= 43  # 256 bits, url-safe base64
-    assert refresh_token_hash(token) == refresh_token_hash(token)
-    assert len(refresh_token_hash(token)) == 32
+    # What is stored is the SHA-256 digest of the token, never the token.
+    assert refresh_token_hash(token) == hashlib.sha256(token.encode()).digest()
     assert token.encode() not in refresh_token_hash(token)
+    assert len({refresh_token_hash(t) for t in tokens}) == len(tokens)
 
 
-def test_testing_helper_overrides_and_removes_claims() -> None:
-    token = testing.mint_token("Management", iss="other", jti=None, now=time.time())
-    claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims["iss"] == "other"
-    assert "jti" not in claims
-    assert "write:config" in claims["permissions"]
+async def test_the_verifier_accepts_a_minted_token_and_refuses_a_foreign_issuer_or_no_jti() -> None:
+    verifier = testing.authorizer()
+    good = testing.mint_token("Management", now=time.time())
+    principal = await verifier.verify(good)
+    assert principal.role == "Management" and "write:config" in principal.permissions
+    for bad in (
+        testing.mint_token("Management", iss="other", now=time.time()),
+        testing.mint_token("Management", jti=None, now=time.time()),
+    ):
+        with pytest.raises(ApiError) as refused:
+            await verifier.verify(bad)
+        assert refused.value.status == 401

@@ -16,15 +16,21 @@ from shared.http import ApiError
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "selected"),
     [
-        {"ids": [1, 2]},
-        {"reason": "unknown_machine"},
-        {"reason": "unknown_machine", "limit": 1000, "force": True},
+        ({"ids": [1, 2]}, ([1, 2], None, 100, False)),
+        ({"reason": "unknown_machine"}, (None, "unknown_machine", 100, False)),
+        (
+            {"reason": "unknown_machine", "limit": 1000, "force": True},
+            (None, "unknown_machine", 1000, True),
+        ),
     ],
 )
-def test_replay_selects_by_ids_or_by_reason(body: dict[str, Any]) -> None:
-    ReplayIn.model_validate(body)
+def test_replay_selects_by_ids_or_by_reason(
+    body: dict[str, Any], selected: tuple[Any, ...]
+) -> None:
+    replay = ReplayIn.model_validate(body)
+    assert (replay.ids, replay.reason, replay.limit, replay.force) == selected
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 import uuid
 
 import orjson
@@ -102,12 +101,12 @@ def test_implausible_values(field: str, value: object) -> None:
 
 
 def test_non_finite_numbers_refused() -> None:
-    raw = body(item()).replace(b"60.5", b"NaN")
-    errs = errors_of(raw)
-    assert errs  # NaN is not JSON; either malformed JSON or a finite-number error
-    raw2 = body(item()).replace(b"60.5", b"1e999")
-    errs2 = errors_of(raw2)
-    assert any("temperature" in str(e["field"]) for e in errs2)
+    # NaN is not JSON, but the parser takes it: the reading must still be refused, by name.
+    for literal in (b"NaN", b"1e999", b"-Infinity"):
+        raw = body(item()).replace(b"60.5", literal)
+        [err] = errors_of(raw)
+        assert err["field"] == "batch[0].readings[0].temperature", literal
+        assert err["error"] == "Value must be a finite number", literal
 
 
 def test_unknown_field_refused_declared_field_accepted() -> None:
@@ -155,12 +154,9 @@ def test_future_timestamps_refused() -> None:
 
 def test_machine_id_must_be_uuid() -> None:
     errs = errors_of(body(item(machine="machine-7")))
-    assert errs[0] == {
-        "field": "batch[0].machine_id",
-        "error": errs[0]["error"],
-        "value": "machine-7",
-    }
-    assert not math.isnan(0.0)
+    [err] = errs
+    assert (err["field"], err["value"]) == ("batch[0].machine_id", "machine-7")
+    assert "valid UUID" in str(err["error"])
 
 
 @pytest.mark.parametrize(
