@@ -23,17 +23,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
-from pydantic import ValidationError
 
 from services.auth import gateways, users
+from services.auth.app import create_app
 from services.auth.audit import CLI_ACTOR
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.keys import KeyConfigError, rotate_dev_key
-from services.auth.main import serve
 from services.auth.passwords import Hasher
 from services.auth.settings import Settings
 from shared.db import DB_ERRORS, create_pool, migrate
 from shared.log import configure_logging
+from shared.service.entry import load_settings, serve
 from shared.startup import wait_for
 
 log = logging.getLogger(__name__)
@@ -205,17 +205,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    try:
-        settings = Settings()
-    except ValidationError as e:
-        problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
-        sys.stderr.write(f"error: configuration refused: {problems}\n")
-        raise SystemExit(2) from None
+    settings = load_settings(Settings)
     command = args.command or "serve"
     configure_logging("auth", settings.log_level if command == "serve" else "WARNING")
     try:
         if command == "serve":
-            serve(settings)
+            serve("auth", settings, create_app)
         elif command == "create-user":
             asyncio.run(create_user(settings, args.name, args.role, args.email))
         elif command == "create-gateway":

@@ -1,3 +1,5 @@
-from services.ingest_gateway.main import main
+from services.ingest_gateway.app import create_app
+from services.ingest_gateway.settings import Settings
+from shared.service import run
 
-main()
+run("ingest_gateway", Settings, create_app, workers=lambda settings: settings.workers)

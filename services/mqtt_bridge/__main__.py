@@ -1,3 +1,5 @@
-from services.mqtt_bridge.main import main
+from services.mqtt_bridge.app import create_app
+from services.mqtt_bridge.settings import Settings
+from shared.service import run
 
-main()
+run("mqtt_bridge", Settings, create_app)

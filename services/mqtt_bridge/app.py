@@ -1,5 +1,5 @@
-"""The bridge's process: a small Starlette app for /health, /ready and /metrics whose lifespan
-owns every connection and runs the bridge.
+"""The bridge's process: /health, /ready and /metrics over HTTP; the lifespan owns every
+connection and runs the bridge.
 
 SIGTERM → uvicorn runs the lifespan shutdown → the bridge finishes the groups in flight,
 acknowledges them, publishes ``offline`` and disconnects; then RabbitMQ and the databases close.
@@ -7,59 +7,39 @@ acknowledges them, publishes ``offline`` and disconnects; then RabbitMQ and the 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import TypedDict
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
 
 from services.mqtt_bridge.bridge import Bridge
 from services.mqtt_bridge.settings import Settings
 from shared import broker
-from shared.db import open_postgres
-from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware, ops_routes
 from shared.machines import MachineCache, MachineRepository
-from shared.startup import create_redis, tune_gc, wait_for
+from shared.service import resources, service_app
 
-log = logging.getLogger(__name__)
+
+class State(TypedDict):
+    bridge: Bridge
+    publisher: broker.Publisher
+
+
+async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
+    redis = resources.redis(stack, settings.redis)
+    pool = await resources.postgres(stack, settings.postgres, "mqtt_bridge")
+    name = f"mqtt_bridge {settings.mqtt.client_id}"
+    connection = await resources.rabbitmq(stack, settings.amqp, name)
+    publisher = await resources.publisher(stack, settings.amqp, connection)
+    bridge = Bridge(settings, publisher, MachineCache(MachineRepository(pool), redis))
+    # Leave a little of the shutdown budget for closing the connections after it.
+    stack.push_async_callback(bridge.stop, max(1.0, settings.shutdown_timeout_s - 2.0))
+    await bridge.start()
+    return {"bridge": bridge, "publisher": publisher}
+
+
+async def ready(state: State) -> dict[str, bool]:
+    return {"mqtt": state["bridge"].mqtt_ready, "rabbitmq": state["publisher"].ready}
 
 
 def create_app(settings: Settings) -> Starlette:
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        redis = create_redis(settings.redis)
-        pool = await open_postgres(settings.postgres, "mqtt_bridge")
-        connection = await wait_for(
-            "rabbitmq",
-            lambda: broker.connect(settings.amqp, f"mqtt_bridge {settings.mqtt.client_id}"),
-            broker.PUBLISH_ERRORS,
-        )
-        publisher = broker.Publisher(settings.amqp, connection)
-        await publisher.start()
-        bridge = Bridge(settings, publisher, MachineCache(MachineRepository(pool), redis))
-        await bridge.start()
-        tune_gc()
-        try:
-            yield {"bridge": bridge, "publisher": publisher}
-        finally:
-            # Leave a little of the shutdown budget for closing the connections below.
-            await bridge.stop(max(1.0, settings.shutdown_timeout_s - 2.0))
-            await publisher.close()
-            await connection.close()
-            await pool.close()
-            await redis.aclose()
-
-    async def ready(request: Request) -> dict[str, bool]:
-        bridge: Bridge = request.state.bridge
-        publisher: broker.Publisher = request.state.publisher
-        return {"mqtt": bridge.mqtt_ready, "rabbitmq": publisher.ready}
-
-    return Starlette(
-        routes=ops_routes(ready),
-        middleware=[Middleware(RequestContextMiddleware, service="mqtt_bridge")],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
+    return service_app("mqtt_bridge", settings, open_state, ready)

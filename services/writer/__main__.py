@@ -1,3 +1,5 @@
-from services.writer.main import main
+from services.writer.app import create_app
+from services.writer.settings import Settings
+from shared.service import run
 
-main()
+run("writer", Settings, create_app)
