@@ -122,6 +122,12 @@ start_instance() { # INSTANCE SERVICE PORT
         cd "$ROOT"
         export MILLRACE_INSTANCE="$inst"
         if [[ "$svc" == writer ]]; then export WRITER_PORT="$port"; fi
+        # A long-lived service must not inherit the caller's descriptors: a lock held by the
+        # shell that ran `make up` (flock) would otherwise be held for the service's whole life.
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
         setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$inst.pid" \
             "$PYTHON" -m "services.$svc" >>"$RUN/$inst.log" 2>&1 </dev/null &
     )
