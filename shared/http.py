@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import shared.metrics  # noqa: F401  (registers millrace_build_info for every service's /metrics)
 from shared.errors import DependencyUnavailable
 from shared.log import request_id
 

@@ -39,6 +39,7 @@ from services.auth.users import User
 from shared.auth.roles import PERMISSIONS, Role
 from shared.auth.verify import JwtAuthorizer
 from shared.http import ApiError, JSONResponse
+from shared.metrics import AUTH_SIGN_INS, AUTH_TOKENS
 from shared.openapi import doc
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ async def login(request: Request) -> Response:
     subjects = (("user", username), ("addr", address))
     if (wait := await throttle.retry_after(*subjects)) is not None:
         log.info("login throttled for %s from %s", username, address)
+        AUTH_SIGN_INS.labels("password", "throttled").inc()
         raise _too_many(wait)
 
     pool = request.state.pool
@@ -115,6 +117,7 @@ async def login(request: Request) -> Response:
     # Unknown user: verify against a dummy hash anyway, so timing does not reveal names.
     ok = await hasher.verify(user.password_hash if user else None, password)
     if user is None or not ok or not user.active:
+        AUTH_SIGN_INS.labels("password", "failure").inc()
         await throttle.failure(*subjects)
         log.info(
             "login failed for %s from %s",
@@ -130,6 +133,8 @@ async def login(request: Request) -> Response:
     sessions: SessionStore = request.state.sessions
     session, user = await sessions.start(user, address, request.headers.get("user-agent"))
     log.info("login of %s (%s) from %s", user.username, user.role, address)
+    AUTH_SIGN_INS.labels("password", "success").inc()
+    AUTH_TOKENS.labels("password").inc()
     return _token_response(_session_body(session, user))
 
 
@@ -155,6 +160,7 @@ async def refresh(request: Request) -> Response:
     sessions: SessionStore = request.state.sessions
     rotation = await sessions.rotate(token[:256])
     if rotation.outcome is Outcome.REUSED:
+        AUTH_SIGN_INS.labels("refresh_token", "failure").inc()
         revoker: Revoker = request.state.revoker
         await revoker.deny(rotation.revoked)
         raise ApiError(
@@ -163,7 +169,10 @@ async def refresh(request: Request) -> Response:
             error="invalid_grant",
         )
     if rotation.outcome is Outcome.INVALID or rotation.session is None or rotation.user is None:
+        AUTH_SIGN_INS.labels("refresh_token", "failure").inc()
         raise ApiError(401, "Invalid, expired or revoked refresh token", error="invalid_grant")
+    AUTH_SIGN_INS.labels("refresh_token", "success").inc()
+    AUTH_TOKENS.labels("refresh_token").inc()
     return _token_response(_session_body(rotation.session, rotation.user))
 
 
@@ -243,6 +252,7 @@ async def client_credentials(request: Request) -> Response:
     throttle: Throttle = request.state.client_throttle
     subjects = (("client", client_id), ("addr", address))
     if (wait := await throttle.retry_after(*subjects)) is not None:
+        AUTH_SIGN_INS.labels("client_credentials", "throttled").inc()
         raise _too_many(wait)
 
     pool = request.state.pool
@@ -250,6 +260,7 @@ async def client_credentials(request: Request) -> Response:
     gateway = await gateways.by_client_id(pool, client_id)
     ok = await hasher.verify(gateway.secret_hash if gateway else None, secret)
     if gateway is None or not ok or not gateway.active:
+        AUTH_SIGN_INS.labels("client_credentials", "failure").inc()
         await throttle.failure(*subjects)
         log.info("client credentials refused for %s from %s", client_id, address)
         raise ApiError(
@@ -271,6 +282,8 @@ async def client_credentials(request: Request) -> Response:
         extra={"gateway_id": gateway.gateway_id, "client_id": gateway.client_id},
     )
     await gateways.touch(pool, gateway)
+    AUTH_SIGN_INS.labels("client_credentials", "success").inc()
+    AUTH_TOKENS.labels("client_credentials").inc()
     return _token_response(
         {
             "access_token": minted.token,
