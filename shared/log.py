@@ -1,7 +1,10 @@
 """JSON logging, configured once per process in its entry point.
 
-Every record carries the service name and, when one is in scope, the request or message id
-(set through :data:`request_id` by the HTTP middleware or the consumer).
+Every record carries the service name, an ISO-8601 UTC time and, when one is in scope, the
+request or message id (set through :data:`request_id` by the HTTP middleware or the consumer).
+Every finished line passes through :func:`shared.redact.redact`: no token, password, client
+secret, signing key or connection-string password reaches a log, whether it sits in a message,
+an extra field or the text of an exception.
 """
 
 from __future__ import annotations
@@ -9,10 +12,21 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
+from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
+from shared.redact import redact
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Records that libraries log as ERROR for events the services survive by design: the robust
+# AMQP connection reconnects on its own, forever, and the service's /ready says so meanwhile.
+# An operator sees them as WARNING; ERROR stays for what needs a person.
+_ROUTINE_ERRORS = {
+    "aio_pika.robust_connection": ("Reconnect attempt failed",),
+    "aiormq.connection": ("Unexpected connection close",),
+}
 
 
 class _ContextFilter(logging.Filter):
@@ -25,20 +39,41 @@ class _ContextFilter(logging.Filter):
         rid = request_id.get()
         if rid is not None and not hasattr(record, "request_id"):
             record.request_id = rid
+        routine = _ROUTINE_ERRORS.get(record.name)
+        if (
+            routine
+            and record.levelno == logging.ERROR
+            and isinstance(record.msg, str)
+            and record.msg.startswith(routine)
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines with UTC ISO-8601 times, secrets redacted from the whole finished line."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def json_formatter() -> logging.Formatter:
+    return RedactingJsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        timestamp=False,
+    )
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_ContextFilter(service))
-    handler.setFormatter(
-        JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            timestamp=False,
-        )
-    )
+    handler.setFormatter(json_formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

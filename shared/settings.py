@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.redact import register_settings_secrets
+
 
 class Environment(StrEnum):
     DEVELOPMENT = "development"
@@ -141,6 +143,8 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> ServiceSettings:
         """In production, refuse credentials that only make sense on a developer's machine."""
+        # Known before anything can log them: log lines redact these values (shared.redact).
+        register_settings_secrets(self)
         if not self.production:
             return self
         problems: list[str] = []

@@ -18,6 +18,7 @@ from services.auth import audit
 from services.auth.audit import Actor
 from services.auth.errors import Conflict, InvalidInput, field_error
 from services.auth.passwords import Hasher
+from shared.redact import GATEWAY_SECRET_PREFIX
 
 GATEWAY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _COLUMNS = (
@@ -78,7 +79,8 @@ async def register(
     """A new credential pair; returns the gateway and its secret (the only time it exists)."""
     gid = validate_gateway_id(gateway_id)
     client_id = f"gw_{secrets.token_hex(10)}"
-    secret = secrets.token_urlsafe(32)
+    # The prefix lets log redaction and secret scanners recognise the secret (shared.redact).
+    secret = GATEWAY_SECRET_PREFIX + secrets.token_urlsafe(32)
     secret_hash = await hasher.hash(secret)
     try:
         async with pool.connection() as conn:

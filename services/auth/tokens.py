@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 
 from services.auth.keys import KeySet
+from shared.redact import REFRESH_TOKEN_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,8 @@ class TokenIssuer:
 
 
 def new_refresh_token() -> str:
-    return secrets.token_urlsafe(32)
+    # The prefix lets log redaction and secret scanners recognise the token (shared.redact).
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def refresh_token_hash(token: str) -> bytes:
