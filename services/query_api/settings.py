@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.query_api.live.settings import LiveSettings
 from shared.security import SecuritySettings
 from shared.settings import (
     AmqpSettings,
@@ -31,3 +32,4 @@ class Settings(ServiceSettings):
     # Declared fields (INGEST_EXTRA_FIELDS) and validation limits, shared with ingest: used by
     # queries and by dead-letter replay, which validates readings again.
     limits: IngestLimits = Field(default_factory=IngestLimits)
+    live: LiveSettings = Field(default_factory=LiveSettings)

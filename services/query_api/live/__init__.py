@@ -1,0 +1,12 @@
+"""Live stream of readings, machine online/offline changes and alert changes (server-sent events).
+
+Why SSE rather than WebSocket: the stream only flows from server to browser; SSE is plain HTTP
+(proxies, load balancers, the same ``Authorization`` header and permission check as history),
+has ids and resumption built into the format, and needs no second protocol in the service.
+The console reads it with ``fetch`` streaming so the token travels in a header, never a URL.
+
+Feed: each query_api process binds its own bounded (``x-max-length``, overflow ``drop-head``),
+non-durable, exclusive queue to the ``telemetry`` exchange, so a slow process loses live events
+instead of holding the pipeline back; each client has its own bounded buffer and is told about a
+loss with a ``gap`` event (the console fills it from history).
+"""

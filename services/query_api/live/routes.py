@@ -1,0 +1,109 @@
+"""``GET /api/v1/live``: the live stream (``read:sensor_data``, the permission of history).
+
+Send the token in the ``Authorization`` header (the console reads the stream with ``fetch``);
+never in the URL. The stream ends when the token expires (event ``expired``): reconnect with a
+fresh token and the ``Last-Event-ID`` header to resume.
+
+Events: ``hello`` (once), ``reading``, ``status`` (online/offline), ``alert``
+(opened/acknowledged/cleared), ``gap`` (events were lost: read that window from history),
+``expired``; a comment every ``LIVE_HEARTBEAT_S`` keeps proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from services.query_api.live.events import HEARTBEAT, TYPES, frame
+from services.query_api.live.hub import LiveHub
+from services.query_api.live.subscriber import Filter, Subscriber
+from shared.auth.verify import Principal
+from shared.http import ApiError, requires
+from shared.machines import valid_uuid
+from shared.openapi import doc
+
+
+class LiveParams(BaseModel):
+    machine_id: str | None = Field(None, description="Comma-separated machine ids")
+    location: str | None = Field(None, description="Comma-separated locations")
+    factory_id: str | None = Field(None, description="Comma-separated factory ids")
+    types: str | None = Field(None, description="Comma-separated: reading, status, alert")
+
+
+def _values(request: Request, name: str) -> frozenset[str]:
+    out: set[str] = set()
+    for raw in request.query_params.getlist(name):
+        out.update(v.strip() for v in raw.split(",") if v.strip())
+    return frozenset(out)
+
+
+def parse_filter(request: Request) -> Filter:
+    errors = []
+    machines = _values(request, "machine_id")
+    bad = sorted(m for m in machines if not valid_uuid(m))
+    if bad:
+        errors.append({"parameter": "machine_id", "error": "Must be UUIDs", "value": bad[0]})
+    types = _values(request, "types")
+    unknown = sorted(types - set(TYPES))
+    if unknown:
+        errors.append(
+            {"parameter": "types", "error": "One of: " + ", ".join(TYPES), "value": unknown[0]}
+        )
+    if errors:
+        raise ApiError(400, "Invalid query parameters", errors)
+    return Filter(
+        machine_ids=machines,
+        locations=_values(request, "location"),
+        factory_ids=_values(request, "factory_id"),
+        types=types,
+    )
+
+
+@doc(
+    "Live stream (server-sent events) of readings, online/offline changes and alerts",
+    query=LiveParams,
+    responses={200: "text/event-stream", 503: "Too many live clients on this instance"},
+    tags=["live"],
+)
+@requires("read:sensor_data")
+async def live_stream(request: Request) -> Response:
+    hub: LiveHub = request.state.live
+    filt = parse_filter(request)
+    settings = hub.settings
+    if hub.client_count >= settings.max_clients:
+        raise ApiError(503, "Too many live clients on this instance", headers={"Retry-After": "5"})
+    principal: Principal = request.state.principal
+    sub = Subscriber(filt, settings.client_buffer)
+    hub.subscribe(sub, request.headers.get("last-event-id"))
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield frame(
+                None,
+                "hello",
+                {"epoch": hub.epoch, "heartbeat_s": settings.heartbeat_s, "expires": principal.exp},
+            )
+            while True:
+                left = principal.exp - time.time()
+                if left <= 0:
+                    yield frame(None, "expired", {"reason": "token expired: reconnect"})
+                    return
+                chunk = await sub.take(min(settings.heartbeat_s, left))
+                yield chunk if chunk else HEARTBEAT
+        finally:
+            hub.unsubscribe(sub)
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def live_routes() -> list[Route]:
+    return [Route("/api/v1/live", live_stream, methods=["GET"])]

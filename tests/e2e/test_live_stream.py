@@ -1,0 +1,96 @@
+"""The live stream of the running query API, fed by the running pipeline (RabbitMQ for real)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+import pytest
+
+from shared.settings import MqttSettings
+from tests.e2e.test_pipeline import create_machine, iso
+from tests.live_client import LiveReader
+from tests.mqtt_fixtures import mosquitto_pub
+
+pytestmark = pytest.mark.e2e
+Headers = Callable[[str], dict[str, str]]
+
+
+def post_reading(urls: dict[str, str], auth_headers: Headers, machine: str, temp: float) -> None:
+    now = datetime.now(UTC)
+    resp = httpx.post(
+        f"{urls['ingest_gateway']}/api/v1/data/ingest",
+        json={
+            "gateway_id": "GW-LIVE",
+            "timestamp": iso(now),
+            "batch": [
+                {
+                    "machine_id": machine,
+                    "sensor_type": "Temperature",
+                    "location": "Live hall",
+                    "readings": [{"timestamp": iso(now), "temperature": temp}],
+                }
+            ],
+        },
+        headers=auth_headers("Operator"),
+    )
+    assert resp.status_code == 202, resp.text
+
+
+def test_http_and_mqtt_readings_reach_a_filtered_stream_within_2_s(
+    urls: dict[str, str], auth_headers: Headers
+) -> None:
+    watched = create_machine(urls, auth_headers, "Live hall")
+    other = create_machine(urls, auth_headers, "Live hall")
+    with LiveReader(
+        urls["query_api"],
+        auth_headers("Operator"),
+        {"machine_id": watched, "types": "reading,status"},
+    ) as live:
+        assert live.status_code == 200
+        live.wait_for(lambda e: e.type == "hello", 5)
+        post_reading(urls, auth_headers, other, 50.0)
+        sent = time.monotonic()
+        post_reading(urls, auth_headers, watched, 61.25)
+        ev = live.wait_for(lambda e: e.type == "reading", 2)
+        assert time.monotonic() - sent < 2
+        # The reading of the other machine was filtered out: the first one is ours.
+        assert ev.data["machine_id"] == watched
+        assert ev.data["fields"] == {"temperature": 61.25}
+        assert ev.data["source"] == "http"
+        assert ev.id and ev.id.count("-") == 1
+
+        factory = f"live-{uuid.uuid4().hex[:6]}"
+        payload = orjson.dumps(
+            {"timestamp": iso(datetime.now(UTC)), "sensor_type": "Temperature", "speed": 1234}
+        )
+        sent = time.monotonic()
+        mosquitto_pub(MqttSettings(), f"factory/{factory}/machine/{watched}/telemetry", [payload])
+        ev = live.wait_for(lambda e: e.type == "reading" and e.data["source"] == "mqtt", 2)
+        assert time.monotonic() - sent < 2
+        assert ev.data["fields"] == {"speed": 1234.0}
+        assert ev.data["factory_id"] == factory
+
+
+def test_stream_needs_the_history_permission_in_a_header(
+    urls: dict[str, str], auth_headers: Headers
+) -> None:
+    base = f"{urls['query_api']}/api/v1/live"
+    assert httpx.get(base, timeout=5).status_code == 401
+    token = auth_headers("Operator")["Authorization"].split()[1]
+    # A token in the URL is not a credential.
+    assert httpx.get(base, params={"access_token": token}, timeout=5).status_code == 401
+    bad = httpx.get(base, params={"machine_id": "nope"}, headers=auth_headers("Operator"))
+    assert bad.status_code == 400
+    assert bad.json()["errors"][0]["parameter"] == "machine_id"
+
+
+def test_unknown_last_event_id_gets_a_gap(urls: dict[str, str], auth_headers: Headers) -> None:
+    headers = {**auth_headers("Operator"), "Last-Event-ID": "0000dead-12"}
+    with LiveReader(urls["query_api"], headers) as live:
+        ev = live.wait_for(lambda e: e.type == "gap", 5)
+        assert "history" in ev.data["reason"]
