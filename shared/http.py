@@ -26,7 +26,7 @@ from prometheus_client import (
     multiprocess,
 )
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -118,6 +118,13 @@ async def _database_unavailable(request: Request, exc: Exception) -> Response:
     ).response()
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client closed the connection before its body arrived: nobody reads an answer, and
+    # nothing was accepted (the body is read before anything is published).
+    log.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     # This handler runs outside the request-context middleware: the id is read from the scope.
     rid = request.scope.get("millrace.request_id")
@@ -138,6 +145,7 @@ EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]
     psycopg.DataError: _database_data,
     psycopg.OperationalError: _database_unavailable,
     psycopg_pool.PoolTimeout: _database_unavailable,
+    ClientDisconnect: _client_gone,
     Exception: _unhandled,
 }
 

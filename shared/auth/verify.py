@@ -81,28 +81,46 @@ class JwksCache:
         self._keys, self._entries = keys, entries
         self._fetched_at = time.monotonic()
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, unknown_kid: bool = False) -> None:
+        """Fetch the JWKS again, at most once a second whatever the load.
+
+        A stale cache (``unknown_kid=False``) keeps serving the keys it holds when a fetch was
+        tried less than a second ago (auth down or slow must not queue requests behind one
+        timed-out fetch each). A token naming a key not held (``unknown_kid=True``) waits for
+        the next allowed fetch instead: right after a rotation, the fetch that ran a moment ago
+        (for a stale cache, or for a forged kid) may predate the new key.
+        """
+        if not unknown_kid and self._lock.locked():
+            return  # a fetch is under way or queued: the keys held serve meanwhile
+        asked = time.monotonic()
         async with self._lock:
-            # Another request may have fetched while this one waited: at most one try a second,
-            # and the keys already held keep serving meanwhile (auth down or slow).
-            if time.monotonic() - self._tried_at < 1.0:
-                return
+            if self._tried_at >= asked:
+                return  # a fetch started after this request asked: its answer is fresh enough
+            wait = 1.0 - (time.monotonic() - self._tried_at)
+            if wait > 0:
+                if not unknown_kid:
+                    return
+                await asyncio.sleep(wait)  # the fetch budget: one a second
             self._tried_at = time.monotonic()
-            try:
-                resp = await self._http.get(self.settings.jwks_url)
-                resp.raise_for_status()
-                self.load(resp.json())
-            except (httpx.HTTPError, ValueError) as e:
-                log.warning(
-                    "JWKS fetch from %s failed: %s",
-                    self.settings.jwks_url,
-                    e,
-                    extra={"dependency": "auth"},
-                )
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        try:
+            resp = await self._http.get(self.settings.jwks_url)
+            resp.raise_for_status()
+            self.load(resp.json())
+        except (httpx.HTTPError, ValueError) as e:
+            log.warning(
+                "JWKS fetch from %s failed: %s",
+                self.settings.jwks_url,
+                e,
+                extra={"dependency": "auth"},
+            )
 
     async def key(self, kid: str) -> jwt.PyJWK | None:
-        stale = time.monotonic() - self._fetched_at > self.settings.jwks_cache_s
-        if kid not in self._keys or stale:
+        if kid not in self._keys:
+            await self.refresh(unknown_kid=True)
+        elif time.monotonic() - self._fetched_at > self.settings.jwks_cache_s:
             await self.refresh()
         return self._keys.get(kid)
 
