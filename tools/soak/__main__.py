@@ -1,0 +1,3 @@
+from tools.soak.cli import main
+
+main()
