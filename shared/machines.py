@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from shared.keys import machine_key
 from shared.redisguard import REDIS_ERRORS, RedisGuard
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class MachineCache:
 
     @staticmethod
     def key(machine_id: str) -> str:
-        return f"millrace:machine:{machine_id}"
+        return machine_key(machine_id)
 
     async def get_many(self, ids: list[str]) -> dict[str, Machine | None]:
         """Every id → its machine, or None when it does not exist."""

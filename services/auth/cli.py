@@ -26,11 +26,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.auth import gateways, users
 from services.auth.app import create_app
-from services.auth.audit import CLI_ACTOR
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.keys import KeyConfigError, rotate_dev_key
 from services.auth.passwords import Hasher
 from services.auth.settings import Settings
+from shared.audit import CLI_ACTOR
 from shared.db import DB_ERRORS, create_pool, migrate
 from shared.log import configure_logging
 from shared.service.entry import load_settings, serve

@@ -14,10 +14,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.auth import audit
-from services.auth.audit import Actor
 from services.auth.errors import Conflict, InvalidInput, field_error
 from services.auth.passwords import Hasher
+from shared import audit
+from shared.audit import Actor
 from shared.redact import GATEWAY_SECRET_PREFIX
 
 GATEWAY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")

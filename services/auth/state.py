@@ -29,7 +29,7 @@ class LocalJwks(JwksCache):
         super().__init__(settings)
         self.load(keys.jwks())
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, unknown_kid: bool = False) -> None:
         return None
 
     async def key(self, kid: str) -> jwt.PyJWK | None:

@@ -13,10 +13,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from services.auth import audit
-from services.auth.audit import Actor
 from services.auth.errors import Conflict, InvalidInput, field_error
 from services.auth.passwords import Hasher, password_problem
+from shared import audit
+from shared.audit import Actor
 from shared.auth.roles import PERMISSIONS, Role
 
 # "Leave unchanged" for optional fields where None is a meaningful new value.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from services.ingest_gateway.routes import ROUTES
+from services.ingest_gateway.ingest_api import ROUTES
 from services.ingest_gateway.settings import Settings
 from services.ingest_gateway.state import open_state, ready
 from shared.service import service_app

@@ -1,3 +1,5 @@
-from services.query_api.main import main
+from services.query_api.app import create_app
+from services.query_api.settings import Settings
+from shared.service import run
 
-main()
+run("query_api", Settings, create_app)

@@ -15,23 +15,22 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from services.query_api.history import ns_to_iso
 from services.query_api.schemas import StatusOut, StatusParams
+from services.query_api.state import State, state
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
 from shared.influx import InfluxClient, quote_ident
+from shared.keys import status_key
 from shared.lineprotocol import MEASUREMENT
-from shared.machines import STATUSES, MachineRepository
+from shared.machines import STATUSES, Machine, MachineRepository
 from shared.openapi import doc
 from shared.redisguard import REDIS_ERRORS, RedisGuard
 
 log = logging.getLogger(__name__)
 FALLBACK_LOOKBACK = "30d"
-
-
-def status_key(machine_id: str) -> str:
-    return f"millrace:status:{machine_id}"
 
 
 async def _from_redis(guard: RedisGuard, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -68,84 +67,98 @@ async def _from_influx(influx: InfluxClient) -> dict[str, dict[str, Any]]:
     return out
 
 
-def status_endpoint(online_threshold_s: int) -> Any:
-    @doc(
-        "Live status of every machine",
-        query=StatusParams,
-        responses={200: StatusOut},
-        tags=["machines"],
-    )
-    @requires("read:machines")
-    async def machines_status(request: Request) -> Response:
-        filters = {
-            k: request.query_params[k]
-            for k in ("location", "status", "sensor_type")
-            if request.query_params.get(k)
+def _status_filter(request: Request) -> dict[str, str]:
+    filters = {
+        k: request.query_params[k]
+        for k in ("location", "status", "sensor_type")
+        if request.query_params.get(k)
+    }
+    if "status" in filters and filters["status"] not in STATUSES:
+        error = {
+            "parameter": "status",
+            "error": "Must be one of: " + ", ".join(STATUSES),
+            "value": filters["status"],
         }
-        if "status" in filters and filters["status"] not in STATUSES:
-            raise ApiError(
-                400,
-                "Invalid query parameters",
-                [
-                    {
-                        "parameter": "status",
-                        "error": "Must be one of: " + ", ".join(STATUSES),
-                        "value": filters["status"],
-                    }
-                ],
-            )
-        machines, _ = await MachineRepository(request.state.pool).list(filters, 100_000, 0)
-        ids = [m.id for m in machines]
-        guard: RedisGuard = request.state.redis_guard
-        latest: dict[str, dict[str, Any]] | None = None
-        source = "redis"
-        if guard.usable():
-            try:
-                latest = await _from_redis(guard, ids)
-                guard.ok()
-            except REDIS_ERRORS as e:
-                guard.failed("live status", e)
-        if latest is None:
-            source = "influxdb"
-            try:
-                latest = await _from_influx(request.state.influx)
-            except (InfluxUnavailable, InfluxQueryError) as e2:
-                raise ApiError(
-                    503, "Live status unavailable, retry later", headers={"Retry-After": "5"}
-                ) from e2
-        now_ns = time.time_ns()
-        threshold_ns = online_threshold_s * 1_000_000_000
-        rows = []
-        for m in machines:
-            seen = latest.get(m.id)
-            online = seen is not None and now_ns - seen["last_seen_ns"] <= threshold_ns
-            rows.append(
-                {
-                    "machine_id": m.id,
-                    "name": m.name,
-                    "location": m.location,
-                    "sensor_type": m.sensor_type,
-                    "status": m.status,
-                    "online": online,
-                    "last_seen": ns_to_iso(seen["last_seen_ns"]) if seen else None,
-                    "last_values": seen["values"] if seen else None,
-                }
-            )
-        online_count = sum(1 for r in rows if r["online"])
-        return JSONResponse(
+        raise ApiError(400, "Invalid query parameters", [error])
+    return filters
+
+
+async def _latest(st: State, ids: list[str]) -> tuple[dict[str, dict[str, Any]], str]:
+    """Newest reading per machine, from Redis, or from InfluxDB while Redis is unusable."""
+    guard = st["redis_guard"]
+    if guard.usable():
+        try:
+            latest = await _from_redis(guard, ids)
+            guard.ok()
+            return latest, "redis"
+        except REDIS_ERRORS as e:
+            guard.failed("live status", e)
+    try:
+        return await _from_influx(st["influx"]), "influxdb"
+    except (InfluxUnavailable, InfluxQueryError) as e:
+        raise ApiError(
+            503, "Live status unavailable, retry later", headers={"Retry-After": "5"}
+        ) from e
+
+
+def status_rows(
+    machines: list[Machine], latest: dict[str, dict[str, Any]], now_ns: int, threshold_s: int
+) -> list[dict[str, Any]]:
+    """One row per machine: online when its newest reading is at most ``threshold_s`` old."""
+    threshold_ns = threshold_s * 1_000_000_000
+    rows = []
+    for m in machines:
+        seen = latest.get(m.id)
+        online = seen is not None and now_ns - seen["last_seen_ns"] <= threshold_ns
+        rows.append(
             {
-                "status": "success",
-                "source": source,
-                "online_threshold_s": online_threshold_s,
-                "summary": {
-                    "total": len(rows),
-                    "online": online_count,
-                    "offline": len(rows) - online_count,
-                    "never_seen": sum(1 for r in rows if r["last_seen"] is None),
-                    "by_status": dict(Counter(m.status for m in machines)),
-                },
-                "machines": rows,
+                "machine_id": m.id,
+                "name": m.name,
+                "location": m.location,
+                "sensor_type": m.sensor_type,
+                "status": m.status,
+                "online": online,
+                "last_seen": ns_to_iso(seen["last_seen_ns"]) if seen else None,
+                "last_values": seen["values"] if seen else None,
             }
         )
+    return rows
 
-    return machines_status
+
+def status_summary(machines: list[Machine], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    online_count = sum(1 for r in rows if r["online"])
+    return {
+        "total": len(rows),
+        "online": online_count,
+        "offline": len(rows) - online_count,
+        "never_seen": sum(1 for r in rows if r["last_seen"] is None),
+        "by_status": dict(Counter(m.status for m in machines)),
+    }
+
+
+@doc(
+    "Live status of every machine",
+    query=StatusParams,
+    responses={200: StatusOut},
+    tags=["machines"],
+)
+@requires("read:machines")
+async def machines_status(request: Request) -> Response:
+    st = state(request)
+    filters = _status_filter(request)
+    machines, _ = await MachineRepository(st["pool"]).list(filters, 100_000, 0)
+    latest, source = await _latest(st, [m.id for m in machines])
+    threshold_s = st["settings"].online_threshold_s
+    rows = status_rows(machines, latest, time.time_ns(), threshold_s)
+    return JSONResponse(
+        {
+            "status": "success",
+            "source": source,
+            "online_threshold_s": threshold_s,
+            "summary": status_summary(machines, rows),
+            "machines": rows,
+        }
+    )
+
+
+ROUTES = [Route("/api/v1/machines/status", machines_status, methods=["GET"])]

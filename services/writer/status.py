@@ -18,6 +18,8 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from shared.keys import status_key, version_key
+
 log = logging.getLogger(__name__)
 
 # Compare in milliseconds: Lua numbers are doubles and nanoseconds would lose precision.
@@ -30,14 +32,6 @@ end
 redis.call('HSET', KEYS[1], 'received_ms', ARGV[6])
 return redis.call('INCR', KEYS[2])
 """
-
-
-def status_key(machine_id: str) -> str:
-    return f"millrace:status:{machine_id}"
-
-
-def version_key(machine_id: str) -> str:
-    return f"millrace:machine:{machine_id}:version"
 
 
 def newest_per_machine(readings: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from services.query_api.config_routes import config_routes
+from services.query_api.config.routes import config_routes
 from shared.db import create_pool, migrate
 from shared.http import EXCEPTION_HANDLERS, RequestContextMiddleware
 from shared.settings import PostgresSettings

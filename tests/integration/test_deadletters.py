@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from services.query_api.app import create_app
-from services.query_api.deadletter_archive import DeadLetterArchive
+from services.query_api.deadletters.archive import DeadLetterArchive
 from services.query_api.settings import Settings
 from shared import broker
 from shared.db import create_pool, migrate

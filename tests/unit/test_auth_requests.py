@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 
 from services.auth.bodies import basic_credentials, read_fields
-from services.query_api.config_routes import parse_update
+from services.query_api.config.routes import parse_update
 from shared.http import ApiError
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from services.query_api.deadletter_records import (
+from services.query_api.deadletters.records import (
     MAX_RAW_CHARS,
     UNDECODABLE,
     LetterRecord,

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.query_api.deadletter_replay import (
+from services.query_api.deadletters.replay import (
     Letter,
     Unreplayable,
     machine_ids,

@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
-from services.query_api.deadletter_schemas import DeadLetterListParams, PurgeIn, ReplayIn
-from services.query_api.deadletter_store import LetterFilter
-from services.query_api.deadletters_api import letter_out, parse_query
+from services.query_api.deadletters.routes import letter_out, parse_query
+from services.query_api.deadletters.schemas import DeadLetterListParams, PurgeIn, ReplayIn
+from services.query_api.deadletters.store import LetterFilter
 from shared.http import ApiError
 
 

@@ -17,22 +17,17 @@ from pathlib import Path
 
 import httpx
 
+from shared import ports
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / ".run"
 SERVICES = ("ingest_gateway", "query_api", "auth", "mqtt_bridge", "writer")
-DEFAULT_PORTS = {
-    "ingest_gateway": 8001,
-    "query_api": 8002,
-    "auth": 8003,
-    "mqtt_bridge": 8004,
-    "writer": 8005,
-}
 # Other engineers' heavy jobs share this machine: measure only while none of them runs.
 BUSY = re.compile(r"pytest|tools\.chaos|tools\.simulator")
 
 
 def port(service: str) -> int:
-    return int(os.environ.get(f"{service.upper()}_PORT", DEFAULT_PORTS[service]))
+    return ports.port(service)
 
 
 def url(service: str) -> str:

@@ -24,6 +24,7 @@ from types import FrameType
 
 import orjson
 
+from shared import ports
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tools.chaos.credentials import GatewayToken, register_gateway
 from tools.chaos.doors import Door, HttpGateway, MqttGateway
@@ -122,9 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _url(service: str, default_port: int) -> str:
-    port = os.environ.get(f"{service.upper()}_PORT", str(default_port))
-    return os.environ.get(f"{service.upper()}_URL", f"http://127.0.0.1:{port}")
+def _url(service: str) -> str:
+    return os.environ.get(f"{service.upper()}_URL") or ports.url(service)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -156,7 +156,7 @@ class Run:
         http_ledger = DoorLedger("http", ids[:cut])
         mqtt_ledger = DoorLedger("mqtt", ids[cut:])
         client_id, secret = register_gateway(f"CHAOS-{self.run_id}")
-        token = GatewayToken(_url("auth", 8003), client_id, secret)
+        token = GatewayToken(_url("auth"), client_id, secret)
         token.header()  # fail now, not in the middle of the run
         doors: list[Door] = []
         if n_http:
@@ -166,7 +166,7 @@ class Run:
                     Pacer(self.schedule, n_http),
                     self.stop,
                     seed=args.seed,
-                    base_url=_url("ingest_gateway", 8001),
+                    base_url=_url("ingest_gateway"),
                     token=token,
                     gateway_id=f"CHAOS-{self.run_id}",
                     factory_id=self.factory_id,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from shared.ports import PORTS
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,13 +27,10 @@ DEPS = ROOT / "infra" / "local" / "deps.sh"
 SERVICES = ROOT / "infra" / "local" / "services.sh"
 POLL_S = 0.25
 
-# Service → (port variable, default port); writer-<i> listens on WRITER_PORT + 10 * i.
+# The pipeline's services in start order (ports from shared.ports); writer-<i> listens on
+# WRITER_PORT + 10 * i.
 SERVICE_PORTS = {
-    "auth": ("AUTH_PORT", 8003),
-    "writer": ("WRITER_PORT", 8005),
-    "ingest_gateway": ("INGEST_GATEWAY_PORT", 8001),
-    "mqtt_bridge": ("MQTT_BRIDGE_PORT", 8004),
-    "query_api": ("QUERY_API_PORT", 8002),
+    name: PORTS[name] for name in ("auth", "writer", "ingest_gateway", "mqtt_bridge", "query_api")
 }
 
 

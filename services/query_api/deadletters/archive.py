@@ -28,9 +28,9 @@ from aio_pika.abc import (
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from services.query_api import deadletter_store as store
-from services.query_api.deadletter_metrics import ARCHIVED, set_pending
-from services.query_api.deadletter_records import (
+from services.query_api.deadletters import store
+from services.query_api.deadletters.metrics import ARCHIVED, set_pending
+from services.query_api.deadletters.records import (
     LetterRecord,
     record_from_message,
     undecodable_record,

@@ -1,7 +1,9 @@
-"""Audit entries for privileged changes made through auth (user and gateway administration).
+"""The audit record of every privileged change: who (user id, username, role), what (action,
+target, old and new value), from where (client address, user agent, request id).
 
-Same table and shape as configuration changes (``audit_log``, migration 0003), written in the
-transaction of the change itself so that no change exists without its entry.
+One table (``audit_log``) and one INSERT for configuration changes (query API) and user and
+gateway administration (auth), written in the transaction of the change itself so that no
+change exists without its entry.
 """
 
 from __future__ import annotations
@@ -73,3 +75,16 @@ async def record(
             actor.request_id,
         ),
     )
+
+
+async def record_request(
+    conn: AsyncConnection[Any],
+    request: Request,
+    principal: Principal,
+    action: str,
+    target: str,
+    old_value: Any = None,
+    new_value: Any = None,
+) -> None:
+    """:func:`record` for a change made through an HTTP request by ``principal``."""
+    await record(conn, Actor.of(request, principal), action, target, old_value, new_value)

@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.auth import gateways, users
-from services.auth.audit import client_address
 from services.auth.bodies import basic_credentials, read_fields, string_field
 from services.auth.keys import KeySet
 from services.auth.passwords import Hasher
@@ -36,6 +35,7 @@ from services.auth.settings import Settings
 from services.auth.throttle import Throttle
 from services.auth.tokens import TokenIssuer
 from services.auth.users import User
+from shared.audit import client_address
 from shared.auth.roles import PERMISSIONS, Role
 from shared.auth.verify import JwtAuthorizer
 from shared.http import ApiError, JSONResponse

@@ -17,7 +17,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.auth import users
-from services.auth.audit import Actor
 from services.auth.bodies import query_bool, query_int, read_fields
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.passwords import Hasher
@@ -31,6 +30,7 @@ from services.auth.schemas import (
 )
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
+from shared.audit import Actor
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
 from shared.openapi import doc

@@ -11,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.auth import gateways
-from services.auth.audit import Actor
 from services.auth.bodies import query_bool, read_fields
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.passwords import Hasher
@@ -23,7 +22,8 @@ from services.auth.schemas import (
     GatewayListParams,
     GatewaysOut,
 )
-from services.auth.session_routes import NO_STORE
+from services.auth.session_api import NO_STORE
+from shared.audit import Actor
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
 from shared.openapi import doc

@@ -37,16 +37,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.query_api import deadletter_store as store
-from services.query_api.config_routes import record_audit
-from services.query_api.deadletter_metrics import PURGED, REPLAY_REFUSED, REPLAYED, set_pending
-from services.query_api.deadletter_replay import (
+from services.query_api.deadletters import store
+from services.query_api.deadletters.metrics import PURGED, REPLAY_REFUSED, REPLAYED, set_pending
+from services.query_api.deadletters.replay import (
     Letter,
     Unreplayable,
     machine_ids,
     replay_readings,
 )
-from services.query_api.deadletter_schemas import (
+from services.query_api.deadletters.schemas import (
     DeadLetterEnvelope,
     DeadLetterListOut,
     DeadLetterListParams,
@@ -56,7 +55,8 @@ from services.query_api.deadletter_schemas import (
     ReplayIn,
     ReplayOut,
 )
-from services.query_api.deadletter_store import LetterFilter
+from services.query_api.deadletters.store import LetterFilter
+from shared.audit import record_request as record_audit
 from shared.broker import Publisher
 from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from services.query_api.deadletter_records import LetterRecord
+from services.query_api.deadletters.records import LetterRecord
 
 # Columns of the list (the bulky readings/raw/details only in the detail view).
 _SUMMARY = (

@@ -1,0 +1,279 @@
+"""Runtime configuration with an audit trail (README "Using it"), mounted by the query API.
+
+    GET  /api/v1/config              read:config   every setting, or ?name=
+    POST /api/v1/config/update       write:config  {"setting_name": ..., "setting_value": ...}
+    GET  /api/v1/audit               read:users    the audit log, newest first
+
+Every change is written to ``audit_log`` in the same transaction as the change: who (user id,
+username, role), what (setting, old value, new value), when, and from where (client address,
+user agent, request id). An update that changes nothing is answered but not audited.
+
+The audit log is guarded by ``read:users`` (Management only): it records personal data about
+users (who did what, from which address), and it also holds user and gateway administration
+entries written by the auth service. The role table has no dedicated audit permission.
+
+Needs ``request.state.pool`` (psycopg ``AsyncConnectionPool``) and ``request.state.authorizer``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.query_api.config.schemas import (
+    MAX_AUDIT_LIMIT,
+    AuditOut,
+    AuditParams,
+    ConfigOut,
+    ConfigParams,
+    ConfigUpdateIn,
+    ConfigUpdateOut,
+)
+from shared import audit
+from shared.auth.verify import Principal
+from shared.http import ApiError, JSONResponse, read_json, requires
+from shared.openapi import doc
+
+SETTING_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+MAX_BODY_BYTES = 64 * 1024
+MAX_VALUE_BYTES = 16 * 1024
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _renderable(value: Any) -> Any:
+    """A JSON value as stored, with integers too wide for 64 bits as floats. PostgreSQL's
+    jsonb keeps e.g. 1e29 as the integer 1000...0, which the JSON encoder refuses (500)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**64 else float(value)
+    if isinstance(value, list):
+        return [_renderable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _renderable(v) for k, v in value.items()}
+    return value
+
+
+def _setting(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "value": _renderable(row["value"]),
+        "updated_at": _iso(row["updated_at"]),
+        "updated_by": row["updated_by_username"],
+    }
+
+
+def parse_update(body: Any) -> tuple[str, Any]:
+    """(name, value) of an update body; :class:`ApiError` 400 naming every problem."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The JSON body must be an object")
+    errors = []
+    name = body.get("setting_name")
+    if not isinstance(name, str) or not SETTING_NAME_RE.fullmatch(name):
+        errors.append(
+            {
+                "field": "setting_name",
+                "error": "Required: 1-100 characters, lower-case letters, digits, '_', '.', '-'",
+                "value": name,
+            }
+        )
+    if "setting_value" not in body or body["setting_value"] is None:
+        errors.append({"field": "setting_value", "error": "Required (any JSON value but null)"})
+    elif len(orjson.dumps(body["setting_value"])) > MAX_VALUE_BYTES:
+        errors.append({"field": "setting_value", "error": f"Larger than {MAX_VALUE_BYTES} bytes"})
+    unknown = sorted(set(body) - {"setting_name", "setting_value"})
+    errors.extend({"field": field, "error": "Unknown field"} for field in unknown)
+    if errors:
+        raise ApiError(400, "Validation failed", errors)
+    assert isinstance(name, str)
+    return name, body["setting_value"]
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await read_json(request, MAX_BODY_BYTES)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ApiError(400, "Malformed JSON body") from e
+
+
+@doc(
+    "Runtime configuration",
+    query=ConfigParams,
+    responses={200: ConfigOut, 404: "No such setting"},
+    tags=["config"],
+)
+@requires("read:config")
+async def get_config(request: Request) -> Response:
+    name = request.query_params.get("name")
+    async with request.state.pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        if name is None:
+            await cur.execute("SELECT * FROM config_settings ORDER BY name")
+        else:
+            await cur.execute("SELECT * FROM config_settings WHERE name = %s", (name,))
+        rows = await cur.fetchall()
+    if name is not None and not rows:
+        raise ApiError(404, f"Setting {name} not found")
+    return JSONResponse({"status": "success", "settings": [_setting(r) for r in rows]})
+
+
+@doc(
+    "Change one setting; the change is written to the audit log",
+    body=ConfigUpdateIn,
+    responses={200: ConfigUpdateOut},
+    tags=["config"],
+)
+@requires("write:config")
+async def update_config(request: Request) -> Response:
+    name, value = parse_update(await _json_body(request))
+    principal: Principal = request.state.principal
+    async with request.state.pool.connection() as conn:
+        # Serialize writers of one setting, including its first insert (nothing to row-lock),
+        # so that every audit entry's old value is the value it really replaced.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"config:{name}",))
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute("SELECT * FROM config_settings WHERE name = %s", (name,))
+        before = await cur.fetchone()
+        if before is not None and before["value"] == value:
+            return JSONResponse(
+                {
+                    "status": "success",
+                    "message": "Configuration unchanged",
+                    "changed": False,
+                    "updated_setting": _setting(before),
+                }
+            )
+        await cur.execute(
+            "INSERT INTO config_settings (name, value, updated_by, updated_by_username)"
+            " VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now(),"
+            " updated_by = EXCLUDED.updated_by,"
+            " updated_by_username = EXCLUDED.updated_by_username"
+            " RETURNING *",
+            (name, Jsonb(value), principal.sub, principal.username),
+        )
+        after = await cur.fetchone()
+        assert after is not None
+        old_value = before["value"] if before is not None else None
+        await audit.record_request(
+            conn, request, principal, "config.update", name, old_value, value
+        )
+    return JSONResponse(
+        {
+            "status": "success",
+            "message": "Configuration updated",
+            "changed": True,
+            "updated_setting": {**_setting(after), "old_value": _renderable(old_value)},
+        }
+    )
+
+
+def _audit_filters(request: Request) -> tuple[int, int, list[str], list[Any]]:
+    params = request.query_params
+    errors: list[dict[str, Any]] = []
+
+    def integer(name: str, default: int, low: int, high: int) -> int:
+        raw = params.get(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            errors.append(
+                {
+                    "parameter": name,
+                    "error": f"Must be an integer from {low} to {high}",
+                    "value": raw,
+                }
+            )
+            return default
+        return int(raw)
+
+    limit = integer("limit", 100, 1, MAX_AUDIT_LIMIT)
+    offset = integer("offset", 0, 0, 10_000_000)
+    where: list[str] = []
+    values: list[Any] = []
+    for param, column in (("action", "action"), ("actor", "actor_username"), ("target", "target")):
+        if (raw := params.get(param)) is not None:
+            where.append(f"{column} = %s")
+            values.append(raw)
+    for param, op in (("since", ">="), ("until", "<")):
+        if (raw := params.get(param)) is None:
+            continue
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            errors.append({"parameter": param, "error": "Invalid ISO 8601 format", "value": raw})
+            continue
+        if when.tzinfo is None:
+            errors.append({"parameter": param, "error": "Needs a time zone", "value": raw})
+            continue
+        where.append(f"occurred_at {op} %s")
+        values.append(when)
+    if errors:
+        raise ApiError(400, "Invalid query parameters", errors)
+    return limit, offset, where, values
+
+
+@doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut}, tags=["config"])
+@requires("read:users")
+async def audit_log(request: Request) -> Response:
+    limit, offset, where, values = _audit_filters(request)
+    clause = " AND ".join(where) or "TRUE"
+    async with request.state.pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(f"SELECT count(*) AS total FROM audit_log WHERE {clause}", values)
+        counted = await cur.fetchone()
+        await cur.execute(
+            f"SELECT * FROM audit_log WHERE {clause}"
+            " ORDER BY occurred_at DESC, id DESC LIMIT %s OFFSET %s",
+            (*values, limit, offset),
+        )
+        rows = await cur.fetchall()
+    total = counted["total"] if counted else 0
+    entries = [
+        {
+            "id": r["id"],
+            "time": _iso(r["occurred_at"]),
+            "user_id": r["actor_id"],
+            "username": r["actor_username"],
+            "role": r["actor_role"],
+            "action": r["action"],
+            "target": r["target"],
+            "old_value": _renderable(r["old_value"]),
+            "new_value": _renderable(r["new_value"]),
+            "client_address": r["client_address"],
+            "user_agent": r["user_agent"],
+            "request_id": r["request_id"],
+        }
+        for r in rows
+    ]
+    return JSONResponse(
+        {
+            "status": "success",
+            "entries": entries,
+            "pagination": {
+                "limit": limit,
+                "offset": offset,
+                "returned_records": len(entries),
+                "total_records": total,
+                "has_more": offset + len(entries) < total,
+            },
+        }
+    )
+
+
+def config_routes() -> list[Route]:
+    return [
+        Route("/api/v1/config", get_config, methods=["GET"]),
+        Route("/api/v1/config/update", update_config, methods=["POST"]),
+        Route("/api/v1/audit", audit_log, methods=["GET"]),
+    ]

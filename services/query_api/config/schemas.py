@@ -1,0 +1,86 @@
+"""Request and answer models of the configuration and audit endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MAX_AUDIT_LIMIT = 500
+
+
+class ConfigParams(BaseModel):
+    name: str | None = Field(None, description="One setting only")
+
+
+class SettingOut(BaseModel):
+    name: str
+    value: Any
+    updated_at: str
+    updated_by: str = Field(description="Username of the last writer")
+
+
+class ConfigOut(BaseModel):
+    """Settings, by name."""
+
+    status: str = "success"
+    settings: list[SettingOut]
+
+
+class ConfigUpdateIn(BaseModel):
+    setting_name: str = Field(description="1-100 of a-z 0-9 _ . - (starting with a letter)")
+    setting_value: Any = Field(description="Any JSON value but null, at most 16 KiB")
+
+
+class UpdatedSettingOut(SettingOut):
+    old_value: Any = None
+
+
+class ConfigUpdateOut(BaseModel):
+    """The setting after the update (changed: false when the value was already set)."""
+
+    status: str = "success"
+    message: str
+    changed: bool
+    updated_setting: UpdatedSettingOut
+
+
+class AuditParams(BaseModel):
+    limit: int = Field(100, ge=1, le=MAX_AUDIT_LIMIT)
+    offset: int = Field(0, ge=0)
+    action: str | None = Field(None, description="e.g. config.update, user.deactivate")
+    actor: str | None = Field(None, description="Username of who made the change")
+    target: str | None = Field(None, description="Setting name, username or gateway id")
+    since: str | None = Field(None, description="ISO 8601 with zone, inclusive")
+    until: str | None = Field(None, description="ISO 8601 with zone, exclusive")
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    time: str
+    user_id: str
+    username: str
+    role: str
+    action: str
+    target: str
+    old_value: Any
+    new_value: Any
+    client_address: str | None
+    user_agent: str | None
+    request_id: str | None
+
+
+class AuditPagination(BaseModel):
+    limit: int
+    offset: int
+    returned_records: int
+    total_records: int
+    has_more: bool
+
+
+class AuditOut(BaseModel):
+    """Audit entries, newest first."""
+
+    status: str = "success"
+    entries: list[AuditEntryOut]
+    pagination: AuditPagination

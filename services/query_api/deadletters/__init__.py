@@ -1,0 +1,1 @@
+"""Dead letters: archived from their queue into PostgreSQL, listed, replayed and purged."""

@@ -1,0 +1,91 @@
+"""``GET /api/v1/data/machine/{machine_id}``: one machine's history (``history.py`` builds
+and runs the queries; answers are cached briefly, see ``history.HistoryCache``)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from services.query_api import history
+from services.query_api.params import parse_history
+from services.query_api.schemas import HistoryOut, HistoryParams
+from services.query_api.state import State, state
+from shared.errors import InfluxQueryError, InfluxUnavailable
+from shared.http import ApiError, JSONResponse, requires
+from shared.machines import valid_uuid
+from shared.openapi import doc
+
+log = logging.getLogger(__name__)
+
+
+def _machine_id(request: Request) -> str:
+    mid = str(request.path_params["machine_id"])
+    if not valid_uuid(mid):
+        error = {"parameter": "machine_id", "error": "Must be a UUID", "value": mid}
+        raise ApiError(400, "Invalid path parameter", [error])
+    return mid
+
+
+async def _fetch(st: State, mid: str, q: history.HistoryQuery) -> tuple[list[Any], int]:
+    try:
+        return await history.fetch(st["influx"], mid, q)
+    except InfluxUnavailable as e:
+        log.warning("history query failed: %s", e, extra={"dependency": "influxdb"})
+        raise ApiError(
+            503, "Time-series store unavailable, retry later", headers={"Retry-After": "5"}
+        ) from e
+    except InfluxQueryError as e:
+        log.error("history query rejected: %s", e)
+        raise ApiError(500, "History query failed") from e
+
+
+def history_body(
+    machine: dict[str, Any], q: history.HistoryQuery, rows: list[Any], total: int
+) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "machine": machine,
+        "query": {**q.describe(), "tier": history.choose_tier(q)},
+        "data": rows,
+        "pagination": {
+            "limit": q.limit,
+            "offset": q.offset,
+            "returned_records": len(rows),
+            "total_records": total,
+            "has_more": q.offset + len(rows) < total,
+        },
+    }
+
+
+@doc(
+    "Sensor history of one machine",
+    query=HistoryParams,
+    responses={200: HistoryOut, 404: "Unknown machine", 503: "InfluxDB unavailable"},
+    tags=["data"],
+)
+@requires("read:sensor_data")
+async def machine_history(request: Request) -> Response:
+    st = state(request)
+    mid = _machine_id(request)
+    default_range_s = st["settings"].default_range_s
+    q = parse_history(request.query_params, st["known_fields"], default_range_s, datetime.now(UTC))
+    machine = await st["machines"].get(mid)
+    if machine is None:
+        raise ApiError(404, "Machine not found", machine_id=mid)
+    cache = st["history_cache"]
+    key = await cache.key(mid, q.cache_key())
+    cached = await cache.get(key)
+    if cached is not None:
+        return JSONResponse({**cached, "machine": machine.as_dict(), "cached": True})
+    rows, total = await _fetch(st, mid, q)
+    body = history_body(machine.as_dict(), q, rows, total)
+    await cache.put(key, body)
+    return JSONResponse(body)
+
+
+ROUTES = [Route("/api/v1/data/machine/{machine_id}", machine_history, methods=["GET"])]
