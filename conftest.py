@@ -1,4 +1,4 @@
 """Root conftest: fixture plugins shared across test packages (pytest only honours
-``pytest_plugins`` here)."""
+``pytest_plugins`` here), and the scan of the service logs after a run (tests/logscan.py)."""
 
-pytest_plugins = ["tests.auth_fixtures", "tests.mqtt_fixtures"]
+pytest_plugins = ["tests.auth_fixtures", "tests.mqtt_fixtures", "tests.logscan"]

@@ -71,14 +71,14 @@ class Outcome:
 
 
 def expected(req: Request, sent: float, received: float, leeway: int) -> str:
-    """'ok' | '401' | '403' | 'either' (ok or 401)."""
+    """'ok' | '401…' (why) | '403' | 'either' (ok or 401) | 'either-403' (403 or 401)."""
     tok = req.token
     if not isinstance(tok, Token):
         return "401"
-    if tok.revoked_at is not None and tok.revoked_at < sent:
-        return "401"
     if sent > tok.exp + leeway + MARGIN_S:
-        return "401"
+        return "401 expired"
+    if tok.revoked_at is not None and tok.revoked_at < sent:
+        return "401 revoked"
     sure = received < tok.exp + leeway - MARGIN_S and tok.revoked_at is None and not tok.revoking
     if req.needs is not None and req.needs not in req.has:
         return "403" if sure else "either-403"
@@ -92,7 +92,7 @@ def judge(req: Request, want: str, status: int) -> bool:
         return status in (req.ok_status, 401)
     if want == "either-403":
         return status in (403, 401)
-    return status == int(want)
+    return status == int(want.split()[0])
 
 
 class Tokens:
