@@ -7,6 +7,7 @@ import time.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -101,11 +102,25 @@ class JwtSettings(BaseSettings):
 
     model_config = _config("JWT_")
 
-    jwks_url: str = "http://127.0.0.1:8003/.well-known/jwks.json"
+    # Unset: auth on this host at AUTH_PORT, so a stack moved to other ports trusts its own auth.
+    jwks_url: str = ""
     issuer: str = "millrace-auth"
     audience: str = "millrace"
     leeway_s: int = Field(default=10, ge=0)
     jwks_cache_s: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _jwks_follows_auth_port(self) -> JwtSettings:
+        # AUTH_PORT is auth's own setting (services.auth.settings); read here only for this
+        # default, so it is not a variable every verifying service must be given.
+        if not self.jwks_url:
+            port = os.environ.get("AUTH_PORT", "8003")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"AUTH_PORT must be a port number (JWT_JWKS_URL follows it): {port!r}"
+                )
+            self.jwks_url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+        return self
 
 
 class IngestLimits(BaseSettings):
