@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.rabbitctl import rabbitmqctl_command
+from shared.settings import AmqpSettings
 from tests.e2e.conftest import poll
 
 pytestmark = pytest.mark.e2e
@@ -123,8 +125,11 @@ def test_errors_name_their_place(urls: dict[str, str], auth_headers: Headers) ->
 
 def rabbit_queue(name: str) -> tuple[int, int]:
     """(ready, unacknowledged) as RabbitMQ itself reports them."""
+    amqp_url = AmqpSettings().url.get_secret_value()
     out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"],
+        rabbitmqctl_command(
+            amqp_url, "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged"
+        ),
         capture_output=True,
         text=True,
         check=True,
