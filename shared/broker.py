@@ -1,6 +1,7 @@
 """RabbitMQ topology and the confirmed publisher every ingest door uses.
 
-Topology (CONTRACT §5), declared idempotently by whichever service starts first:
+Topology (docs/architecture.md "Message format"), declared idempotently by whichever
+service starts first:
 
 - topic exchange ``telemetry``; routing key ``reading.<factory_id>.<machine_id>``;
 - quorum queue ``telemetry.writer`` bound to ``reading.#``, bounded, overflow ``reject-publish``

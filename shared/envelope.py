@@ -26,26 +26,6 @@ SCHEMA_VERSION = 1
 
 
 @dataclass(slots=True)
-class StoredReading:
-    machine_id: str
-    factory_id: str
-    sensor_type: str
-    location: str
-    ts: int  # nanoseconds since the epoch, from the reading (never arrival time)
-    fields: dict[str, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "machine_id": self.machine_id,
-            "factory_id": self.factory_id,
-            "sensor_type": self.sensor_type,
-            "location": self.location,
-            "ts": self.ts,
-            "fields": self.fields,
-        }
-
-
-@dataclass(slots=True)
 class Envelope:
     source: str
     readings: list[dict[str, Any]]

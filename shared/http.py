@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import shared.metrics  # noqa: F401  (registers millrace_build_info for every service's /metrics)
-from shared.errors import DependencyUnavailable
+from shared.errors import DependencyUnavailable, MillraceError
 from shared.log import request_id
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-class ApiError(Exception):
+class ApiError(MillraceError):
     """An error with its HTTP status, message and optional per-field/parameter errors."""
 
     def __init__(

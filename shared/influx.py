@@ -1,7 +1,8 @@
 """InfluxDB through the v1-compatible HTTP API: line protocol on ``/write``, InfluxQL on ``/query``.
 
 InfluxDB 1.x, 2.x (with a token and DBRP mappings) and 3.x all serve it, so this one tested code
-path runs against Debian's 1.6.7 in development and 2.7 in production (CONTRACT §2).
+path runs against Debian's 1.6.7 in development and 2.7 in production (README "Production
+with Docker").
 
 influxdb-client's batching ``write_api`` reports failures only to a callback, so writes could
 vanish; here every write either returns (stored) or raises, and the caller decides.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shared.keys import machine_key
 from shared.redisguard import REDIS_ERRORS, RedisGuard
+from shared.timefmt import row_iso as _iso
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ class Machine:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
-
-
-def _iso(value: datetime | str) -> str:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class MachineRepository:

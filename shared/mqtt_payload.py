@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from shared.errors import MillraceError
 from shared.ingest import stored_readings
 from shared.machines import Machine
 from shared.readings import FieldError, Label, Reading, ValidationContext, field_errors
@@ -89,7 +90,7 @@ class Payload:
         ]
 
 
-class PayloadError(Exception):
+class PayloadError(MillraceError):
     """The payload can never be accepted; ``reason`` is the dead-letter reason code."""
 
     def __init__(self, reason: DeadReason, error: str, errors: list[FieldError] | None = None):

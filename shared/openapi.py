@@ -75,9 +75,17 @@ _STANDARD = {
 }
 
 
-def build_document(title: str, version: str, routes: list[BaseRoute]) -> dict[str, Any]:
+Operation = tuple[str, str, Doc | None, str | None]  # path, method, doc, permission
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _operations(routes: list[BaseRoute]) -> tuple[list[Operation], set[type[BaseModel]]]:
+    """Every documented (path, method) and the models their documents name."""
     models: set[type[BaseModel]] = {ErrorOut}
-    ops: list[tuple[str, str, Doc | None, str | None]] = []
+    ops: list[Operation] = []
     for route in routes:
         if not isinstance(route, Route) or not route.include_in_schema:
             continue
@@ -90,82 +98,93 @@ def build_document(title: str, version: str, routes: list[BaseRoute]) -> dict[st
                 for m in (d.body, d.query, *d.responses.values()):
                     if isinstance(m, type) and issubclass(m, BaseModel):
                         models.add(m)
+    return ops, models
+
+
+def _parameters(path: str, d: Doc | None) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_params(path)
+    ]
+    if d and d.query is not None:
+        qs = d.query.model_json_schema(ref_template=REF)
+        required = set(qs.get("required", []))
+        for name, prop in qs.get("properties", {}).items():
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in required,
+                    "schema": {k: v for k, v in prop.items() if k != "description"},
+                    **({"description": prop["description"]} if "description" in prop else {}),
+                }
+            )
+    return params
+
+
+def _responses(d: Doc | None, perm: str | None) -> dict[str, Any]:
+    """The documented answers, plus the standard errors this endpoint can give."""
+    responses: dict[str, Any] = {}
+    for status, out in (d.responses if d else {}).items():
+        if isinstance(out, str):
+            responses[str(status)] = {"description": out}
+            if status >= 400:
+                responses[str(status)]["content"] = {"application/json": {"schema": _ref(ErrorOut)}}
+        else:
+            responses[str(status)] = {
+                "description": (out.__doc__ or out.__name__).strip().splitlines()[0],
+                "content": {"application/json": {"schema": _ref(out)}},
+            }
+    errors = set(_STANDARD) & {int(s) for s in responses} | ({401, 403} if perm else set())
+    if d and (d.body is not None or d.query is not None):
+        errors.add(400)
+    if d and d.body is not None:
+        errors |= {413, 415}
+    for status in sorted(errors):
+        responses.setdefault(
+            str(status),
+            {
+                "description": _STANDARD[status],
+                "content": {"application/json": {"schema": _ref(ErrorOut)}},
+            },
+        )
+    if not responses:
+        responses["200"] = {"description": "Success"}
+    return responses
+
+
+def _operation(path: str, d: Doc | None, perm: str | None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": d.summary if d else path, "responses": {}}
+    if d and d.tags:
+        op["tags"] = d.tags
+    if params := _parameters(path, d):
+        op["parameters"] = params
+    if d and d.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {mt: {"schema": _ref(d.body)} for mt in d.body_media_types},
+        }
+    op["responses"] = _responses(d, perm)
+    if perm:
+        op["security"] = [{"bearerAuth": []}]
+        op["description"] = f"Requires permission `{perm}`."
+        op["x-required-permission"] = perm
+    return op
+
+
+def build_document(title: str, version: str, routes: list[BaseRoute]) -> dict[str, Any]:
+    ops, models = _operations(routes)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, schema = models_json_schema([(m, "serialization") for m in ordered], ref_template=REF)
-    components = schema.get("$defs", {})
-
-    def ref(model: type[BaseModel]) -> dict[str, Any]:
-        return {"$ref": REF.format(model=model.__name__)}
-
     paths: dict[str, dict[str, Any]] = {}
     for path, method, d, perm in ops:
-        op: dict[str, Any] = {"summary": d.summary if d else path, "responses": {}}
-        if d and d.tags:
-            op["tags"] = d.tags
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _path_params(path)
-        ]
-        if d and d.query is not None:
-            qs = d.query.model_json_schema(ref_template=REF)
-            required = set(qs.get("required", []))
-            for name, prop in qs.get("properties", {}).items():
-                params.append(
-                    {
-                        "name": name,
-                        "in": "query",
-                        "required": name in required,
-                        "schema": {k: v for k, v in prop.items() if k != "description"},
-                        **({"description": prop["description"]} if "description" in prop else {}),
-                    }
-                )
-        if params:
-            op["parameters"] = params
-        if d and d.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {mt: {"schema": ref(d.body)} for mt in d.body_media_types},
-            }
-        for status, out in (d.responses if d else {}).items():
-            if isinstance(out, str):
-                op["responses"][str(status)] = {"description": out}
-                if status >= 400:
-                    op["responses"][str(status)]["content"] = {
-                        "application/json": {"schema": ref(ErrorOut)}
-                    }
-            else:
-                op["responses"][str(status)] = {
-                    "description": (out.__doc__ or out.__name__).strip().splitlines()[0],
-                    "content": {"application/json": {"schema": ref(out)}},
-                }
-        errors = set(_STANDARD) & {int(s) for s in op["responses"]} | (
-            {401, 403} if perm else set()
-        )
-        if d and (d.body is not None or d.query is not None):
-            errors.add(400)
-        if d and d.body is not None:
-            errors |= {413, 415}
-        for status in sorted(errors):
-            op["responses"].setdefault(
-                str(status),
-                {
-                    "description": _STANDARD[status],
-                    "content": {"application/json": {"schema": ref(ErrorOut)}},
-                },
-            )
-        if not op["responses"]:
-            op["responses"]["200"] = {"description": "Success"}
-        if perm:
-            op["security"] = [{"bearerAuth": []}]
-            op["description"] = f"Requires permission `{perm}`."
-            op["x-required-permission"] = perm
-        paths.setdefault(path, {})[method] = op
+        paths.setdefault(path, {})[method] = _operation(path, d, perm)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {
-            "schemas": components,
+            "schemas": schema.get("$defs", {}),
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

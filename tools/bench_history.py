@@ -24,7 +24,9 @@ from services.writer.batch import reading_line
 from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
 from shared.readings import BUILTIN_FIELDS
-from tests.tokens import bearer, jwks
+from shared.timefmt import ns_to_iso
+from tools.common.stats import percentile
+from tools.common.tokens import LocalTokens
 
 STEP_S = 10
 DAYS = 30
@@ -62,11 +64,6 @@ async def seed(influx: InfluxClient, machine: str, start: int, step_s: float) ->
     return n
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 async def main_async(runs: int, step_s: float) -> None:
     # Uncached reads. (Settings(cache_ttl_s=0) does not do it: the field is read by its
     # environment name only, so the keyword was ignored and the figures were Redis hits.)
@@ -77,7 +74,8 @@ async def main_async(runs: int, step_s: float) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app) as lifespan_state:
         state: dict[str, Any] = dict(lifespan_state or {})
-        state["authorizer"].jwks.load(jwks())
+        tokens = LocalTokens()
+        state["authorizer"].jwks.load(tokens.jwks())
         influx: InfluxClient = state["influx"]
         await influx.provision()
         repo = state["machines"].repo
@@ -96,7 +94,7 @@ async def main_async(runs: int, step_s: float) -> None:
                 "interval": "1h",
                 "limit": 1000,
             }
-            headers = bearer("Operator")
+            headers = tokens.bearer()
             results: dict[str, list[float]] = {"hourly tier": [], "raw": []}
             rows = {}
             for i in range(runs + 3):
@@ -123,9 +121,9 @@ async def main_async(runs: int, step_s: float) -> None:
         for label, values in results.items():
             print(
                 f"{label:<14}{rows[label][1]:>8}{rows[label][0]:>7}"
-                f"{statistics.median(values):>10.1f}{pct(values, 95):>10.1f}"
+                f"{statistics.median(values):>10.1f}{percentile(values, 95):>10.1f}"
             )
-        speedup = pct(results["raw"], 95) / pct(results["hourly tier"], 95)
+        speedup = percentile(results["raw"], 95) / percentile(results["hourly tier"], 95)
         print(f"speed-up at p95: {speedup:.1f}x  (target: tier p95 <= 50 ms and >= 10x)")
         await state["machines"].repo.delete(machine)
 
@@ -142,8 +140,6 @@ def _with_state(app: Any, state: dict[str, Any]) -> Any:
 
 
 def _iso(ns: int) -> str:
-    from services.query_api.history import ns_to_iso
-
     return ns_to_iso(ns)
 
 

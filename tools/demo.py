@@ -16,24 +16,20 @@ from pathlib import Path
 
 import httpx
 
+from tools.common.auth import DEV_USERS, access_token, dev_password, login
+
 ROOT = Path(__file__).resolve().parents[1]
 AUTH = os.environ.get("AUTH_URL", "http://127.0.0.1:8003")
 QUERY = os.environ.get("QUERY_API_URL", "http://127.0.0.1:8002")
 
 
 def dev_login(role_user: str = "operator") -> str:
-    users = ROOT / ".run" / "dev-users.txt"
-    for line in users.read_text().splitlines():
-        parts = line.split()
-        if parts and parts[0] == role_user:
-            resp = httpx.post(
-                f"{AUTH}/api/v1/auth/login",
-                json={"username": parts[0], "password": parts[2]},
-                timeout=10,
-            )
-            resp.raise_for_status()
-            return str(resp.json()["access_token"])
-    raise SystemExit(f"no development user {role_user!r} in {users}: run `make up` first")
+    password = dev_password(role_user)
+    if password is None:
+        raise SystemExit(f"no development user {role_user!r} in {DEV_USERS}: run `make up` first")
+    resp = login(AUTH, role_user, password, timeout=10)
+    resp.raise_for_status()
+    return access_token(resp)
 
 
 def main() -> None:

@@ -9,13 +9,13 @@ from contextlib import AsyncExitStack
 
 from starlette.applications import Starlette
 
-from services.auth.gateway_api import gateway_routes
+from services.auth.api.gateway_api import gateway_routes
+from services.auth.api.session_api import session_routes
+from services.auth.api.user_api import user_routes
 from services.auth.keys import KeySet, load_keyset
-from services.auth.session_api import session_routes
 from services.auth.settings import Settings
 from services.auth.state import State, open_state, ready
 from services.auth.tokens import TokenIssuer
-from services.auth.user_api import user_routes
 from shared.service import service_app
 
 

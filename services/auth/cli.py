@@ -28,10 +28,11 @@ from services.auth import gateways, users
 from services.auth.app import create_app
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.keys import KeyConfigError, rotate_dev_key
-from services.auth.passwords import Hasher
+from services.auth.security.passwords import Hasher
 from services.auth.settings import Settings
 from shared.audit import CLI_ACTOR
 from shared.db import DB_ERRORS, create_pool, migrate
+from shared.errors import MillraceError
 from shared.log import configure_logging
 from shared.service.entry import load_settings, serve
 from shared.startup import wait_for
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 DEV_USERS = (("operator", "Operator"), ("supervisor", "Supervisor"), ("manager", "Management"))
 
 
-class CliError(Exception):
+class CliError(MillraceError):
     """A message for the operator; exit status 1 (2 for a refused command)."""
 
     def __init__(self, message: str, status: int = 1) -> None:

@@ -15,10 +15,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.errors import Conflict, InvalidInput, field_error
-from services.auth.passwords import Hasher
+from services.auth.security.passwords import Hasher
 from shared import audit
 from shared.audit import Actor
 from shared.redact import GATEWAY_SECRET_PREFIX
+from shared.timefmt import row_iso
 
 GATEWAY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _COLUMNS = (
@@ -44,18 +45,15 @@ class Gateway:
         return cls(**{**row, "id": str(row["id"])})
 
     def public(self) -> dict[str, Any]:
-        def iso(v: datetime | None) -> str | None:
-            return v.isoformat() if v else None
-
         return {
             "id": self.id,
             "gateway_id": self.gateway_id,
             "client_id": self.client_id,
             "active": self.active,
-            "created_at": iso(self.created_at),
+            "created_at": row_iso(self.created_at),
             "created_by": self.created_by,
-            "disabled_at": iso(self.disabled_at),
-            "last_token_at": iso(self.last_token_at),
+            "disabled_at": row_iso(self.disabled_at),
+            "last_token_at": row_iso(self.last_token_at),
         }
 
 

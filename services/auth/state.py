@@ -11,11 +11,11 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from services.auth.keys import KeySet
-from services.auth.passwords import Hasher
-from services.auth.revocation import Revoker
+from services.auth.security.passwords import Hasher
+from services.auth.security.revocation import Revoker
+from services.auth.security.throttle import Throttle
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
-from services.auth.throttle import Throttle
 from services.auth.tokens import TokenIssuer
 from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.service import postgres_ready, resources

@@ -14,10 +14,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.errors import Conflict, InvalidInput, field_error
-from services.auth.passwords import Hasher, password_problem
+from services.auth.security.passwords import Hasher, password_problem
 from shared import audit
 from shared.audit import Actor
 from shared.auth.roles import PERMISSIONS, Role
+from shared.timefmt import row_iso as _iso
 
 # "Leave unchanged" for optional fields where None is a meaningful new value.
 UNSET: Any = object()
@@ -28,10 +29,6 @@ _COLUMNS = (
     "id, username, email, password_hash, role, active, created_at, updated_at,"
     " last_login, deactivated_at"
 )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)

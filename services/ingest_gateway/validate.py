@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from shared import fastcheck
+from shared.errors import MillraceError
 from shared.ingest import Rejection
 from shared.readings import (
     FieldError,
@@ -30,7 +31,7 @@ class Checked:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-class Invalid(Exception):
+class Invalid(MillraceError):
     """Nothing in the request can be accepted."""
 
     def __init__(self, errors: list[FieldError], message: str = "Validation failed") -> None:

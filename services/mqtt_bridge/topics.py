@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from shared.errors import MillraceError
+
 # Factory ids become a routing-key word and an InfluxDB tag: keep them plain.
 _FACTORY_ID = re.compile(r"^[A-Za-z0-9_:-]{1,128}$")
 
 
-class BadTopic(ValueError):
+class BadTopic(MillraceError, ValueError):
     """The topic does not have the shape of a telemetry topic."""
 
 

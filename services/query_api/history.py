@@ -5,32 +5,17 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from services.query_api.params import INTERVALS, MAX_LIMIT, HistoryQuery, iso
+from services.query_api.params import INTERVALS, MAX_LIMIT, HistoryQuery
 from shared.influx import InfluxClient, quote_ident, quote_literal
 from shared.keys import history_key, version_key
 from shared.lineprotocol import MEASUREMENT
 from shared.redisguard import REDIS_ERRORS, RedisGuard
 from shared.settings import InfluxSettings
-
-
-def ns_to_iso(ns: int) -> str:
-    """``2025-12-13T10:00:00Z`` (``.123456Z`` when there are microseconds), as ``iso`` writes
-    it; formatted directly, since a 720-row answer spent a third of its time in datetime."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    if not _EPOCH_OK[0] <= seconds <= _EPOCH_OK[1]:
-        return iso(_from_ns(ns))
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    micros = rest // 1000
-    return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
-
-
-# gmtime/strftime cover years 1000..9999 the same way as datetime; outside, datetime decides.
-_EPOCH_OK = (-30_610_224_000, 253_402_300_799)
+from shared.timefmt import from_ns, ns_to_iso
 
 
 def where(machine_id: str, q: HistoryQuery) -> str:
@@ -222,21 +207,14 @@ async def fetch(
     rows: list[dict[str, Any]] = []
     ended = 0
     if q.start_ns < boundary:
-        rows, ended = await _fetch_tier(
-            influx, machine_id, replace(q, end=_from_ns(boundary)), tier
-        )
+        rows, ended = await _fetch_tier(influx, machine_id, replace(q, end=from_ns(boundary)), tier)
     # The windows in progress (one, or two near the end of a window: readings may be up to
     # INGEST_MAX_FUTURE_SKEW_S ahead) follow the ended ones, in the page and in the total.
-    current = replace(q, start=_from_ns(max(q.start_ns, boundary)), limit=MAX_LIMIT, offset=0)
+    current = replace(q, start=from_ns(max(q.start_ns, boundary)), limit=MAX_LIMIT, offset=0)
     in_progress, _ = await _fetch_grouped(influx, machine_id, current, "raw")
     skip = max(0, q.offset - ended)
     rows += in_progress[skip : skip + q.limit - len(rows)]
     return rows, ended + len(in_progress)
-
-
-def _from_ns(ns: int) -> datetime:
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
 
 
 class HistoryCache:

@@ -5,22 +5,54 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api import history
+from services.query_api.machines_api import MachineOut
 from services.query_api.params import parse_history
-from services.query_api.schemas import HistoryOut, HistoryParams
 from services.query_api.state import State, state
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
 from shared.machines import valid_uuid
 from shared.openapi import doc
+from shared.schemas import Pagination
 
 log = logging.getLogger(__name__)
+
+
+class HistoryParams(BaseModel):
+    start_time: str | None = Field(None, description="ISO 8601 with zone; default end - 24 h")
+    end_time: str | None = Field(None, description="ISO 8601 with zone; default now")
+    interval: Literal["raw", "1m", "5m", "1h", "1d"] = "raw"
+    agg: Literal["mean", "min", "max", "count"] = "mean"
+    fields: str | None = Field(None, description="Comma-separated, e.g. temperature,speed")
+    limit: int = Field(1000, ge=1, le=10_000)
+    offset: int = Field(0, ge=0)
+    tier: Literal["auto", "raw"] = Field("auto", description="raw forces aggregation from raw")
+
+
+class HistoryQueryOut(BaseModel):
+    start_time: str
+    end_time: str
+    interval: str
+    fields: list[str]
+    agg: str
+    tier: Literal["raw", "hourly", "daily"]
+
+
+class HistoryOut(BaseModel):
+    """Readings (or aggregates) of one machine, oldest first."""
+
+    status: str = "success"
+    machine: MachineOut
+    query: HistoryQueryOut
+    data: list[dict[str, Any]] = Field(description="{timestamp, <field>: value, ...}")
+    pagination: Pagination
 
 
 def _machine_id(request: Request) -> str:

@@ -2,25 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.query_api.schemas import MachineEnvelope, MachineListOut, MachineListParams
 from shared.db import persist
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc
 from shared.readings import field_errors
+from shared.schemas import Pagination
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 # The column is varchar(100): longer values were refused by PostgreSQL with a 500.
 SensorType = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 MAX_OFFSET = 10**9  # PostgreSQL's OFFSET is a bigint; larger values answered 500
 Status = Annotated[str, Field(pattern="^(" + "|".join(STATUSES) + ")$")]
+
+
+class MachineOut(BaseModel):
+    id: str
+    name: str
+    location: str
+    sensor_type: str
+    status: Literal["active", "inactive", "maintenance", "error"]
+    created_at: str
+    updated_at: str
+
+
+class MachineListParams(BaseModel):
+    location: str | None = None
+    status: Literal["active", "inactive", "maintenance", "error"] | None = None
+    sensor_type: str | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
+
+
+class MachineListOut(BaseModel):
+    """Machines sorted by name."""
+
+    status: str = "success"
+    machines: list[MachineOut]
+    pagination: Pagination
+
+
+class MachineEnvelope(BaseModel):
+    """One machine."""
+
+    status: str = "success"
+    machine: MachineOut
 
 
 class MachineIn(BaseModel):

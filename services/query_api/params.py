@@ -10,6 +10,7 @@ from starlette.datastructures import QueryParams
 
 from shared.http import ApiError
 from shared.readings import to_ns
+from shared.timefmt import iso
 
 INTERVALS: dict[str, str | None] = {"raw": None, "1m": "1m", "5m": "5m", "1h": "1h", "1d": "1d"}
 AGGREGATES = ("mean", "min", "max", "count")
@@ -61,10 +62,6 @@ class HistoryQuery:
                 self.tier,
             )
         )
-
-
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(name: str, raw: str | None, errors: list[dict[str, Any]]) -> datetime | None:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.history import ns_to_iso
-from services.query_api.schemas import StatusOut, StatusParams
 from services.query_api.state import State, state
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
@@ -31,6 +31,41 @@ from shared.redisguard import REDIS_ERRORS, RedisGuard
 
 log = logging.getLogger(__name__)
 FALLBACK_LOOKBACK = "30d"
+
+
+class StatusParams(BaseModel):
+    location: str | None = None
+    status: Literal["active", "inactive", "maintenance", "error"] | None = None
+    sensor_type: str | None = None
+
+
+class MachineStatusOut(BaseModel):
+    machine_id: str
+    name: str
+    location: str
+    sensor_type: str
+    status: str
+    online: bool
+    last_seen: str | None
+    last_values: dict[str, float] | None
+
+
+class StatusSummary(BaseModel):
+    total: int
+    online: int
+    offline: int
+    never_seen: int
+    by_status: dict[str, int]
+
+
+class StatusOut(BaseModel):
+    """Latest values and online state of every machine."""
+
+    status: str = "success"
+    source: Literal["redis", "influxdb"]
+    online_threshold_s: int
+    summary: StatusSummary
+    machines: list[MachineStatusOut]
 
 
 async def _from_redis(guard: RedisGuard, ids: list[str]) -> dict[str, dict[str, Any]]:

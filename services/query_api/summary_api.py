@@ -12,15 +12,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.history import TIER_WIDTH_NS, ns_to_iso
 from services.query_api.params import before, iso, parse_time
-from services.query_api.schemas import SummaryOut, SummaryParams
 from services.query_api.state import state
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
@@ -33,6 +33,46 @@ from shared.settings import InfluxSettings
 
 BUCKETS = {"1h": "hourly", "1d": "daily", "7d": "daily", "30d": "daily"}
 MAX_MACHINES = 500
+
+
+class SummaryParams(BaseModel):
+    location: str = Field(description="Machines at this location")
+    field: str = "temperature"
+    interval: Literal["1h", "1d", "7d", "30d"] = "1d"
+    start_time: str | None = Field(None, description="Default end - 30 days")
+    end_time: str | None = None
+
+
+class WindowOut(BaseModel):
+    timestamp: str
+    mean: float | None
+    min: float | None
+    max: float | None
+    count: int
+
+
+class Overall(BaseModel):
+    count: int
+    mean: float | None
+    min: float | None
+    max: float | None
+
+
+class MachineSummaryOut(BaseModel):
+    machine_id: str
+    name: str
+    status: str
+    windows: list[WindowOut]
+    overall: Overall
+
+
+class SummaryOut(BaseModel):
+    """Per-machine aggregates over a location, from the rollup tiers."""
+
+    status: str = "success"
+    query: dict[str, str]
+    machines_total: int
+    machines: list[MachineSummaryOut]
 
 
 def _merge(windows: dict[tuple[str, int], dict[str, Any]], key: tuple[str, int], row: Any) -> None:

@@ -37,7 +37,7 @@ from services.writer.settings import Settings
 from services.writer.status import StatusUpdater
 from shared import broker
 from shared.envelope import Envelope, dead_letter
-from shared.errors import BrokerUnavailable, InfluxUnavailable
+from shared.errors import BrokerUnavailable, InfluxUnavailable, MillraceError
 from shared.influx import InfluxClient
 from shared.log import request_id
 
@@ -55,7 +55,7 @@ WRITE_SECONDS = Histogram(
 )
 
 
-class ShuttingDown(Exception):
+class ShuttingDown(MillraceError):
     """The flush could not finish before the shutdown deadline; leave messages unacked."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.auth.passwords import MAX_PASSWORD_LENGTH, Hasher, password_problem
+from services.auth.security.passwords import MAX_PASSWORD_LENGTH, Hasher, password_problem
 from services.auth.settings import AuthSettings
 
 CHEAP = AuthSettings(argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from services.auth.bodies import basic_credentials, read_fields
+from services.auth.api.bodies import basic_credentials, read_fields
 from services.query_api.config.routes import parse_update
 from shared.http import ApiError
 

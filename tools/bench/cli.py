@@ -1,4 +1,4 @@
-"""``python -m tools.bench`` (``make bench``): the benchmark table of issue 7.
+"""``python -m tools.bench`` (``make bench``): the benchmark table (README "Performance").
 
 Needs the pipeline running (``make bench`` runs ``make up`` first); starts nothing itself. Load
 comes from separate processes. Every figure is the median of ``--runs`` runs (default 3), and
@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -25,15 +24,16 @@ from datetime import UTC, datetime
 import aiormq
 import httpx
 
-from shared.errors import InfluxQueryError, InfluxUnavailable
+from shared.errors import InfluxQueryError, InfluxUnavailable, MillraceError
 from shared.settings import PostgresSettings
 from tools.bench import freshness, history, http_phase, influx_ceiling, mqtt_phase
 from tools.bench.httpload import IngestBodies
 from tools.bench.memory import MemoryWatch
 from tools.bench.stack import CpuCensus, instances, load_average, login_token, not_ready, wait_quiet
-from tools.bench.stats import median, percentile
 from tools.bench.stored import drop_factories, wait_stored, writers_written
 from tools.bench.table import Row, machine, ms, num, render
+from tools.common import logs
+from tools.common.stats import median, percentile
 from tools.simulator.registry import ensure_machines
 
 log = logging.getLogger("tools.bench")
@@ -50,7 +50,7 @@ HISTORY_KINDS = (
 )
 
 
-class Discarded(Exception):
+class Discarded(MillraceError):
     """A run disturbed by something else (a restart, a service not ready): measure it again."""
 
 
@@ -446,8 +446,17 @@ class Bench:
 
     def table(self) -> str:
         v = {k: median(vals) for k, vals in self.values.items() if vals}
-        a = self.args
         runs = min((len(x) for x in self.values.values()), default=0)
+        rows = [*self._door_rows(v), *self._history_rows(v), *self._memory_rows()]
+        title = (
+            f"Millrace benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — medians of {runs} runs"
+            f" — {machine()}"
+        )
+        return render(rows, title, self._notes(v))
+
+    def _door_rows(self, v: dict[str, float]) -> list[Row]:
+        """Throughput and latency of the two doors, and ingest→queryable freshness."""
+        a = self.args
         rows: list[Row] = []
         per = a.machines * a.readings_per_machine
         if "http.stored" in v:
@@ -499,20 +508,27 @@ class Bench:
                     "yes" if v["fresh.p99"] <= 500 else "NO",
                 )
             )
-        for kind, label in HISTORY_KINDS:
-            if f"hist.{kind}" in v:
-                rows.append(
-                    Row(
-                        f"history p95: {label} ({v[f'hist.{kind}.rows']:.0f} rows, uncached)",
-                        f"{ms(v[f'hist.{kind}'])} ms",
-                        f"same InfluxQL straight to InfluxDB: {ms(v[f'hist.{kind}.influx'])} ms",
-                        f"{v[f'hist.{kind}'] / v[f'hist.{kind}.influx']:.1f}x",
-                        "-",
-                        "-",
-                    )
-                )
+        return rows
+
+    @staticmethod
+    def _history_rows(v: dict[str, float]) -> list[Row]:
+        return [
+            Row(
+                f"history p95: {label} ({v[f'hist.{kind}.rows']:.0f} rows, uncached)",
+                f"{ms(v[f'hist.{kind}'])} ms",
+                f"same InfluxQL straight to InfluxDB: {ms(v[f'hist.{kind}.influx'])} ms",
+                f"{v[f'hist.{kind}'] / v[f'hist.{kind}.influx']:.1f}x",
+                "-",
+                "-",
+            )
+            for kind, label in HISTORY_KINDS
+            if f"hist.{kind}" in v
+        ]
+
+    def _memory_rows(self) -> list[Row]:
         peak = self.watch.peak()
         depth = max((b[0] for b in self.backlog), default=0)
+        rows: list[Row] = []
         for service in sorted(peak):
             growth = [b[1].get(service, 0.0) for b in self.backlog if b[0] > 0]
             grew = max(growth, default=0.0)
@@ -528,12 +544,11 @@ class Bench:
                     "yes" if peak[service] <= RSS_LIMIT_MB else "NO",
                 )
             )
-        title = (
-            f"Millrace benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — medians of {runs} runs"
-            f" — {machine()}"
-        )
+        return rows
+
+    def _notes(self, v: dict[str, float]) -> list[str]:
         other = median(self.other_cores) if self.other_cores else 0.0
-        notes = [
+        return [
             f"HTTP door (202s) during the throughput runs: {num(v.get('http.door', 0))}"
             f" readings/s; fixed-rate runs achieved {v.get('lat.rps', 0):,.0f} req/s.",
             *(self.cpu_note(name, label) for name, label in CPU_NOTES if self.cores.get(name)),
@@ -546,16 +561,9 @@ class Bench:
             + ".",
             "Instances: " + ", ".join(f"{i.name}" for i in instances()),
         ]
-        return render(rows, title, notes)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "aio_pika", "aiormq"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(fmt="%(asctime)s %(levelname)s %(message)s")
     print(asyncio.run(Bench(args).run()))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,6 +18,7 @@ import httpx
 import orjson
 
 from shared.settings import InfluxSettings
+from shared.timefmt import ns_to_iso
 from tools.bench.stack import url
 
 POLL_S = 0.005
@@ -27,10 +27,8 @@ FLOOR_FACTORY = "bench-floor"
 
 
 def _iso(ns: int) -> str:
-    return (
-        datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        + f".{ns % 10**9 // 1000:06d}Z"
-    )
+    # Always six digits of microseconds, so that every probe's timestamp has the same length.
+    return f"{ns_to_iso(ns - ns % 1_000_000_000)[:-1]}.{ns % 10**9 // 1000:06d}Z"
 
 
 @dataclass(slots=True)

@@ -23,9 +23,10 @@ from services.writer.rollup import DAY_NS
 from shared.influx import InfluxClient, quote_ident, quote_literal
 from shared.readings import BUILTIN_FIELDS
 from shared.settings import InfluxSettings, PostgresSettings
+from shared.timefmt import iso
 from tools.bench.stack import url
-from tools.bench.stats import percentile
 from tools.bench_history import DAYS, STEP_S, seed
+from tools.common.stats import percentile
 from tools.simulator.registry import ensure_machines
 
 FACTORY = "bench-history"
@@ -59,7 +60,7 @@ async def dataset() -> Dataset:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso(ts)
 
 
 def windows(kind: str, data: Dataset, n: int) -> list[dict[str, str]]:

@@ -13,8 +13,8 @@ import httpx
 from tools.bench import httpload
 from tools.bench.httpload import IngestBodies, Job, Outcome, Target
 from tools.bench.stack import url
-from tools.bench.stats import percentile
 from tools.bench.stored import wait_stored, writers_written
+from tools.common.stats import percentile
 
 
 def target(service: str, token: str) -> Target:

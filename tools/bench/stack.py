@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from shared import ports
+from tools.common.auth import access_token, login
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / ".run"
@@ -110,14 +111,8 @@ def login_token() -> str:
 
 
 def _login(username: str, password: str) -> str | None:
-    resp = httpx.post(
-        f"{url('auth')}/api/v1/auth/login",
-        json={"username": username, "password": password},
-        timeout=30,
-    )
-    if resp.status_code != 200:
-        return None
-    return str(resp.json()["access_token"])
+    resp = login(url("auth"), username, password, timeout=30)
+    return access_token(resp) if resp.status_code == 200 else None
 
 
 def _cmdline(pid: int) -> str:

@@ -41,6 +41,7 @@ from tools.chaos.verify import (
     wait_drained,
     wait_stored,
 )
+from tools.common import logs
 from tools.simulator.registry import ensure_machines
 
 log = logging.getLogger("tools.chaos")
@@ -303,13 +304,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "httpcore", "aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(args.verbose)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         sys.exit(run(args))

@@ -14,12 +14,12 @@ import time
 
 import httpx
 
+from shared.errors import MillraceError
 from tools.chaos.pipeline import ROOT
+from tools.common.auth import TOKEN_PATH
 
-TOKEN_PATH = "/api/v1/auth/token"
 
-
-class TokenUnavailable(RuntimeError):
+class TokenUnavailable(MillraceError, RuntimeError):
     """No valid token, and the auth service cannot issue one right now."""
 
 

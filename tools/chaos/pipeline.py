@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.errors import MillraceError
 from shared.ports import PORTS
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ SERVICE_PORTS = {
 }
 
 
-class PipelineError(RuntimeError):
+class PipelineError(MillraceError, RuntimeError):
     """A script failed, or the pipeline did not come back in time."""
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import orjson
 
+from shared.errors import MillraceError
+from tools.common.auth import access_token, login
 from tools.deadletters import render
 
 DEFAULT_QUERY_API = "http://127.0.0.1:8002"
@@ -37,7 +39,7 @@ BASE = "/api/v1/deadletters"
 NOT_ALL_REPLAYED = 3
 
 
-class CliError(Exception):
+class CliError(MillraceError):
     """Something to tell the user, then exit 1."""
 
 
@@ -103,16 +105,12 @@ def token(args: argparse.Namespace, prompt: Callable[[str], str] = getpass.getpa
         password = prompt(f"Password for {args.username}: ")
         auth = os.environ.get("AUTH_URL", DEFAULT_AUTH).rstrip("/")
         try:
-            resp = httpx.post(
-                f"{auth}/api/v1/auth/login",
-                json={"username": args.username, "password": password},
-                timeout=15,
-            )
+            resp = login(auth, args.username, password)
         except httpx.HTTPError as e:
             raise CliError(f"cannot reach the auth service at {auth}: {e}") from e
         if resp.status_code != 200:
             raise CliError(f"login failed ({resp.status_code}): {_message(resp)}")
-        return str(resp.json()["access_token"])
+        return access_token(resp)
     found = os.environ.get("MILLRACE_TOKEN")
     if not found:
         raise CliError("set MILLRACE_TOKEN or pass --username")

@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 import orjson
 
 from shared.settings import AmqpSettings, InfluxSettings, MqttSettings, PostgresSettings
+from tools.common import logs
 from tools.simulator.http import AuthRequired, ClientCredentials, HttpPublisher
 from tools.simulator.measure import AmqpTap, count_in_influx
 from tools.simulator.mqtt import MqttPublisher
@@ -247,12 +248,7 @@ async def _wait_influx(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per InfluxDB poll otherwise
+    logs.configure(args.verbose)
     try:
         report = asyncio.run(_run(args))
     except AuthRequired as e:

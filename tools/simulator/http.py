@@ -16,11 +16,14 @@ from typing import Any
 import httpx
 import orjson
 
+from shared.errors import MillraceError
+from tools.common.auth import TOKEN_PATH
+
 log = logging.getLogger(__name__)
 INGEST_PATH = "/api/v1/data/ingest"
 
 
-class AuthRequired(RuntimeError):
+class AuthRequired(MillraceError, RuntimeError):
     """The ingest gateway refused the credentials (401/403)."""
 
 
@@ -34,7 +37,7 @@ class ClientCredentials:
 
     def fetch(self, client: httpx.Client) -> str:
         resp = client.post(
-            f"{self.auth_url}/api/v1/auth/token",
+            f"{self.auth_url}{TOKEN_PATH}",
             data={"grant_type": "client_credentials"},
             auth=(self.client_id, self.client_secret),
         )

@@ -11,18 +11,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.auth import gateways
-from services.auth.bodies import query_bool, read_fields
-from services.auth.errors import Conflict, InvalidInput
-from services.auth.passwords import Hasher
-from services.auth.revocation import Revoker
-from services.auth.schemas import (
+from services.auth.api.bodies import query_bool, read_fields
+from services.auth.api.schemas import (
     GatewayCreatedOut,
     GatewayCreateIn,
     GatewayEnvelope,
     GatewayListParams,
     GatewaysOut,
 )
-from services.auth.session_api import NO_STORE
+from services.auth.api.session_api import NO_STORE
+from services.auth.errors import Conflict, InvalidInput
+from services.auth.security.passwords import Hasher
+from services.auth.security.revocation import Revoker
 from shared.audit import Actor
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from shared.schemas import Pagination
+
 Role = Literal["Operator", "Supervisor", "Management"]
 
 
@@ -94,14 +96,6 @@ class JwksOut(BaseModel):
     """Public keys (current first, then retired ones still valid) as a JWK set."""
 
     keys: list[dict[str, str]]
-
-
-class Pagination(BaseModel):
-    limit: int
-    offset: int
-    returned_records: int
-    total_records: int
-    has_more: bool
 
 
 class UserListParams(BaseModel):

@@ -14,11 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.auth import gateways, users
-from services.auth.bodies import basic_credentials, read_fields, string_field
-from services.auth.keys import KeySet
-from services.auth.passwords import Hasher
-from services.auth.revocation import Revoker
-from services.auth.schemas import (
+from services.auth.api.bodies import basic_credentials, read_fields, string_field
+from services.auth.api.schemas import (
     FORM_OR_JSON,
     ClientCredentialsIn,
     GatewayTokenOut,
@@ -30,9 +27,12 @@ from services.auth.schemas import (
     RefreshIn,
     TokenPairOut,
 )
+from services.auth.keys import KeySet
+from services.auth.security.passwords import Hasher
+from services.auth.security.revocation import Revoker
+from services.auth.security.throttle import Throttle
 from services.auth.sessions import Outcome, Session, SessionStore
 from services.auth.settings import Settings
-from services.auth.throttle import Throttle
 from services.auth.tokens import TokenIssuer
 from services.auth.users import User
 from shared.audit import client_address

@@ -17,17 +17,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.auth import users
-from services.auth.bodies import query_bool, query_int, read_fields
-from services.auth.errors import Conflict, InvalidInput
-from services.auth.passwords import Hasher
-from services.auth.revocation import Revoker
-from services.auth.schemas import (
+from services.auth.api.bodies import query_bool, query_int, read_fields
+from services.auth.api.schemas import (
     UserCreateIn,
     UserEnvelope,
     UserListParams,
     UsersOut,
     UserUpdateIn,
 )
+from services.auth.errors import Conflict, InvalidInput
+from services.auth.security.passwords import Hasher
+from services.auth.security.revocation import Revoker
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
 from shared.audit import Actor

@@ -13,7 +13,7 @@ import logging
 
 import redis.asyncio as aioredis
 
-from services.auth.revocation import REDIS_ERRORS
+from services.auth.security.revocation import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -41,14 +41,11 @@ from shared import audit
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.openapi import doc
+from shared.timefmt import row_iso as _iso
 
 SETTING_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 MAX_BODY_BYTES = 64 * 1024
 MAX_VALUE_BYTES = 16 * 1024
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _renderable(value: Any) -> Any:

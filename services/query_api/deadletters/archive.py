@@ -37,6 +37,7 @@ from services.query_api.deadletters.records import (
 )
 from shared import broker
 from shared.db import DB_ERRORS
+from shared.errors import MillraceError
 from shared.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
-class ArchiveStopping(Exception):
+class ArchiveStopping(MillraceError):
     """The archive is stopping while PostgreSQL is unavailable: leave the message unacked."""
 
 

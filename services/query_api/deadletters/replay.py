@@ -18,21 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from shared.envelope import Envelope
+from shared.errors import MillraceError
 from shared.ingest import stored_readings
 from shared.machines import Machine, valid_uuid
 from shared.mqtt_payload import PayloadError, parse_payload
 from shared.readings import Reading, ValidationContext, field_errors
+from shared.timefmt import ns_to_iso
 
 _MAX_ERRORS = 10
 
 
-class Unreplayable(Exception):
+class Unreplayable(MillraceError):
     """The letter is still invalid; ``reason`` is a dead-letter reason code."""
 
     def __init__(self, reason: str, error: str) -> None:
@@ -106,10 +107,6 @@ def _envelope_readings(raw: str, *, strict: bool) -> list[Any]:
     if strict and not readings:
         raise Unreplayable("empty", "The payload is an envelope without readings")
     return readings
-
-
-def ns_to_iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts / 1e9, UTC).isoformat()
 
 
 def _check(

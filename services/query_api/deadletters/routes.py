@@ -27,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
@@ -66,15 +68,12 @@ from shared.log import request_id
 from shared.machines import Machine, MachineRepository
 from shared.openapi import doc
 from shared.readings import ValidationContext, field_errors
+from shared.timefmt import row_iso as _iso
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 256 * 1024
 _ROW_TIMES = ("first_seen", "archived_at", "replayed_at", "last_replay_at")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def letter_out(row: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +250,116 @@ def _plan(
     return plans, invalid
 
 
+@dataclass
+class _Replay:
+    """What one replay request did, letter by letter."""
+
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    refused: list[tuple[int, str, Unreplayable]] = field(default_factory=list)
+    published: dict[int, str] = field(default_factory=dict)
+    broker_error: BrokerUnavailable | None = None
+    planned: int = 0
+
+
+async def _locked(
+    conn: AsyncConnection[Any], body: ReplayIn, run: _Replay
+) -> list[tuple[dict[str, Any], Letter]]:
+    """The letters this request may replay, locked; the others answered (busy, not found,
+    already replayed)."""
+    rows = await store.lock_for_replay(
+        conn, ids=body.ids, reason=body.reason, limit=body.limit, force=body.force
+    )
+    if body.ids is not None:
+        locked = {r["id"] for r in rows}
+        missing = [i for i in dict.fromkeys(body.ids) if i not in locked]
+        exist = await store.existing_ids(conn, missing) if missing else set()
+        for i in missing:
+            run.results[i] = {"id": i, "outcome": "busy" if i in exist else "not_found"}
+    todo: list[tuple[dict[str, Any], Letter]] = []
+    for row in rows:
+        if row["replayed_at"] is not None and not body.force:
+            run.results[row["id"]] = {"id": row["id"], "outcome": "already_replayed"}
+        else:
+            todo.append((row, Letter.from_row(row)))
+    return todo
+
+
+async def _publish(
+    publisher: Publisher, plans: dict[int, tuple[str, list[Envelope]]], run: _Replay
+) -> None:
+    """Publish every planned letter at once; a broker refusal leaves that letter pending."""
+    run.planned = len(plans)
+    outcomes = await asyncio.gather(
+        *(publisher.publish(envelopes) for _, envelopes in plans.values()),
+        return_exceptions=True,
+    )
+    for (letter_id, (reason, envelopes)), outcome in zip(plans.items(), outcomes, strict=True):
+        if isinstance(outcome, BrokerUnavailable):
+            run.broker_error = outcome
+            run.results[letter_id] = {
+                "id": letter_id,
+                "outcome": "not_published",
+                "error": str(outcome),
+            }
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            run.published[letter_id] = reason
+            run.results[letter_id] = {
+                "id": letter_id,
+                "outcome": "replayed",
+                "readings": sum(len(e.readings) for e in envelopes),
+            }
+
+
+def _refuse(run: _Replay, invalid: list[tuple[int, str, Unreplayable]]) -> None:
+    for letter_id, reason, e in invalid:
+        run.refused.append((letter_id, reason, e))
+        run.results[letter_id] = {
+            "id": letter_id,
+            "outcome": "still_invalid",
+            "reason": e.reason,
+            "error": e.error,
+        }
+
+
+def _replay_answer(body: ReplayIn, run: _Replay) -> Response:
+    """200 with every letter's outcome, or 503 with the same body when the broker refused."""
+    for reason in run.published.values():
+        REPLAYED.labels(reason).inc()
+    for _, reason, _ in run.refused:
+        REPLAY_REFUSED.labels(reason).inc()
+    log.info(
+        "replay: %d letters published, %d still invalid, %d not published",
+        len(run.published),
+        len(run.refused),
+        run.planned - len(run.published),
+    )
+    results = run.results
+    ordered = (
+        [results[i] for i in dict.fromkeys(body.ids)]
+        if body.ids is not None
+        else list(results.values())
+    )
+    payload: dict[str, Any] = {
+        "status": "success",
+        "replayed": len(run.published),
+        "still_invalid": len(run.refused),
+        "results": [{"reason": None, "error": None, "readings": 0, **r} for r in ordered],
+    }
+    if run.broker_error is not None:
+        log.warning(
+            "replay: broker unavailable: %s", run.broker_error, extra={"dependency": "rabbitmq"}
+        )
+        raise ApiError(
+            503,
+            "The message broker cannot take the replay now; unconfirmed letters stay pending",
+            headers={"Retry-After": "5"},
+            **{k: v for k, v in payload.items() if k != "status"},
+        )
+    return JSONResponse(payload)
+
+
 @doc(
     "Replay dead letters: validate again, publish to telemetry, mark replayed",
     body=ReplayIn,
@@ -265,69 +374,23 @@ async def replay_dead_letters(request: Request) -> Response:
     body = await _body(request, ReplayIn)
     ctx, per_message = _context(request)
     pool: AsyncConnectionPool = request.state.pool
-    publisher: Publisher = request.state.publisher
     rid = request_id.get() or ""
-    results: dict[int, dict[str, Any]] = {}
-    refused: list[tuple[int, str, Unreplayable]] = []
-    published: dict[int, str] = {}
-    broker_error: BrokerUnavailable | None = None
-
+    run = _Replay()
     async with pool.connection() as conn, conn.transaction():
-        rows = await store.lock_for_replay(
-            conn, ids=body.ids, reason=body.reason, limit=body.limit, force=body.force
-        )
-        if body.ids is not None:
-            locked = {r["id"] for r in rows}
-            missing = [i for i in dict.fromkeys(body.ids) if i not in locked]
-            exist = await store.existing_ids(conn, missing) if missing else set()
-            for i in missing:
-                results[i] = {"id": i, "outcome": "busy" if i in exist else "not_found"}
-        todo: list[tuple[dict[str, Any], Letter]] = []
-        for row in rows:
-            if row["replayed_at"] is not None and not body.force:
-                results[row["id"]] = {"id": row["id"], "outcome": "already_replayed"}
-            else:
-                todo.append((row, Letter.from_row(row)))
+        todo = await _locked(conn, body, run)
         wanted: set[str] = set()
         for _, letter in todo:
             wanted |= machine_ids(letter)
         # Straight from PostgreSQL, not the cache: a machine registered a moment ago counts.
         known = await MachineRepository(pool).get_many(sorted(wanted))
-
         plans, invalid = _plan(todo, known, ctx, per_message=per_message, request_id=rid)
-        for letter_id, reason, e in invalid:
-            refused.append((letter_id, reason, e))
-            results[letter_id] = {
-                "id": letter_id,
-                "outcome": "still_invalid",
-                "reason": e.reason,
-                "error": e.error,
-            }
-
-        outcomes = await asyncio.gather(
-            *(publisher.publish(envelopes) for _, envelopes in plans.values()),
-            return_exceptions=True,
+        _refuse(run, invalid)
+        await _publish(request.state.publisher, plans, run)
+        await store.mark_replayed(conn, list(run.published))
+        await store.mark_still_invalid(
+            conn, [(i, f"{e.reason}: {e.error}") for i, _, e in run.refused]
         )
-        for (letter_id, (reason, envelopes)), outcome in zip(plans.items(), outcomes, strict=True):
-            if isinstance(outcome, BrokerUnavailable):
-                broker_error = outcome
-                results[letter_id] = {
-                    "id": letter_id,
-                    "outcome": "not_published",
-                    "error": str(outcome),
-                }
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                published[letter_id] = reason
-                results[letter_id] = {
-                    "id": letter_id,
-                    "outcome": "replayed",
-                    "readings": sum(len(e.readings) for e in envelopes),
-                }
-        await store.mark_replayed(conn, list(published))
-        await store.mark_still_invalid(conn, [(i, f"{e.reason}: {e.error}") for i, _, e in refused])
-        if published or refused:
+        if run.published or run.refused:
             await record_audit(
                 conn,
                 request,
@@ -335,41 +398,9 @@ async def replay_dead_letters(request: Request) -> Response:
                 "deadletters.replay",
                 _target(body.ids, reason=body.reason, limit=body.limit if body.reason else None),
                 None,
-                {"replayed": list(published), "still_invalid": [i for i, _, _ in refused]},
+                {"replayed": list(run.published), "still_invalid": [i for i, _, _ in run.refused]},
             )
-
-    for reason in published.values():
-        REPLAYED.labels(reason).inc()
-    for _, reason, _ in refused:
-        REPLAY_REFUSED.labels(reason).inc()
-    log.info(
-        "replay: %d letters published, %d still invalid, %d not published",
-        len(published),
-        len(refused),
-        len(plans) - len(published),
-    )
-    ordered = (
-        [results[i] for i in dict.fromkeys(body.ids)]
-        if body.ids is not None
-        else list(results.values())
-    )
-    payload: dict[str, Any] = {
-        "status": "success",
-        "replayed": len(published),
-        "still_invalid": len(refused),
-        "results": [{"reason": None, "error": None, "readings": 0, **r} for r in ordered],
-    }
-    if broker_error is not None:
-        log.warning(
-            "replay: broker unavailable: %s", broker_error, extra={"dependency": "rabbitmq"}
-        )
-        raise ApiError(
-            503,
-            "The message broker cannot take the replay now; unconfirmed letters stay pending",
-            headers={"Retry-After": "5"},
-            **{k: v for k, v in payload.items() if k != "status"},
-        )
-    return JSONResponse(payload)
+    return _replay_answer(body, run)
 
 
 @doc(

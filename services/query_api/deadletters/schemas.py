@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.query_api.schemas import Pagination
+from shared.schemas import Pagination
 
 MAX_IDS = 1000
 MAX_REPLAY = 1000

@@ -1,0 +1,1 @@
+"""Password hashing, failed-login throttling and token revocation."""

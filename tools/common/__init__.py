@@ -1,0 +1,1 @@
+"""What the command-line tools share: logging in, logging, percentiles, local test tokens."""
