@@ -31,6 +31,32 @@ mkdir -p "$MARKS"
 say() { echo "$*"; }
 die() { echo "deps: $*" >&2; exit 1; }
 
+# Root, or a user whose sudo needs no password: packages and the machine's own services
+# (apt-get, pg_ctlcluster, rabbitmq-server) go through "${AS_ROOT[@]}".
+AS_ROOT=()
+if [[ "$(id -u)" != 0 ]] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    AS_ROOT=(sudo -n)
+fi
+can_be_root() { [[ "$(id -u)" == 0 || ${#AS_ROOT[@]} -gt 0 ]]; }
+need_root() { # WHAT COMMAND
+    can_be_root || die "$1 needs root. Run as root (or with passwordless sudo): $2"
+}
+# run_as USER CMD...: as USER (postgres, rabbitmq) from root or through sudo; as oneself otherwise.
+run_as() {
+    local user="$1"
+    shift
+    if [[ "$(id -un)" == "$user" ]]; then
+        "$@"
+    elif [[ "$(id -u)" == 0 ]]; then
+        runuser -u "$user" -- "$@"
+    elif ((${#AS_ROOT[@]})); then
+        sudo -n -u "$user" -- "$@"
+    else
+        die "this step must run as user $user: run make up as root (or with passwordless sudo)"
+    fi
+}
+systemd_running() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; }
+
 # ---------------------------------------------------------------- URL parsing
 # url_parts URL DEFAULT_PORT -> sets U_USER U_PASS U_HOST U_PORT U_PATH
 urldecode() { local s="${1//+/ }"; printf '%b' "${s//%/\\x}"; }
@@ -146,13 +172,12 @@ have() { command -v "$1" >/dev/null 2>&1 || compgen -G "$1" >/dev/null; }
 
 ensure_pkg() { # BINARY-OR-GLOB PACKAGE
     have "$1" && return 0
-    if [[ "$(id -u)" != 0 ]]; then
-        die "'$1' is missing: install the Debian package '$2' (as root: apt-get install -y $2)"
-    fi
+    need_root "installing '$1'" "apt-get install -y $2"
     say "installing Debian package $2 (for $1)"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >"$MARKS/apt-$2.log" 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$MARKS/apt-$2.log" 2>&1 || true
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >>"$MARKS/apt-$2.log" 2>&1 \
+    local apt=("${AS_ROOT[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+    if ! "${apt[@]}" install -y -q "$2" >"$MARKS/apt-$2.log" 2>&1; then
+        "${apt[@]}" update -q >>"$MARKS/apt-$2.log" 2>&1 || true
+        "${apt[@]}" install -y -q "$2" >>"$MARKS/apt-$2.log" 2>&1 \
             || { tail -n 20 "$MARKS/apt-$2.log" >&2; die "apt-get install $2 failed"; }
     fi
     have "$1" || die "package $2 installed but '$1' is still missing"
@@ -179,26 +204,61 @@ pg_version() {
     echo "$v"
 }
 
+# The machine's cluster main, when it is configured for the port POSTGRES_URL names (or when
+# there is none yet); otherwise a private cluster of our own under .run/postgres-PORT.
+pg_main_port() { pg_lsclusters -h 2>/dev/null | awk -v v="$1" '$1 == v && $2 == "main" {print $3}'; }
+pg_private_dir() { echo "$RUN/postgres-$PORT"; }
+pg_uses_private() {
+    local main_port
+    main_port="$(pg_main_port "$(pg_version)")"
+    [[ -n "$main_port" && "$main_port" != "$PORT" ]] || [[ -d "$(pg_private_dir)/data" ]]
+}
+
 start_postgres() {
     local ver
     ver="$(pg_version)"
-    if ! pg_lsclusters -h 2>/dev/null | awk '{print $1, $2}' | grep -qx "$ver main"; then
-        say "postgres: creating cluster $ver/main"
-        pg_createcluster "$ver" main >/dev/null
+    if pg_uses_private; then
+        start_private_postgres "$ver"
+        return
     fi
-    local conf_port
-    conf_port="$(pg_lsclusters -h | awk -v v="$ver" '$1 == v && $2 == "main" {print $3}')"
-    [[ "$conf_port" == "$PORT" ]] \
-        || say "postgres: WARNING cluster $ver/main is configured for port $conf_port, POSTGRES_URL says $PORT"
-    pg_ctlcluster --skip-systemctl-redirect "$ver" main start
-    STARTED_INFO="pg_ctlcluster --skip-systemctl-redirect $ver main stop"
+    need_root "starting PostgreSQL's cluster $ver/main" "pg_ctlcluster $ver main start"
+    if ! pg_lsclusters -h 2>/dev/null | awk '{print $1, $2}' | grep -qx "$ver main"; then
+        say "postgres: creating cluster $ver/main on port $PORT"
+        "${AS_ROOT[@]}" pg_createcluster -p "$PORT" "$ver" main >/dev/null
+    fi
+    "${AS_ROOT[@]}" pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+    STARTED_INFO="cluster"
     STARTED_DESC="cluster $ver/main"
 }
 
+start_private_postgres() { # VERSION
+    local bin="/usr/lib/postgresql/$1/bin" dir owner=postgres
+    dir="$(pg_private_dir)"
+    [[ "$(id -u)" == 0 ]] || owner="$(id -un)"
+    mkdir -p "$dir"
+    [[ "$(id -u)" == 0 ]] && chown "$owner": "$dir"
+    if [[ ! -d "$dir/data" ]]; then
+        say "postgres: port $PORT is not the machine cluster's ($(pg_main_port "$1")): creating a cluster of our own in .run/postgres-$PORT"
+        run_as "$owner" "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+            || { tail -n 20 "$dir/initdb.log" >&2; die "postgres: initdb failed (is $dir reachable by user $owner?)"; }
+    fi
+    run_as "$owner" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$START_DEADLINE" \
+        -o "-p $PORT -k $dir -c listen_addresses=$HOST" start >/dev/null
+    STARTED_INFO="private"
+    STARTED_DESC="private cluster in .run/postgres-$PORT"
+}
+
 stop_postgres() {
-    local ver
+    local ver dir owner=postgres
     ver="$(pg_version)"
-    pg_ctlcluster --skip-systemctl-redirect "$ver" main stop
+    dir="$(pg_private_dir)"
+    if [[ -f "$dir/data/postmaster.pid" ]]; then
+        [[ "$(id -u)" == 0 ]] || owner="$(id -un)"
+        run_as "$owner" "/usr/lib/postgresql/$ver/bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    else
+        need_root "stopping PostgreSQL's cluster $ver/main" "pg_ctlcluster $ver main stop"
+        "${AS_ROOT[@]}" pg_ctlcluster --skip-systemctl-redirect "$ver" main stop
+    fi
 }
 
 redis_cmd() {
@@ -227,15 +287,46 @@ stop_redis() {
     fi
 }
 
+# On 5672 the machine's node (its name and data, /var/lib/rabbitmq). On any other port a node
+# of our own: name millrace-PORT@localhost, distribution port PORT+20000, config, plugins and
+# data under .run/rabbitmq-PORT. tools and tests name the node the same way (shared/rabbitctl.py).
+rabbit_node() { [[ "$PORT" == 5672 ]] || echo "millrace-$PORT@localhost"; }
+rabbitmqctl_node() { # ARGS...: rabbitmqctl on the node AMQP_URL names
+    local node
+    node="$(rabbit_node)"
+    "${AS_ROOT[@]}" rabbitmqctl ${node:+-n "$node"} "$@"
+}
+
 start_rabbitmq() {
-    # Data stays in /var/lib/rabbitmq (the Debian wrapper runs the node as user rabbitmq).
-    rabbitmq-server -detached >>"$MARKS/rabbitmq-start.log" 2>&1
-    STARTED_INFO="rabbitmqctl stop"
-    STARTED_DESC="rabbitmq-server -detached"
+    need_root "starting RabbitMQ (its wrapper runs nodes as user rabbitmq)" "rabbitmq-server -detached"
+    local node dir
+    node="$(rabbit_node)"
+    if [[ -z "$node" ]]; then
+        "${AS_ROOT[@]}" rabbitmq-server -detached >>"$MARKS/rabbitmq-start.log" 2>&1
+        STARTED_INFO="rabbitmqctl stop"
+        STARTED_DESC="rabbitmq-server -detached"
+        return
+    fi
+    dir="$RUN/rabbitmq-$PORT"
+    mkdir -p "$dir"
+    {
+        echo "# GENERATED by infra/local/deps.sh for the node $node; do not edit."
+        echo "listeners.tcp.local = $HOST:$PORT"
+        echo "loopback_users.guest = true"
+    } >"$dir/rabbitmq.conf"
+    echo "[rabbitmq_consistent_hash_exchange]." >"$dir/enabled_plugins"
+    [[ "$(id -u)" == 0 ]] && chown -R rabbitmq: "$dir"
+    "${AS_ROOT[@]}" env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$PORT" \
+        RABBITMQ_DIST_PORT=$((PORT + 20000)) RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+        RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
+        rabbitmq-server -detached >>"$MARKS/rabbitmq-start.log" 2>&1
+    STARTED_INFO="rabbitmqctl -n $node stop"
+    STARTED_DESC="node $node, data in .run/rabbitmq-$PORT"
 }
 
 stop_rabbitmq() {
-    rabbitmqctl stop >>"$MARKS/rabbitmq-stop.log" 2>&1 || true
+    rabbitmqctl_node stop >>"$MARKS/rabbitmq-stop.log" 2>&1 || true
 }
 
 # Local runtime config: derived from infra/mosquitto/mosquitto.conf (the compose one).
@@ -278,6 +369,13 @@ start_mosquitto() {
 
 stop_mosquitto() {
     local pid=""
+    # The Debian package's broker under systemd: stop the unit, or systemd would restart it.
+    if systemd_running && systemctl is-active --quiet mosquitto 2>/dev/null \
+        && [[ "$(systemctl show -p MainPID --value mosquitto)" == "$(listener_pid mosquitto "$PORT")" ]]; then
+        need_root "stopping the mosquitto unit" "systemctl stop mosquitto"
+        "${AS_ROOT[@]}" systemctl stop mosquitto
+        return
+    fi
     [[ -s "$RUN/mosquitto/mosquitto.pid" ]] && pid="$(cat "$RUN/mosquitto/mosquitto.pid")"
     pid_alive "$pid" || pid="$(listener_pid mosquitto "$PORT")"
     [[ -n "$pid" ]] || die "mosquitto: answering on $HOST:$PORT but no mosquitto process found"
@@ -332,8 +430,12 @@ provision_postgres() {
     url_parts "$POSTGRES_URL" 5432
     local role="${U_USER:-millrace}" pass="$U_PASS" db="${U_PATH:-millrace}"
     local -a psql_cmd
-    if [[ "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1 && is_local_host "$HOST"; then
+    if [[ -d "$RUN/postgres-$PORT/data" ]]; then # our own cluster: its superuser, trusted locally
+        psql_cmd=(psql -X -q -w -v ON_ERROR_STOP=1 -h "$RUN/postgres-$PORT" -p "$PORT" -U postgres -d postgres)
+    elif [[ "$(id -u)" == 0 ]] && id postgres >/dev/null 2>&1 && is_local_host "$HOST"; then
         psql_cmd=(runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" -d postgres)
+    elif ((${#AS_ROOT[@]})) && id postgres >/dev/null 2>&1 && is_local_host "$HOST"; then
+        psql_cmd=(sudo -n -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" -d postgres)
     else
         psql_cmd=(psql -X -q -w -v ON_ERROR_STOP=1 -h "$HOST" -p "$PORT" -U postgres -d postgres)
     fi
@@ -363,9 +465,16 @@ do_start() {
     is_local_host "$HOST" || die "$name: $HOST:$PORT is not answering and is not a local address"
     # 9>&-: daemons must not inherit the lock fd (they would hold the lock forever).
     ensure_installed "$name" 9>&-
-    if answering "$name"; then # the package's install script may have started it
-        say "$name: already answering on $HOST:$PORT, reusing"
-        return 0
+    if answering "$name"; then # the package's install script (systemd) may have started it
+        if [[ "$name" == mosquitto ]] && mosquitto_unfit; then
+            say "mosquitto: the package's broker on $HOST:$PORT keeps 1000 queued messages per" \
+                "session; replacing it with one from infra/mosquitto/mosquitto.conf"
+            stop_mosquitto
+            wait_silent mosquitto || die "mosquitto: still answering on $HOST:$PORT"
+        else
+            say "$name: already answering on $HOST:$PORT, reusing"
+            return 0
+        fi
     fi
     STARTED_INFO=""
     STARTED_DESC=""
