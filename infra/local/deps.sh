@@ -315,7 +315,7 @@ start_rabbitmq() {
         echo "loopback_users.guest = true"
     } >"$dir/rabbitmq.conf"
     echo "[rabbitmq_consistent_hash_exchange]." >"$dir/enabled_plugins"
-    [[ "$(id -u)" == 0 ]] && chown -R rabbitmq: "$dir"
+    "${AS_ROOT[@]}" chown -R rabbitmq: "$dir" # the node runs as user rabbitmq
     "${AS_ROOT[@]}" env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$PORT" \
         RABBITMQ_DIST_PORT=$((PORT + 20000)) RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
         RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
