@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from shared.db import persist
-from shared.http import ApiError, JSONResponse, read_json, requires
+from shared.http import ApiError, JSONResponse, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc
-from shared.readings import field_errors
+from shared.params import parse_body
 from shared.schemas import Pagination
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
@@ -75,14 +75,6 @@ class MachinePatch(BaseModel):
 
 
 MAX_BODY_BYTES = 64 * 1024
-
-
-async def _json(request: Request, model: type[BaseModel]) -> Any:
-    body = await read_json(request, MAX_BODY_BYTES)
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as e:
-        raise ApiError(400, "Validation failed", [f.as_dict() for f in field_errors(e)]) from None
 
 
 def _machine_id(request: Request) -> str:
@@ -153,7 +145,7 @@ async def list_machines(request: Request) -> Response:
 @doc("Register a machine", body=MachineIn, responses={201: MachineEnvelope}, tags=["machines"])
 @requires("write:machines")
 async def create_machine(request: Request) -> Response:
-    data: MachineIn = await _json(request, MachineIn)
+    data: MachineIn = await parse_body(request, MachineIn, MAX_BODY_BYTES)
     repo = _repo(request)
     machine = await persist(
         "machine", lambda: repo.create(data.name, data.location, data.sensor_type, data.status)
@@ -190,7 +182,7 @@ async def get_machine(request: Request) -> Response:
 @requires("write:machines")
 async def update_machine(request: Request) -> Response:
     mid = _machine_id(request)
-    patch: MachinePatch = await _json(request, MachinePatch)
+    patch: MachinePatch = await parse_body(request, MachinePatch, MAX_BODY_BYTES)
     changes = patch.model_dump(exclude_none=True)
     repo = _repo(request)
     machine = await persist("machine update", lambda: repo.update(mid, changes))

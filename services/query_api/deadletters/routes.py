@@ -33,8 +33,7 @@ from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ValidationError
-from starlette.datastructures import QueryParams
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -62,12 +61,13 @@ from shared.audit import record_request as record_audit
 from shared.broker import Publisher
 from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable
-from shared.http import ApiError, JSONResponse, read_json, requires
+from shared.http import ApiError, JSONResponse, requires
 from shared.ingest import pack
 from shared.log import request_id
 from shared.machines import Machine, MachineRepository
 from shared.openapi import doc
-from shared.readings import ValidationContext, field_errors
+from shared.params import parse_body, parse_query
+from shared.readings import ValidationContext
 from shared.timefmt import row_iso as _iso
 
 log = logging.getLogger(__name__)
@@ -78,33 +78,6 @@ _ROW_TIMES = ("first_seen", "archived_at", "replayed_at", "last_replay_at")
 
 def letter_out(row: dict[str, Any]) -> dict[str, Any]:
     return {k: _iso(v) if k in _ROW_TIMES else v for k, v in row.items()}
-
-
-def parse_query(model: type[M], params: QueryParams) -> M:
-    """Query parameters through a pydantic model; 400 naming each bad parameter."""
-    try:
-        return model.model_validate(dict(params))
-    except ValidationError as e:
-        errors = [
-            {
-                "parameter": str(err["loc"][0]) if err["loc"] else "query",
-                "error": err["msg"],
-                "value": params.get(str(err["loc"][0])) if err["loc"] else None,
-            }
-            for err in e.errors(include_url=False)
-        ]
-        raise ApiError(400, "Invalid query parameters", errors) from None
-
-
-async def _body(request: Request, model: type[M]) -> M:
-    raw = await read_json(request, MAX_BODY_BYTES)
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as e:
-        errors = [fe.as_dict() for fe in field_errors(e)]
-        for err in errors:
-            err["field"] = err["field"] or "body"
-        raise ApiError(400, "Validation failed", errors) from None
 
 
 def _letter_id(request: Request) -> int:
@@ -371,7 +344,7 @@ def _replay_answer(body: ReplayIn, run: _Replay) -> Response:
 )
 @requires("write:config")
 async def replay_dead_letters(request: Request) -> Response:
-    body = await _body(request, ReplayIn)
+    body = await parse_body(request, ReplayIn, MAX_BODY_BYTES)
     ctx, per_message = _context(request)
     pool: AsyncConnectionPool = request.state.pool
     rid = request_id.get() or ""
@@ -411,7 +384,7 @@ async def replay_dead_letters(request: Request) -> Response:
 )
 @requires("delete:sensor_data")
 async def purge_dead_letters(request: Request) -> Response:
-    body = await _body(request, PurgeIn)
+    body = await parse_body(request, PurgeIn, MAX_BODY_BYTES)
     flt = LetterFilter(reason=body.reason, before=body.before, replayed=body.replayed)
     pool: AsyncConnectionPool = request.state.pool
     async with pool.connection() as conn, conn.transaction():
