@@ -11,3 +11,14 @@ class Pagination(BaseModel):
     returned_records: int
     total_records: int
     has_more: bool
+
+
+def page(limit: int, offset: int, returned: int, total: int) -> dict[str, int | bool]:
+    """The ``pagination`` object of a list answer (see :class:`Pagination`)."""
+    return {
+        "limit": limit,
+        "offset": offset,
+        "returned_records": returned,
+        "total_records": total,
+        "has_more": offset + returned < total,
+    }

@@ -20,7 +20,7 @@ from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
 from shared.machines import valid_uuid
 from shared.openapi import doc
-from shared.schemas import Pagination
+from shared.schemas import Pagination, page
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,7 @@ def history_body(
         "machine": machine,
         "query": {**q.describe(), "tier": history.choose_tier(q)},
         "data": rows,
-        "pagination": {
-            "limit": q.limit,
-            "offset": q.offset,
-            "returned_records": len(rows),
-            "total_records": total,
-            "has_more": q.offset + len(rows) < total,
-        },
+        "pagination": page(q.limit, q.offset, len(rows), total),
     }
 
 

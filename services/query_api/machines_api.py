@@ -14,7 +14,7 @@ from shared.http import ApiError, JSONResponse, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
 from shared.openapi import doc
 from shared.params import parse_body
-from shared.schemas import Pagination
+from shared.schemas import Pagination, page
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 # The column is varchar(100): longer values were refused by PostgreSQL with a 500.
@@ -131,13 +131,7 @@ async def list_machines(request: Request) -> Response:
         {
             "status": "success",
             "machines": [m.as_dict() for m in machines],
-            "pagination": {
-                "limit": limit,
-                "offset": offset,
-                "returned_records": len(machines),
-                "total_records": total,
-                "has_more": offset + len(machines) < total,
-            },
+            "pagination": page(limit, offset, len(machines), total),
         }
     )
 

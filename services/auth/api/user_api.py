@@ -34,6 +34,7 @@ from shared.audit import Actor
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
 from shared.openapi import doc
+from shared.schemas import page
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,7 @@ async def list_users(request: Request) -> Response:
         {
             "status": "success",
             "users": [u.public() for u in found],
-            "pagination": {
-                "limit": limit,
-                "offset": offset,
-                "returned_records": len(found),
-                "total_records": total,
-                "has_more": offset + len(found) < total,
-            },
+            "pagination": page(limit, offset, len(found), total),
         }
     )
 

@@ -41,6 +41,7 @@ from shared import audit
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.openapi import doc
+from shared.schemas import page
 from shared.timefmt import row_iso as _iso
 
 SETTING_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
@@ -257,13 +258,7 @@ async def audit_log(request: Request) -> Response:
         {
             "status": "success",
             "entries": entries,
-            "pagination": {
-                "limit": limit,
-                "offset": offset,
-                "returned_records": len(entries),
-                "total_records": total,
-                "has_more": offset + len(entries) < total,
-            },
+            "pagination": page(limit, offset, len(entries), total),
         }
     )
 

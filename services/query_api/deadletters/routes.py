@@ -68,6 +68,7 @@ from shared.machines import Machine, MachineRepository
 from shared.openapi import doc
 from shared.params import parse_body, parse_query
 from shared.readings import ValidationContext
+from shared.schemas import page
 from shared.timefmt import row_iso as _iso
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,7 @@ async def list_dead_letters(request: Request) -> Response:
         {
             "status": "success",
             "dead_letters": [letter_out(r) for r in rows],
-            "pagination": {
-                "limit": q.limit,
-                "offset": q.offset,
-                "returned_records": len(rows),
-                "total_records": total,
-                "has_more": q.offset + len(rows) < total,
-            },
+            "pagination": page(q.limit, q.offset, len(rows), total),
         }
     )
 
