@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -37,6 +37,13 @@ class SecuritySettings(BaseSettings):
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
+
+
+class UsesSecurity(BaseSettings):
+    """Security headers and CORS of a service answering browsers (``shared.settings`` mixins)."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 
 class SecurityHeadersMiddleware:

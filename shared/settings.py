@@ -176,3 +176,45 @@ class ServiceSettings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+# A service's settings compose ServiceSettings with one of these per dependency it uses, e.g.
+# ``class Settings(ServiceSettings, UsesAmqp, UsesInflux)``; each reads its own prefix.
+_COMPOSED = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+
+class UsesAmqp(BaseSettings):
+    model_config = _COMPOSED
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+
+
+class UsesPostgres(BaseSettings):
+    model_config = _COMPOSED
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+
+
+class UsesRedis(BaseSettings):
+    model_config = _COMPOSED
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+
+
+class UsesInflux(BaseSettings):
+    model_config = _COMPOSED
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+
+
+class UsesMqtt(BaseSettings):
+    model_config = _COMPOSED
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+
+
+class UsesJwt(BaseSettings):
+    model_config = _COMPOSED
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+
+
+class UsesIngestLimits(BaseSettings):
+    """Declared extra fields (INGEST_EXTRA_FIELDS) and validation limits."""
+
+    model_config = _COMPOSED
+    limits: IngestLimits = Field(default_factory=IngestLimits)

@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.security import SecuritySettings
-from shared.settings import JwtSettings, PostgresSettings, RedisSettings, ServiceSettings
+from shared.security import UsesSecurity
+from shared.settings import ServiceSettings, UsesJwt, UsesPostgres, UsesRedis
 
 # Development state lives under the repository's git-ignored ``.run/`` (computed, never written).
 _RUN_DIR = Path(__file__).resolve().parents[2] / ".run"
@@ -45,13 +45,9 @@ class AuthSettings(BaseSettings):
     argon2_parallelism: int = Field(default=4, ge=1)
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, UsesPostgres, UsesRedis, UsesJwt, UsesSecurity):
     port: int = Field(default=8003, validation_alias="AUTH_PORT")
     auth: AuthSettings = Field(default_factory=AuthSettings)
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    jwt: JwtSettings = Field(default_factory=JwtSettings)
-    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> Settings:

@@ -5,19 +5,19 @@ from pydantic_settings import SettingsConfigDict
 
 from services.mqtt_bridge.topics import status_topic
 from shared.settings import (
-    AmqpSettings,
-    IngestLimits,
-    MqttSettings,
-    PostgresSettings,
-    RedisSettings,
     ServiceSettings,
+    UsesAmqp,
+    UsesIngestLimits,
+    UsesMqtt,
+    UsesPostgres,
+    UsesRedis,
 )
 
 # paho (and MQTT itself) number in-flight QoS 1 messages with 16-bit ids: stay far below 65,535.
 MAX_INFLIGHT_CEILING = 20_000
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, UsesAmqp, UsesPostgres, UsesRedis, UsesMqtt, UsesIngestLimits):
     # Fields are set by their environment names (MQTT_BRIDGE_*), or by field name in code.
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
@@ -51,11 +51,6 @@ class Settings(ServiceSettings):
     reconnect_max_s: int = Field(default=30, ge=1, validation_alias="MQTT_BRIDGE_RECONNECT_MAX_S")
     # Longest wait between two attempts at publishing a group RabbitMQ refused.
     retry_max_s: float = Field(default=10.0, gt=0, validation_alias="MQTT_BRIDGE_RETRY_MAX_S")
-    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    limits: IngestLimits = Field(default_factory=IngestLimits)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -3,19 +3,28 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.query_api.live.settings import LiveSettings
-from shared.security import SecuritySettings
+from shared.security import UsesSecurity
 from shared.settings import (
-    AmqpSettings,
-    InfluxSettings,
-    IngestLimits,
-    JwtSettings,
-    PostgresSettings,
-    RedisSettings,
     ServiceSettings,
+    UsesAmqp,
+    UsesInflux,
+    UsesIngestLimits,
+    UsesJwt,
+    UsesPostgres,
+    UsesRedis,
 )
 
 
-class Settings(ServiceSettings):
+class Settings(
+    ServiceSettings,
+    UsesAmqp,
+    UsesPostgres,
+    UsesRedis,
+    UsesInflux,
+    UsesJwt,
+    UsesSecurity,
+    UsesIngestLimits,
+):
     port: int = Field(default=8002, validation_alias="QUERY_API_PORT")
     # Default history window when start_time is not given.
     default_range_s: int = Field(default=86_400, ge=1, validation_alias="QUERY_DEFAULT_RANGE_S")
@@ -23,13 +32,4 @@ class Settings(ServiceSettings):
     online_threshold_s: int = Field(default=120, ge=1, validation_alias="QUERY_ONLINE_THRESHOLD_S")
     # Repeated history queries are answered from Redis this long (0 = no cache).
     cache_ttl_s: int = Field(default=10, ge=0, validation_alias="QUERY_CACHE_TTL_S")
-    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    influx: InfluxSettings = Field(default_factory=InfluxSettings)
-    jwt: JwtSettings = Field(default_factory=JwtSettings)
-    security: SecuritySettings = Field(default_factory=SecuritySettings)
-    # Declared fields (INGEST_EXTRA_FIELDS) and validation limits, shared with ingest: used by
-    # queries and by dead-letter replay, which validates readings again.
-    limits: IngestLimits = Field(default_factory=IngestLimits)
     live: LiveSettings = Field(default_factory=LiveSettings)

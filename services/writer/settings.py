@@ -2,16 +2,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import (
-    AmqpSettings,
-    InfluxSettings,
-    IngestLimits,
-    RedisSettings,
-    ServiceSettings,
-)
+from shared.settings import ServiceSettings, UsesAmqp, UsesInflux, UsesIngestLimits, UsesRedis
 
 
-class Settings(ServiceSettings):
+class Settings(ServiceSettings, UsesAmqp, UsesInflux, UsesRedis, UsesIngestLimits):
     port: int = Field(default=8005, validation_alias="WRITER_PORT")
     # A batch is written when it holds this many points or its first message is this old.
     batch_points: int = Field(default=5000, ge=1, validation_alias="WRITER_BATCH_POINTS")
@@ -33,8 +27,3 @@ class Settings(ServiceSettings):
     rollup_sweep_hours: int = Field(default=2, ge=0, validation_alias="WRITER_ROLLUP_SWEEP_HOURS")
     # Recently stored reading keys remembered to notice conflicting re-writes.
     conflict_window: int = Field(default=100_000, ge=0, validation_alias="WRITER_CONFLICT_WINDOW")
-    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
-    influx: InfluxSettings = Field(default_factory=InfluxSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    # Only for the declared extra fields (INGEST_EXTRA_FIELDS) the tiers aggregate.
-    limits: IngestLimits = Field(default_factory=IngestLimits)
