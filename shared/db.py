@@ -7,11 +7,13 @@ transaction, under an advisory lock so that several services starting together n
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from tenacity import (
     AsyncRetrying,
@@ -83,6 +85,24 @@ async def persist(what: str, operation: Callable[[], Awaitable[T]]) -> T:
         )
         raise DependencyUnavailable("postgres", str(e)) from e
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def fetch_one(
+    conn: AsyncConnection[Any], query: str, params: Sequence[Any] = ()
+) -> dict[str, Any] | None:
+    """The first row of ``query`` as a dict (column → value), or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def fetch_all(
+    conn: AsyncConnection[Any], query: str, params: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """Every row of ``query`` as a dict (column → value)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
 
 
 def create_pool(settings: PostgresSettings, name: str) -> AsyncConnectionPool:

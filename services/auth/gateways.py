@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.errors import Conflict, InvalidInput, field_error
 from services.auth.security.passwords import Hasher
 from shared import audit
 from shared.audit import Actor
+from shared.db import fetch_all, fetch_one
 from shared.redact import GATEWAY_SECRET_PREFIX
 from shared.timefmt import row_iso
 
@@ -82,13 +82,12 @@ async def register(
     secret_hash = await hasher.hash(secret)
     try:
         async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
+            row = await fetch_one(
+                conn,
                 "INSERT INTO gateway_clients (gateway_id, client_id, secret_hash, created_by)"
                 f" VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (gid, client_id, secret_hash, actor.username),
             )
-            row = await cur.fetchone()
             assert row is not None
             await audit.record(
                 conn, actor, "gateway.create", gid, new_value={"client_id": client_id}
@@ -102,36 +101,32 @@ async def register(
 
 async def by_client_id(pool: AsyncConnectionPool, client_id: str) -> Gateway | None:
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            f"SELECT {_COLUMNS} FROM gateway_clients WHERE client_id = %s", (client_id,)
+        row = await fetch_one(
+            conn, f"SELECT {_COLUMNS} FROM gateway_clients WHERE client_id = %s", (client_id,)
         )
-        row = await cur.fetchone()
     return Gateway.from_row(row) if row else None
 
 
 async def list_gateways(pool: AsyncConnectionPool, include_disabled: bool) -> list[Gateway]:
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        rows = await fetch_all(
+            conn,
             f"SELECT {_COLUMNS} FROM gateway_clients WHERE active OR %s"
             " ORDER BY gateway_id, created_at DESC",
             (include_disabled,),
         )
-        rows = await cur.fetchall()
     return [Gateway.from_row(r) for r in rows]
 
 
 async def disable(pool: AsyncConnectionPool, actor: Actor, gateway_id: str) -> Gateway | None:
     """Disable the gateway's active credentials; None if it has none."""
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        row = await fetch_one(
+            conn,
             "UPDATE gateway_clients SET active = false, disabled_at = now()"
             f" WHERE gateway_id = %s AND active RETURNING {_COLUMNS}",
             (gateway_id,),
         )
-        row = await cur.fetchone()
         if row is None:
             return None
         await audit.record(

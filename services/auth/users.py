@@ -10,7 +10,6 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.errors import Conflict, InvalidInput, field_error
@@ -18,6 +17,7 @@ from services.auth.security.passwords import Hasher, password_problem
 from shared import audit
 from shared.audit import Actor
 from shared.auth.roles import PERMISSIONS, Role
+from shared.db import fetch_all, fetch_one
 from shared.timefmt import row_iso as _iso
 
 # "Leave unchanged" for optional fields where None is a meaningful new value.
@@ -119,11 +119,11 @@ def _validate_email(email: Any, errors: list[dict[str, Any]]) -> str | None:
 
 async def by_username(pool: AsyncConnectionPool, username: str) -> User | None:
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            f"SELECT {_COLUMNS} FROM users WHERE username = %s", (normalize_username(username),)
+        row = await fetch_one(
+            conn,
+            f"SELECT {_COLUMNS} FROM users WHERE username = %s",
+            (normalize_username(username),),
         )
-        row = await cur.fetchone()
     return User.from_row(row) if row else None
 
 
@@ -139,9 +139,7 @@ async def by_id(pool: AsyncConnectionPool, user_id: str) -> User | None:
     if uid is None:
         return None
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id = %s", (uid,))
-        row = await cur.fetchone()
+        row = await fetch_one(conn, f"SELECT {_COLUMNS} FROM users WHERE id = %s", (uid,))
     return User.from_row(row) if row else None
 
 
@@ -149,9 +147,7 @@ async def _lock(conn: AsyncConnection[Any], user_id: str) -> User | None:
     uid = _uuid(user_id)
     if uid is None:
         return None
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT {_COLUMNS} FROM users WHERE id = %s FOR UPDATE", (uid,))
-    row = await cur.fetchone()
+    row = await fetch_one(conn, f"SELECT {_COLUMNS} FROM users WHERE id = %s FOR UPDATE", (uid,))
     return User.from_row(row) if row else None
 
 
@@ -173,17 +169,17 @@ async def list_users(
         params.append(active)
     clause = " AND ".join(where)
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        rows = await fetch_all(
+            conn,
             f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM users WHERE {clause}"
             " ORDER BY username LIMIT %s OFFSET %s",
             (*params, limit, offset),
         )
-        rows = await cur.fetchall()
         total = rows[0]["total"] if rows else 0
         if not rows and offset:
-            await cur.execute(f"SELECT count(*) AS total FROM users WHERE {clause}", params)
-            counted = await cur.fetchone()
+            counted = await fetch_one(
+                conn, f"SELECT count(*) AS total FROM users WHERE {clause}", params
+            )
             total = counted["total"] if counted else 0
     return [User.from_row({k: v for k, v in r.items() if k != "total"}) for r in rows], total
 
@@ -206,13 +202,12 @@ async def create(
     password_hash = await hasher.hash(secret)
     try:
         async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
+            row = await fetch_one(
+                conn,
                 "INSERT INTO users (username, email, password_hash, role)"
                 f" VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (name, clean_email, password_hash, parsed_role.value),
             )
-            row = await cur.fetchone()
             assert row is not None
             user = User.from_row(row)
             await audit.record(
@@ -258,13 +253,12 @@ async def update(
             if not sets:
                 return before, before
             assignments = ", ".join(f"{column} = %s" for column in sets)
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
+            row = await fetch_one(
+                conn,
                 f"UPDATE users SET {assignments}, updated_at = now() WHERE id = %s"
                 f" RETURNING {_COLUMNS}",
                 (*sets.values(), before.id),
             )
-            row = await cur.fetchone()
             assert row is not None
             after = User.from_row(row)
             await audit.record(
@@ -287,13 +281,12 @@ async def deactivate(pool: AsyncConnectionPool, actor: Actor, user_id: str) -> U
             return None
         if not before.active:
             return before
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        row = await fetch_one(
+            conn,
             "UPDATE users SET active = false, deactivated_at = now(), updated_at = now()"
             f" WHERE id = %s RETURNING {_COLUMNS}",
             (before.id,),
         )
-        row = await cur.fetchone()
         assert row is not None
         await audit.record(
             conn,
