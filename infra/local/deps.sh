@@ -39,7 +39,7 @@ if [[ "$(id -u)" != 0 ]] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/d
 fi
 can_be_root() { [[ "$(id -u)" == 0 || ${#AS_ROOT[@]} -gt 0 ]]; }
 need_root() { # WHAT COMMAND
-    can_be_root || die "$1 needs root. Run as root (or with passwordless sudo): $2"
+    can_be_root || die "$1 needs root: run make up as root or with passwordless sudo (the step: $2)"
 }
 # run_as USER CMD...: as USER (postgres, rabbitmq) from root or through sudo; as oneself otherwise.
 run_as() {
