@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-IMAGE = "millrace:latest"
+# A versioned image: the version of pyproject.toml (CI publishes the same tag from a v* git tag).
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+IMAGE = f"millrace:{VERSION}"
 PROVISION = "influx-provision"
 
 # CONTRACT §10.
@@ -46,7 +49,13 @@ CONTRACT_PORTS = {
     "auth": 8003,
     "mqtt_bridge": 8004,
     "writer": 8005,
+    "alerter": 8006,
 }
+# The HTTP doors: behind the TLS proxy, never published themselves.
+DOORS = ("ingest_gateway", "query_api", "auth")
+# Variables a service container may be given that no settings class reads: uvicorn reads
+# FORWARDED_ALLOW_IPS (whose X-Forwarded-For to trust).
+RUNTIME_ENV = {"FORWARDED_ALLOW_IPS"}
 HEALTHY = "service_healthy"
 COMPLETED = "service_completed_successfully"
 
@@ -329,7 +338,7 @@ def test_environment_reaches_every_dependency(
 def test_every_variable_set_is_read_by_the_service(
     name: str, services: dict[str, dict[str, Any]]
 ) -> None:
-    unknown = set(environment(services[name])) - env_names(_settings(name))
+    unknown = set(environment(services[name])) - env_names(_settings(name)) - RUNTIME_ENV
     assert not unknown, f"{name} is given variables its settings never read: {sorted(unknown)}"
 
 
@@ -452,11 +461,48 @@ def test_influx_provision_runs_the_module_in_the_image(
 # ------------------------------------------------------------------ scaling and images
 
 
-def test_writer_can_be_scaled(services: dict[str, dict[str, Any]]) -> None:
-    writer = services["writer"]
-    assert "container_name" not in writer
-    assert "hostname" not in writer
-    assert not writer.get("ports"), "a published host port would clash between writer copies"
+@pytest.mark.parametrize("name", ["writer", *DOORS])
+def test_scalable_services_publish_no_port(name: str, services: dict[str, dict[str, Any]]) -> None:
+    """`docker compose up --scale NAME=N`: no container_name, no hostname, no host port."""
+    service = services[name]
+    assert "container_name" not in service
+    assert "hostname" not in service
+    assert not service.get("ports"), "a published host port would clash between copies"
+
+
+def test_doors_trust_forwarded_addresses_only_because_nothing_else_reaches_them(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in DOORS:
+        assert environment(services[name]).get("FORWARDED_ALLOW_IPS") == "*"
+        assert not services[name].get("ports")
+    for name in set(APP_SERVICES) - set(DOORS):
+        assert "FORWARDED_ALLOW_IPS" not in environment(services[name])
+
+
+def test_only_tls_and_monitoring_ports_are_published(services: dict[str, dict[str, Any]]) -> None:
+    published = {
+        name: sorted(str(p).split(":")[-1] for p in service.get("ports", []))
+        for name, service in services.items()
+        if service.get("ports")
+    }
+    assert published == {
+        "proxy": ["443"],
+        "mosquitto": ["8883"],
+        "prometheus": ["9090"],
+        "grafana": ["3000"],
+    }
+
+
+def test_every_image_is_pinned_to_a_release(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag, f"{name}: {image} has no tag"
+        # PostgreSQL's releases are MAJOR.MINOR (16.10); everyone else's MAJOR.MINOR.PATCH.
+        release = r"\d+\.\d+" if repo == "postgres" else r"v?\d+\.\d+\.\d+"
+        assert re.match(rf"{release}(-|$)", tag), f"{name}: {image} is not pinned to a release"
+    assert services["rabbitmq"]["image"].split(":")[1].startswith("4."), "the current 4.x line"
 
 
 def test_app_services_share_one_image_built_from_the_dockerfile(
@@ -470,15 +516,19 @@ def test_app_services_share_one_image_built_from_the_dockerfile(
         assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
 
 
-def test_mosquitto_mounts_the_configuration_and_a_password_file(
+def test_mosquitto_mounts_the_tls_configuration_certificates_and_a_password_file(
     services: dict[str, dict[str, Any]],
 ) -> None:
     volumes = services["mosquitto"]["volumes"]
     conf = [v for v in volumes if v.endswith(":/mosquitto/config/mosquitto.conf:ro")]
-    assert conf == ["./infra/mosquitto/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro"]
-    assert (ROOT / "infra" / "mosquitto" / "mosquitto.conf").exists()
+    assert conf == ["./infra/tls/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro"]
+    text = (ROOT / "infra" / "tls" / "mosquitto.conf").read_text()
+    assert "listener 8883" in text and "certfile /mosquitto/tls/server.crt" in text
     raw = raw_compose()["services"]["mosquitto"]["volumes"]
     assert any(REQUIRED_REF.match(v) and v.endswith(":/mosquitto/config/passwd:ro") for v in raw)
+    assert any(REQUIRED_REF.match(v) and v.endswith(":/mosquitto/tls:ro") for v in raw)
+    proxy = raw_compose()["services"]["proxy"]["volumes"]
+    assert any(REQUIRED_REF.match(v) and v.endswith(":/etc/nginx/tls:ro") for v in proxy)
 
 
 # ------------------------------------------------------------------ secrets

@@ -32,6 +32,8 @@ from shared.settings import (
 from tests.unit.test_compose import (
     CONTRACT_PORTS,
     DEPENDENCIES,
+    RUNTIME_ENV,
+    WRITTEN,
     configures_itself,
     env_names,
     service_folders,
@@ -227,7 +229,7 @@ def test_every_service_runs_as_a_deployment(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("service", sorted(CONTRACT_PORTS))
+@pytest.mark.parametrize("service", WRITTEN)
 def test_probes_resources_and_security(overlay: str, service: str) -> None:
     doc = deployment(overlay, service)
     pod = doc["spec"]["template"]["spec"]
@@ -289,14 +291,14 @@ def _all_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("service", sorted(CONTRACT_PORTS))
+@pytest.mark.parametrize("service", WRITTEN)
 def test_environment_is_what_the_settings_read(overlay: str, service: str) -> None:
     cls = settings_class(service)
     assert cls is not None
     doc = deployment(overlay, service)
     names = [v["name"] for v in container(doc)["env"]]
     assert len(names) == len(set(names)), "a variable is set twice"
-    unknown = set(names) - env_names(cls)
+    unknown = set(names) - env_names(cls) - RUNTIME_ENV
     assert not unknown, f"{service} is given variables its settings never read: {sorted(unknown)}"
     assert "envFrom" not in container(doc), "each variable is listed, none injected wholesale"
     for sub in sub_models(cls):
@@ -309,7 +311,7 @@ def test_environment_is_what_the_settings_read(overlay: str, service: str) -> No
     assert env[f"{service.upper()}_PORT"] == str(CONTRACT_PORTS[service])
 
 
-@pytest.mark.parametrize("service", sorted(CONTRACT_PORTS))
+@pytest.mark.parametrize("service", WRITTEN)
 def test_settings_accept_the_deployment_environment(
     service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -407,6 +409,8 @@ def test_http_services_autoscale_and_queue_consumers_scale_on_their_queue(overla
     for service in HTTP_DOORS:
         name = k8s_name(service)
         assert name in hpas or name in scaled, f"{service} has no autoscaler"
+        env = {v["name"]: v.get("value") for v in container(deployment(overlay, service))["env"]}
+        assert env.get("FORWARDED_ALLOW_IPS") == "*", "the client address from the ingress"
         if name in hpas:
             spec = hpas[name]["spec"]
             assert spec["metrics"][0]["resource"]["name"] == "cpu"
@@ -418,6 +422,10 @@ def test_http_services_autoscale_and_queue_consumers_scale_on_their_queue(overla
     assert bridge["spec"]["replicas"] == 1
     assert bridge["spec"]["strategy"]["type"] == "Recreate"
     assert "mqtt-bridge" not in hpas and "mqtt-bridge" not in scaled
+    # The alerter is a single active consumer of its queue: a standby, never scaled out.
+    alerter = deployment(overlay, "alerter")
+    assert alerter["spec"]["replicas"] == 2
+    assert "alerter" not in hpas and "alerter" not in scaled
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -521,7 +529,7 @@ def expected_flows(service: str) -> set[str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-@pytest.mark.parametrize("service", sorted(CONTRACT_PORTS))
+@pytest.mark.parametrize("service", WRITTEN)
 def test_network_policies_allow_exactly_the_architecture_flows(overlay: str, service: str) -> None:
     labels = deployment(overlay, service)["spec"]["template"]["metadata"]["labels"]
     expected = expected_flows(service)

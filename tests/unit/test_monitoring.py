@@ -1,0 +1,518 @@
+"""Prometheus, its alert rules, the Grafana dashboards, the reverse proxy and the TLS material of
+docker compose, checked offline: every metric a query names is one the services register (read
+from the code: every module of shared/ and services/ imported, the registry listed) or one
+RabbitMQ or Prometheus itself provides (infra/prometheus/external-metrics.txt). Where the real
+tool is installed (promtool, nginx, mosquitto, openssl) it checks the files too."""
+
+from __future__ import annotations
+
+import getpass
+import importlib
+import json
+import pkgutil
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import services
+import shared
+from shared.lineprotocol import MEASUREMENT
+from shared.readings import BUILTIN_FIELDS
+from shared.settings import InfluxSettings
+from tests.unit.test_compose import CONTRACT_PORTS, raw_compose
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "infra" / "prometheus"
+GRAFANA = ROOT / "infra" / "grafana"
+PROXY = ROOT / "infra" / "proxy" / "nginx.conf"
+TLS = ROOT / "infra" / "tls"
+MOSQUITTO_BASE = ROOT / "infra" / "mosquitto" / "mosquitto.conf"
+
+# Modules whose import runs something (entry points): never imported here.
+ENTRY_MODULES = ("__main__", "main", "cli")
+PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "bool", "offset", "inf", "nan",
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------ what is exported
+
+
+@cache
+def exported() -> frozenset[str]:
+    """Every series name the services can expose on /metrics, plus the external ones."""
+    for package in (shared, services):
+        for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if module.name.rsplit(".", 1)[-1] not in ENTRY_MODULES:
+                importlib.import_module(module.name)
+    names: set[str] = set()
+    for family in REGISTRY.collect():
+        names |= {s.name for s in family.samples}
+        if family.type == "counter":
+            names |= {family.name + "_total", family.name + "_created"}
+        elif family.type == "histogram":
+            names |= {family.name + s for s in ("_bucket", "_count", "_sum", "_created")}
+        else:
+            names.add(family.name)
+    for line in (PROMETHEUS / "external-metrics.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            names.add(line.strip())
+    return frozenset(names)
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (functions, keywords, labels, strings, durations
+    and numbers removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    found = set()
+    for m in re.finditer(r"(?<![\w.$])[a-zA-Z_:][\w:]*", text):
+        word = m.group(0)
+        after = text[m.end() :].lstrip()
+        if after.startswith("(") or word.lower() in PROMQL_WORDS:
+            continue
+        found.add(word)
+    return found
+
+
+def test_metric_name_extraction() -> None:
+    expr = (
+        'sum by (service, le) (rate(millrace_http_request_seconds_bucket{status=~"5.."}[5m]))'
+        " / ignoring(x) up > 300e6 and on(job) millrace_build_info"
+    )
+    assert metric_names(expr) == {
+        "millrace_http_request_seconds_bucket",
+        "up",
+        "millrace_build_info",
+    }
+
+
+def test_the_code_registers_the_operability_metrics() -> None:
+    names = exported()
+    for name in (
+        "millrace_build_info",
+        "millrace_auth_logins_total",
+        "millrace_auth_tokens_issued_total",
+        "millrace_writer_influx_retries_total",
+        "millrace_http_requests_total",
+        "process_resident_memory_bytes",
+    ):
+        assert name in names, name
+    assert "millrace_no_such_metric_total" not in names
+
+
+# ------------------------------------------------------------------ alert rules
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    assert set(doc) == {"groups"}
+    rules = []
+    for group in doc["groups"]:
+        assert set(group) <= {"name", "rules", "interval"} and group["rules"], group.get("name")
+        rules += group["rules"]
+    return rules
+
+
+def test_alert_rules_are_well_formed() -> None:
+    rules = alert_rules()
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)), "alert names are unique"
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+        assert re.fullmatch(r"Millrace[A-Z]\w+", rule["alert"])
+        assert rule["labels"]["severity"] in ("critical", "warning")
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        if "for" in rule:
+            assert re.fullmatch(r"\d+[smhd]", rule["for"]), rule["for"]
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+
+
+def test_alert_rules_name_only_exported_metrics() -> None:
+    for rule in alert_rules():
+        unknown = metric_names(rule["expr"]) - exported()
+        assert not unknown, f"{rule['alert']} names metrics nobody exports: {sorted(unknown)}"
+
+
+def test_what_on_call_must_know_at_3am_has_an_alert() -> None:
+    """Queue growing, writer retrying, dead letters arriving, a service down, disk/memory alarm."""
+    by_metric: dict[str, set[str]] = {}
+    for rule in alert_rules():
+        for name in metric_names(rule["expr"]):
+            by_metric.setdefault(name, set()).add(rule["alert"])
+    for needed in (
+        "rabbitmq_detailed_queue_messages",
+        "millrace_writer_influx_retries_total",
+        "millrace_mqtt_dead_letters_total",
+        "millrace_writer_dead_lettered_total",
+        "up",
+        "rabbitmq_alarms_memory_used_watermark",
+        "rabbitmq_alarms_free_disk_space_watermark",
+    ):
+        assert needed in by_metric, f"no alert on {needed}"
+    down = next(r for r in alert_rules() if r["alert"] == "MillraceServiceDown")
+    jobs = re.search(r'job=~"([^"]+)"', down["expr"])
+    assert jobs and set(jobs.group(1).split("|")) == set(CONTRACT_PORTS)
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    return path
+
+
+def test_promtool_accepts_the_rules_and_their_unit_tests() -> None:
+    tool = promtool()
+    check = subprocess.run(
+        [tool, "check", "rules", str(PROMETHEUS / "alerts.yml")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = subprocess.run(
+        [tool, "test", "rules", "alerts_test.yml"],
+        cwd=PROMETHEUS,
+        capture_output=True,
+        text=True,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+def test_promtool_accepts_the_prometheus_configuration(tmp_path: Path) -> None:
+    tool = promtool()
+    config = (PROMETHEUS / "prometheus.yml").read_text()
+    # The rule file is mounted at /etc/prometheus in the container.
+    config = config.replace("/etc/prometheus/", f"{PROMETHEUS}/")
+    (tmp_path / "prometheus.yml").write_text(config)
+    check = subprocess.run(
+        [tool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+# ------------------------------------------------------------------ Prometheus scraping
+
+
+def test_prometheus_scrapes_every_copy_of_every_service() -> None:
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    compose = raw_compose()["services"]
+    for service, port in CONTRACT_PORTS.items():
+        [sd] = jobs[service]["dns_sd_configs"]
+        assert sd == {"names": [service], "type": "A", "port": port}
+        assert service in compose
+    assert jobs["rabbitmq_queues"]["metrics_path"] == "/metrics/detailed"
+    assert "queue_coarse_metrics" in jobs["rabbitmq_queues"]["params"]["family"]
+    mounts = compose["prometheus"]["volumes"]
+    assert "./infra/prometheus:/etc/prometheus:ro" in mounts
+
+
+# ------------------------------------------------------------------ Grafana
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {
+        p.stem: json.loads(p.read_text()) for p in sorted((GRAFANA / "dashboards").glob("*.json"))
+    }
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def datasources() -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "millrace.yaml").read_text())
+    return {d["uid"]: d for d in doc["datasources"]}
+
+
+def test_grafana_provisioning_points_at_the_compose_services() -> None:
+    sources = datasources()
+    assert sources["prometheus"]["url"] == "http://prometheus:9090"
+    assert sources["influxdb"]["url"] == "http://influxdb:8086"
+    token = sources["influxdb"]["secureJsonData"]["httpHeaderValue1"]
+    assert token == "Token ${INFLUX_TOKEN}", "the token comes from the environment"
+    env = raw_compose()["services"]["grafana"]["environment"]
+    assert "INFLUX_TOKEN" in env and "INFLUX_DATABASE" in env
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "millrace.yaml").read_text()
+    )
+    [entry] = provider["providers"]
+    volumes = raw_compose()["services"]["grafana"]["volumes"]
+    assert f"./infra/grafana/dashboards:{entry['options']['path']}:ro" in volumes
+    assert dashboards(), "no dashboard"
+
+
+def test_every_dashboard_query_names_exported_metrics() -> None:
+    sources = datasources()
+    checked = 0
+    for name, dashboard in dashboards().items():
+        for panel in panels(dashboard):
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"]["uid"] in sources, f"{name}: {panel['title']}"
+            for target in panel["targets"]:
+                if target["datasource"]["type"] != "prometheus":
+                    continue
+                unknown = metric_names(target["expr"]) - exported()
+                assert not unknown, f"{name} / {panel['title']}: {sorted(unknown)} not exported"
+                checked += 1
+    assert checked >= 20
+
+
+def test_pipeline_dashboard_shows_what_the_operator_needs() -> None:
+    dashboard = dashboards()["pipeline"]
+    shown = {
+        n
+        for p in panels(dashboard)
+        for t in p.get("targets", [])
+        for n in metric_names(t.get("expr", ""))
+    }
+    for needed in (
+        "millrace_ingest_readings_total",  # door rates
+        "millrace_mqtt_readings_total",
+        "millrace_http_requests_total",  # answers
+        "rabbitmq_detailed_queue_messages",  # queue depths
+        "millrace_writer_readings_written_total",  # writer lag
+        "millrace_writer_pending_readings",
+        "millrace_writer_influx_retries_total",  # retries
+        "millrace_mqtt_dead_letters_total",  # dead letters by reason
+        "millrace_writer_dead_lettered_total",
+        "ALERTS",  # what fires
+        "millrace_auth_logins_total",
+        "millrace_build_info",
+    ):
+        assert needed in shown, needed
+    dead = [p for p in panels(dashboard) if p["title"] == "Dead letters by reason"]
+    assert dead and all("by (reason)" in t["expr"] for t in dead[0]["targets"])
+
+
+def test_plant_dashboard_reads_the_stored_readings() -> None:
+    settings = InfluxSettings()
+    dashboard = dashboards()["plant"]
+    queries = [t["query"] for p in panels(dashboard) for t in p.get("targets", [])]
+    queries += [v["query"] for v in dashboard["templating"]["list"]]
+    assert queries
+    fields = set()
+    for query in queries:
+        sources = re.findall(r'FROM "(\w+)"\."(\w+)"', query)
+        assert sources, query
+        for rp, measurement in sources:
+            assert measurement == MEASUREMENT
+            assert rp in (settings.raw_rp, settings.hourly_rp, settings.daily_rp)
+        for tag in re.findall(r'"(\w+_id)"', query):
+            assert tag in ("machine_id", "factory_id"), tag
+        for field in re.findall(r'(?:mean|count|max|min)\("(\w+)"\)|SELECT "(\w+)"', query):
+            fields |= {f for f in field if f}
+    tiers = {f"mean_{f}" for f in BUILTIN_FIELDS}
+    assert fields and fields <= set(BUILTIN_FIELDS) | tiers, fields
+    assert set(BUILTIN_FIELDS) <= fields, "a panel per built-in field"
+
+
+# ------------------------------------------------------------------ reverse proxy
+
+
+def nginx_locations() -> dict[str, str]:
+    text = PROXY.read_text()
+    upstreams = {m[0]: m[1] for m in re.findall(r"set \$(\w+) http://(\w+):(\d+);", text)}
+    routes = {}
+    for m in re.finditer(r"location (=\s*)?(\S+) \{\s*proxy_pass \$(\w+);", text):
+        routes[("=" if m.group(1) else "") + m.group(2)] = upstreams[m.group(3)]
+    return routes
+
+
+def _route(routes: dict[str, str], path: str) -> str | None:
+    if "=" + path in routes:
+        return routes["=" + path]
+    prefixes = [p for p in routes if not p.startswith("=") and path.startswith(p)]
+    return routes[max(prefixes, key=len)] if prefixes else None
+
+
+def test_proxy_routes_each_door_to_its_service_by_name() -> None:
+    text = PROXY.read_text()
+    ports = dict(re.findall(r"set \$\w+ http://(\w+):(\d+);", text))
+    for service in ("ingest_gateway", "query_api", "auth"):
+        assert ports[service] == str(CONTRACT_PORTS[service])
+    routes = nginx_locations()
+    expected = {
+        "/api/v1/data/ingest": "ingest_gateway",
+        "/api/v1/auth/login": "auth",
+        "/api/v1/auth/gateways": "auth",
+        "/.well-known/jwks.json": "auth",
+        "/api/v1/machines": "query_api",
+        "/api/v1/data/machine/m-1": "query_api",
+        "/api/v1/deadletters": "query_api",
+    }
+    for path, service in expected.items():
+        assert _route(routes, path) == service, path
+    assert _route(routes, "/metrics") is None, "/metrics stays inside"
+    # Resolved at request time through Docker's DNS (the copies of a scaled service change).
+    assert re.search(r"resolver 127\.0\.0\.11 valid=\d+s", text)
+    assert re.search(r"listen 443 ssl", text)
+    assert "ssl_certificate /etc/nginx/tls/server.crt;" in text
+    assert "ssl_certificate_key /etc/nginx/tls/server.key;" in text
+    # The proxy overwrites X-Forwarded-For: a client cannot choose the address the services see.
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in text
+
+
+@pytest.fixture(scope="module")
+def dev_tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    out = tmp_path_factory.mktemp("tls")
+    done = subprocess.run(
+        ["bash", str(TLS / "dev-certs.sh"), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_dev_certificates_are_signed_by_the_dev_ca_for_the_service_names(dev_tls: Path) -> None:
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(dev_tls / "ca.crt"), str(dev_tls / "server.crt")],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
+    context = ssl.create_default_context(cafile=str(dev_tls / "ca.crt"))
+    context.load_cert_chain(str(dev_tls / "server.crt"), str(dev_tls / "server.key"))
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", str(dev_tls / "server.crt"), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in ("localhost", "millrace.localtest.me", "mosquitto", "proxy"):
+        assert f"DNS:{name}" in sans
+
+
+def test_nginx_accepts_the_proxy_configuration(dev_tls: Path, tmp_path: Path) -> None:
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if nginx is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+    conf = PROXY.read_text().replace("/etc/nginx/tls/", f"{dev_tls}/")
+    conf = conf.replace("/var/run/nginx.pid", f"{tmp_path}/nginx.pid")
+    (tmp_path / "nginx.conf").write_text(conf)
+    check = subprocess.run(
+        [nginx, "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+# ------------------------------------------------------------------ MQTT over TLS
+
+
+def conf_settings(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_the_tls_broker_keeps_the_limits_of_the_base_configuration() -> None:
+    base, tls = conf_settings(MOSQUITTO_BASE), conf_settings(TLS / "mosquitto.conf")
+    for key, values in base.items():
+        if key not in ("listener", "log_type", "log_timestamp_format"):
+            assert tls.get(key) == values, key
+    assert tls["listener"] == ["1883", "8883"]
+    assert tls["allow_anonymous"] == ["false"]
+    assert tls["tls_version"] == ["tlsv1.2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_mosquitto_serves_mqtt_over_tls_with_this_configuration(
+    dev_tls: Path, tmp_path: Path
+) -> None:
+    """Mosquitto started on infra/tls/mosquitto.conf (ports and paths moved to a scratch folder):
+    a gateway with the CA and a password publishes over TLS; a plaintext client is refused on
+    the TLS port."""
+    broker = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+    passwd_tool = shutil.which("mosquitto_passwd")
+    if broker is None or passwd_tool is None:
+        pytest.skip("mosquitto is not installed")
+    plain, secure = free_port(), free_port()
+    conf = (TLS / "mosquitto.conf").read_text()
+    conf = conf.replace("listener 1883", f"listener {plain} 127.0.0.1")
+    conf = conf.replace("listener 8883", f"listener {secure} 127.0.0.1")
+    conf = conf.replace("/mosquitto/tls/", f"{dev_tls}/")
+    conf = conf.replace("/mosquitto/config/passwd", f"{tmp_path}/passwd")
+    conf = conf.replace("/mosquitto/data/", f"{tmp_path}/")
+    # Started by root (CI), Mosquitto would switch to its own user, who cannot read tmp_path.
+    conf += f"\nuser {getpass.getuser()}\n"
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    subprocess.run(
+        [passwd_tool, "-c", "-b", str(tmp_path / "passwd"), "gw-01", "s3cret-gw"], check=True
+    )
+    (tmp_path / "passwd").chmod(0o600)
+    proc = subprocess.Popen(
+        [broker, "-c", str(tmp_path / "mosquitto.conf")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_listening(secure, proc)
+        received = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-test")
+        client.username_pw_set("gw-01", "s3cret-gw")
+        client.tls_set(ca_certs=str(dev_tls / "ca.crt"))
+        client.on_connect = lambda c, *_: c.subscribe("factory/f/machine/m/telemetry", qos=1)
+        client.on_subscribe = lambda c, *_: c.publish("factory/f/machine/m/telemetry", b"{}", qos=1)
+        client.on_message = lambda *_: received.set()
+        client.connect("localhost", secure)
+        client.loop_start()
+        try:
+            assert received.wait(10), "no message round trip over TLS"
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        # Plain MQTT on the TLS port: no CONNACK (0x20), only a TLS alert or a closed socket.
+        connect = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04test"
+        with socket.create_connection(("127.0.0.1", secure), timeout=10) as raw:
+            raw.sendall(connect)
+            try:
+                answer = raw.recv(16)
+            except ConnectionResetError:
+                answer = b""
+        assert not answer.startswith(b"\x20"), answer
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert "Opening ipv4 listen socket on port" in output, output
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"mosquitto never listened on {port}")
