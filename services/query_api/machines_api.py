@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from services.query_api.params import one_of
 from shared.db import persist
 from shared.http import ApiError, JSONResponse, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
@@ -101,16 +102,10 @@ def _repo(request: Request) -> MachineRepository:
 @requires("read:machines")
 async def list_machines(request: Request) -> Response:
     params = request.query_params
-    errors = []
+    errors: list[dict[str, Any]] = []
     filters = {k: params[k] for k in ("location", "status", "sensor_type") if params.get(k)}
-    if "status" in filters and filters["status"] not in STATUSES:
-        errors.append(
-            {
-                "parameter": "status",
-                "error": "Must be one of: " + ", ".join(STATUSES),
-                "value": filters["status"],
-            }
-        )
+    if "status" in filters:
+        one_of("status", filters["status"], STATUSES, errors)
     try:
         limit = int(params.get("limit", "100"))
         offset = int(params.get("offset", "0"))

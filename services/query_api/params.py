@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,27 +114,49 @@ def _int(
     return value
 
 
+def one_of(name: str, value: Any, allowed: Iterable[str], errors: list[dict[str, Any]]) -> None:
+    """Append the error of a parameter whose value is not one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        errors.append(
+            {"parameter": name, "error": "Must be one of: " + ", ".join(allowed), "value": value}
+        )
+
+
+def time_range(
+    params: Mapping[str, str],
+    errors: list[dict[str, Any]],
+    default_s: float,
+    now: datetime,
+    *,
+    order_despite_errors: bool = False,
+) -> tuple[datetime, datetime]:
+    """``start_time``/``end_time``: end defaults to ``now``, start to ``default_s`` before end;
+    start must come first (checked even when a time was refused if ``order_despite_errors``)."""
+    end = parse_time("end_time", params.get("end_time"), errors) or now
+    start = parse_time("start_time", params.get("start_time"), errors) or before(end, default_s)
+    refused = any(e["parameter"] in ("start_time", "end_time") for e in errors)
+    if start >= end and (order_despite_errors or not refused):
+        errors.append(
+            {
+                "parameter": "start_time",
+                "error": "Must be before end_time",
+                "value": params.get("start_time"),
+            }
+        )
+    return start, end
+
+
 def parse_history(
     params: QueryParams, known_fields: list[str], default_range_s: int, now: datetime
 ) -> HistoryQuery:
     errors: list[dict[str, Any]] = []
     interval = params.get("interval", "raw")
-    if interval not in INTERVALS:
-        errors.append(
-            {
-                "parameter": "interval",
-                "error": "Must be one of: " + ", ".join(INTERVALS),
-                "value": interval,
-            }
-        )
+    one_of("interval", interval, INTERVALS, errors)
     agg = params.get("agg", "mean")
-    if agg not in AGGREGATES:
-        errors.append(
-            {"parameter": "agg", "error": "Must be one of: " + ", ".join(AGGREGATES), "value": agg}
-        )
+    one_of("agg", agg, AGGREGATES, errors)
     tier = params.get("tier", "auto")
-    if tier not in ("auto", "raw"):
-        errors.append({"parameter": "tier", "error": "Must be one of: auto, raw", "value": tier})
+    one_of("tier", tier, ("auto", "raw"), errors)
     raw_fields = params.get("fields")
     fields = list(known_fields)
     if raw_fields:
@@ -149,18 +172,7 @@ def parse_history(
             )
     limit = _int("limit", params.get("limit"), 1000, 1, MAX_LIMIT, errors)
     offset = _int("offset", params.get("offset"), 0, 0, 10**9, errors)
-    end = parse_time("end_time", params.get("end_time"), errors) or now
-    start = parse_time("start_time", params.get("start_time"), errors) or before(
-        end, default_range_s
-    )
-    if start >= end and not any(e["parameter"] in ("start_time", "end_time") for e in errors):
-        errors.append(
-            {
-                "parameter": "start_time",
-                "error": "Must be before end_time",
-                "value": params.get("start_time"),
-            }
-        )
+    start, end = time_range(params, errors, default_range_s, now)
     if errors:
         raise ApiError(400, "Invalid query parameters", errors)
     return HistoryQuery(start, end, interval, fields, limit, offset, agg, tier)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.history import ns_to_iso
+from services.query_api.params import one_of
 from services.query_api.state import State, state
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
@@ -108,13 +109,11 @@ def _status_filter(request: Request) -> dict[str, str]:
         for k in ("location", "status", "sensor_type")
         if request.query_params.get(k)
     }
-    if "status" in filters and filters["status"] not in STATUSES:
-        error = {
-            "parameter": "status",
-            "error": "Must be one of: " + ", ".join(STATUSES),
-            "value": filters["status"],
-        }
-        raise ApiError(400, "Invalid query parameters", [error])
+    errors: list[dict[str, Any]] = []
+    if "status" in filters:
+        one_of("status", filters["status"], STATUSES, errors)
+    if errors:
+        raise ApiError(400, "Invalid query parameters", errors)
     return filters
 
 

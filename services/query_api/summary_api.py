@@ -9,7 +9,7 @@ into its bucket.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.history import TIER_WIDTH_NS, ns_to_iso
-from services.query_api.params import before, iso, parse_time
+from services.query_api.params import iso, one_of, time_range
 from services.query_api.state import state
 from shared.errors import InfluxQueryError, InfluxUnavailable
 from shared.http import ApiError, JSONResponse, requires
@@ -114,10 +114,6 @@ class SummaryQuery:
         }
 
 
-def _one_of(name: str, value: str, allowed: Iterable[str]) -> dict[str, Any]:
-    return {"parameter": name, "error": "Must be one of: " + ", ".join(allowed), "value": value}
-
-
 def parse_summary(p: Mapping[str, str], known_fields: list[str]) -> SummaryQuery:
     """The query's parameters, or 400 listing every problem."""
     errors: list[dict[str, Any]] = []
@@ -125,21 +121,10 @@ def parse_summary(p: Mapping[str, str], known_fields: list[str]) -> SummaryQuery
     if not location:
         errors.append({"parameter": "location", "error": "Required", "value": None})
     field = p.get("field", "temperature")
-    if field not in known_fields:
-        errors.append(_one_of("field", field, known_fields))
+    one_of("field", field, known_fields, errors)
     interval = p.get("interval", "1d")
-    if interval not in BUCKETS:
-        errors.append(_one_of("interval", interval, BUCKETS))
-    end = parse_time("end_time", p.get("end_time"), errors) or datetime.now(UTC)
-    start = parse_time("start_time", p.get("start_time"), errors) or before(end, 30 * 86_400)
-    if start >= end:
-        errors.append(
-            {
-                "parameter": "start_time",
-                "error": "Must be before end_time",
-                "value": p.get("start_time"),
-            }
-        )
+    one_of("interval", interval, BUCKETS, errors)
+    start, end = time_range(p, errors, 30 * 86_400, datetime.now(UTC), order_despite_errors=True)
     if errors:
         raise ApiError(400, "Invalid query parameters", errors)
     return SummaryQuery(location, field, interval, start, end)
