@@ -22,6 +22,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.settings import SettingsPart
+
 # A JSON API renders nothing: forbid every resource and framing.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
@@ -39,10 +41,9 @@ class SecuritySettings(BaseSettings):
         return value
 
 
-class UsesSecurity(BaseSettings):
+class UsesSecurity(SettingsPart):
     """Security headers and CORS of a service answering browsers (``shared.settings`` mixins)."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 

@@ -180,41 +180,35 @@ class ServiceSettings(BaseSettings):
 
 # A service's settings compose ServiceSettings with one of these per dependency it uses, e.g.
 # ``class Settings(ServiceSettings, UsesAmqp, UsesInflux)``; each reads its own prefix.
-_COMPOSED = SettingsConfigDict(extra="ignore", case_sensitive=False)
+class SettingsPart(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
 
-class UsesAmqp(BaseSettings):
-    model_config = _COMPOSED
+class UsesAmqp(SettingsPart):
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
 
 
-class UsesPostgres(BaseSettings):
-    model_config = _COMPOSED
+class UsesPostgres(SettingsPart):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
 
 
-class UsesRedis(BaseSettings):
-    model_config = _COMPOSED
+class UsesRedis(SettingsPart):
     redis: RedisSettings = Field(default_factory=RedisSettings)
 
 
-class UsesInflux(BaseSettings):
-    model_config = _COMPOSED
+class UsesInflux(SettingsPart):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
 
 
-class UsesMqtt(BaseSettings):
-    model_config = _COMPOSED
+class UsesMqtt(SettingsPart):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
 
-class UsesJwt(BaseSettings):
-    model_config = _COMPOSED
+class UsesJwt(SettingsPart):
     jwt: JwtSettings = Field(default_factory=JwtSettings)
 
 
-class UsesIngestLimits(BaseSettings):
+class UsesIngestLimits(SettingsPart):
     """Declared extra fields (INGEST_EXTRA_FIELDS) and validation limits."""
 
-    model_config = _COMPOSED
     limits: IngestLimits = Field(default_factory=IngestLimits)
