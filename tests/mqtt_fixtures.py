@@ -68,9 +68,15 @@ async def async_wait_until(
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. Another process may take it before the child that is
+    given it binds it: :meth:`BridgeProcess.start` starts again on another port then."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortTaken(Exception):
+    """The child could not bind its HTTP port: someone took it after :func:`free_port`."""
 
 
 # ---------------------------------------------------------------- MQTT
@@ -304,20 +310,32 @@ class BridgeProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_timeout_s: float = 30) -> BridgeProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.mqtt_bridge"],
-                cwd=ROOT,
-                env=bridge_env(self.settings, self.port),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(self.ready, ready_timeout_s, f"bridge ready (log: {self.log_path})")
-        return self
+        for _ in range(5):
+            # Only this start's lines tell whether its port was taken.
+            self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
+            with self.log_path.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "services.mqtt_bridge"],
+                    cwd=ROOT,
+                    env=bridge_env(self.settings, self.port),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                wait_until(self.ready, ready_timeout_s, f"bridge ready (log: {self.log_path})")
+                return self
+            except PortTaken:
+                self.port = free_port()
+        raise AssertionError(f"no free port for the bridge after 5 tries: {self.log()}")
+
+    _log_from = 0
 
     def ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
+            tail = self.log_path.read_bytes()[self._log_from :].decode(errors="replace")
+            if "address already in use" in tail.lower():
+                raise PortTaken(self.port)
             raise AssertionError(f"bridge exited with {self.proc.returncode}: {self.log()}")
         try:
             return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200

@@ -134,10 +134,27 @@ def test_dev_users_is_idempotent_and_private(
 
 
 def test_dev_users_and_key_generation_refused_in_production(cli_env: dict[str, str]) -> None:
-    production = {**cli_env, "MILLRACE_ENV": "production"}
+    # A production configuration in every other respect (argon2 at its production cost), so
+    # that what refuses is the command itself, with the operator's message and exit status 2.
+    production = {
+        **{k: v for k, v in cli_env.items() if not k.startswith("AUTH_ARGON2_")},
+        "MILLRACE_ENV": "production",
+    }
     refused = cli(production, "dev-users")
-    assert refused.returncode != 0
-    no_key = {k: v for k, v in production.items() if k != "AUTH_PRIVATE_KEY"}
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        "error: dev-users is for development only (MILLRACE_ENV=production)\n",
+    )
+    rotate = cli(production, "rotate-key")
+    assert rotate.returncode == 2
+    assert rotate.stderr.startswith("error: rotate-key only rotates the generated development key")
+    no_key = {
+        k: v
+        for k, v in production.items()
+        if k not in ("AUTH_PRIVATE_KEY", "AUTH_PRIVATE_KEY_FILE")
+    }
     serve = cli(no_key, "serve")
-    assert serve.returncode != 0
-    assert "AUTH_PRIVATE_KEY" in serve.stderr
+    assert serve.returncode == 2
+    assert serve.stderr.startswith("error: configuration refused: ")
+    assert "AUTH_PRIVATE_KEY or AUTH_PRIVATE_KEY_FILE is required in production" in serve.stderr
+    assert "Traceback" not in refused.stderr + rotate.stderr + serve.stderr

@@ -77,11 +77,14 @@ def test_success_resets_the_username_counter(auth_client: TestClient, make_user:
 
 
 def test_redis_down_fails_open_with_a_warning(
-    auth_settings: Settings, make_user: MakeUser, caplog: pytest.LogCaptureFixture
+    auth_settings: Settings,
+    make_user: MakeUser,
+    caplog: pytest.LogCaptureFixture,
+    refused_port: int,
 ) -> None:
-    # Nothing listens on port 1: every Redis call is refused at once.
+    # Nothing listens on the refused port: every Redis call is refused at once.
     dead = auth_settings.model_copy(
-        update={"redis": RedisSettings(url=SecretStr("redis://127.0.0.1:1/0"))}
+        update={"redis": RedisSettings(url=SecretStr(f"redis://127.0.0.1:{refused_port}/0"))}
     )
     account = make_user("Operator")
     caplog.set_level(logging.WARNING)

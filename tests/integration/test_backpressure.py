@@ -11,10 +11,12 @@ from collections.abc import Iterator
 
 import aio_pika
 import pytest
+from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from services.ingest_gateway.app import create_app
 from services.ingest_gateway.settings import Settings
+from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings, PostgresSettings
 from tests.integration.test_ingest_gateway import URL, _create_machines, _delete_topology, batch
 from tests.tokens import bearer, trust_test_key
@@ -82,8 +84,24 @@ def test_full_queue_refuses_then_reopens(
     until(lambda: client.post(URL, json=batch(machine), headers=auth).status_code == 202)
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, timeout=60, capture_output=True)
+def rabbitmqctl(*args: str) -> str:
+    command = rabbitmqctl_command(AmqpSettings().url.get_secret_value(), "-q", *args)
+    done = subprocess.run(command, check=True, timeout=60, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def memory_watermark() -> list[str]:
+    """The broker's memory high watermark as ``set_vm_memory_high_watermark`` arguments (a
+    fraction of RAM, or ``absolute`` bytes), to put back exactly what was set before."""
+    value = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    if value.startswith("{absolute,"):
+        return ["absolute", value.removeprefix("{absolute,").rstrip("}").strip()]
+    float(value)  # a fraction; anything else is a format this test does not know
+    return [value]
+
+
+def refused_up_front() -> float:
+    return REGISTRY.get_sample_value("millrace_ingest_backpressure_total") or 0.0
 
 
 @pytest.mark.disruptive
@@ -94,6 +112,7 @@ def test_resource_alarm_blocks_then_reopens(
     auth = bearer()
     assert client.post(URL, json=batch(machine), headers=auth).status_code == 202
     publisher = client.app_state["publisher"]
+    previous = memory_watermark()
     rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
     try:
         # RabbitMQ blocks a connection when it next publishes: that first request waits for
@@ -101,12 +120,13 @@ def test_resource_alarm_blocks_then_reopens(
         resp = client.post(URL, json=batch(machine), headers=auth)
         assert resp.status_code == 503
         until(lambda: publisher.pressure() is not None)
-        started = time.monotonic()
+        before = refused_up_front()
         resp = client.post(URL, json=batch(machine), headers=auth)
-        assert resp.status_code == 503
+        assert resp.status_code == 503 and resp.headers["retry-after"]
         assert "alarm" in resp.json()["message"]
-        assert time.monotonic() - started < 1.0  # refused up front, not after a confirm timeout
+        # Refused up front (no publish, no confirm awaited): counted as such.
+        assert refused_up_front() == before + 1
     finally:
-        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        rabbitmqctl("set_vm_memory_high_watermark", *previous)
     until(lambda: publisher.pressure() is None)
     assert client.post(URL, json=batch(machine), headers=auth).status_code == 202

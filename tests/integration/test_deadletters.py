@@ -258,12 +258,14 @@ async def _true(value: bool) -> bool:
 
 
 async def test_archive_retries_and_stop_leaves_the_letter_in_the_queue(
-    amqp_cleanup: AmqpSettings, caplog: pytest.LogCaptureFixture
+    amqp_cleanup: AmqpSettings, caplog: pytest.LogCaptureFixture, refused_port: int
 ) -> None:
     """PostgreSQL unreachable: retried with a WARNING, nothing acked; stop leaves it queued."""
     amqp = amqp_cleanup
     unreachable = create_pool(
-        PostgresSettings(url=SecretStr("postgresql://nobody@127.0.0.1:9/none"), timeout_s=0.2),
+        PostgresSettings(
+            url=SecretStr(f"postgresql://nobody@127.0.0.1:{refused_port}/none"), timeout_s=0.2
+        ),
         "tests",
     )
     await unreachable.open(wait=False)

@@ -93,12 +93,12 @@ async def test_malformed_point_is_isolated(influx: InfluxClient) -> None:
     assert series.values[0][1] == 9
 
 
-async def test_errors_are_classified(influx_settings: InfluxSettings) -> None:
+async def test_errors_are_classified(influx_settings: InfluxSettings, refused_port: int) -> None:
     client = InfluxClient(influx_settings)
     with pytest.raises(InfluxRejected):
         await client.write(b"not line protocol at all")
     await client.close()
-    down = InfluxClient(InfluxSettings(url="http://127.0.0.1:9", timeout_s=1.0))
+    down = InfluxClient(InfluxSettings(url=f"http://127.0.0.1:{refused_port}", timeout_s=1.0))
     with pytest.raises(InfluxUnavailable):
         await down.write(b"m v=1 1")
     await down.close()

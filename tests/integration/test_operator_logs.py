@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from services.ingest_gateway.app import create_app as ingest_app
@@ -31,14 +32,23 @@ DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
     """Capture what the services' own JSON log handler writes."""
+    root = logging.getLogger()
+    # configure_logging replaces the root handlers: pytest's capture handlers and whatever
+    # else was installed come back afterwards, as they were.
+    handlers, level = root.handlers[:], root.level
     stream = io.StringIO()
     configure_logging("test-service", "DEBUG")
-    handler = logging.getLogger().handlers[0]
+    [handler] = [h for h in root.handlers if h not in handlers]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)
-    yield stream
-    logging.getLogger().handlers.clear()
-    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
 
 
 def records(stream: io.StringIO) -> list[dict[str, object]]:
@@ -61,9 +71,12 @@ def test_debug_when_payload_validated(
 
 
 def test_warning_when_redis_lost(
-    json_logs: io.StringIO, postgres_settings: PostgresSettings, amqp_cleanup: AmqpSettings
+    json_logs: io.StringIO,
+    postgres_settings: PostgresSettings,
+    amqp_cleanup: AmqpSettings,
+    refused_port: int,
 ) -> None:
-    dead_redis = RedisSettings(url="redis://127.0.0.1:9/0", timeout_s=0.2)  # type: ignore[arg-type]
+    dead_redis = RedisSettings(url=SecretStr(f"redis://127.0.0.1:{refused_port}/0"), timeout_s=0.2)
     settings = QuerySettings(postgres=postgres_settings, redis=dead_redis, amqp=amqp_cleanup)
     with TestClient(query_app(settings)) as client:
         trust_test_key(client.app_state)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from services.writer.batch import reading_line
 from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
+from tests.conftest import FrozenClock
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
@@ -125,11 +125,11 @@ def test_machine_validation(client: TestClient) -> None:
 
 
 def test_history_raw_pages_and_aggregates(
-    client: TestClient, influx_settings: InfluxSettings
+    client: TestClient, influx_settings: InfluxSettings, clock: FrozenClock
 ) -> None:
     machine = new_machine(client)
     hour = 3600 * 10**9
-    start = (time.time_ns() // hour - 5) * hour  # whole hours, 5 hours ago
+    start = (clock.now_ns // hour - 5) * hour  # whole hours, 5 hours ago
     write_points(influx_settings, machine["id"], start, 120, 60)  # 2 hours at 1/min
     op = bearer("Operator")
     url = f"/api/v1/data/machine/{machine['id']}"
@@ -184,14 +184,16 @@ def test_history_raw_pages_and_aggregates(
 
 
 def test_hourly_history_answers_the_hour_in_progress_from_raw(
-    client: TestClient, influx_settings: InfluxSettings
+    client: TestClient, influx_settings: InfluxSettings, clock: FrozenClock
 ) -> None:
     machine = new_machine(client)
     hour = 3600 * 10**9
-    now = time.time_ns()
+    now = clock.now_ns  # the query API's "now" too: the hour in progress is the same for both
     current = now - now % hour
     start = current - 2 * hour
-    write_points(influx_settings, machine["id"], start, int((now - start) // 10**9 // 30), 30)
+    # One reading every 30 s up to now included: the hour in progress has one even in its
+    # first 30 s.
+    write_points(influx_settings, machine["id"], start, (now - start) // 10**9 // 30 + 1, 30)
     build_tiers(influx_settings, [machine["id"]], start, current)  # ended hours only
     op = bearer("Operator")
     url = f"/api/v1/data/machine/{machine['id']}"
@@ -214,14 +216,14 @@ def test_hourly_history_answers_the_hour_in_progress_from_raw(
 
 
 def test_summary_adds_the_day_in_progress_from_raw_to_the_daily_tier(
-    client: TestClient, influx_settings: InfluxSettings
+    client: TestClient, influx_settings: InfluxSettings, clock: FrozenClock
 ) -> None:
     location = f"Hall S-{uuid.uuid4().hex[:6]}"
     machine = new_machine(client, location=location)
-    now = time.time_ns()
+    now = clock.now_ns
     today = now - now % DAY_NS
     start = today - 2 * DAY_NS
-    n = int((now - start) // 10**9 // 600)  # one reading per 10 minutes up to now
+    n = (now - start) // 10**9 // 600 + 1  # one reading per 10 minutes up to now included
     write_points(influx_settings, machine["id"], start, n, 600)
     build_tiers(influx_settings, [machine["id"]], start, today)  # ended days only
     params = {

@@ -1,5 +1,9 @@
 """Redis refusing (stopped) or hanging (SIGSTOP): every query endpoint still answers correctly
-from PostgreSQL/InfluxDB, logs a WARNING, and uses Redis again once it is back."""
+from PostgreSQL/InfluxDB, logs a WARNING, and uses Redis again once it is back.
+
+No wall-clock budget per request: what keeps requests fast while Redis hangs is that one failed
+call makes the app skip Redis for a cool-down, so the tests check that exactly one call failed
+for all the requests of an outage (the cool-down is made longer than the test)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import logging
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +26,6 @@ from tests.tokens import bearer, trust_test_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
-BUDGET_S = 2.5  # per request, Redis timeouts included
 
 
 @pytest.fixture
@@ -38,34 +40,48 @@ def client(
         yield c
 
 
-def exercise(client: TestClient, machine: str) -> None:
+def exercise(client: TestClient, machine: dict[str, str]) -> None:
     op = bearer("Supervisor")
-    for url in (
-        f"/api/v1/machines/{machine}",
-        "/api/v1/machines?location=Hall%20R",
-        "/api/v1/machines/status?location=Hall%20R",
-        f"/api/v1/data/machine/{machine}?interval=1h",
+    where = {"location": machine["location"]}
+    for url, params in (
+        (f"/api/v1/machines/{machine['id']}", {}),
+        ("/api/v1/machines", where),
+        ("/api/v1/machines/status", where),
+        (f"/api/v1/data/machine/{machine['id']}", {"interval": "1h"}),
     ):
-        started = time.monotonic()
-        resp = client.get(url, headers=op)
-        elapsed = time.monotonic() - started
+        resp = client.get(url, params=params, headers=op)
         assert resp.status_code == 200, (url, resp.text)
-        assert elapsed < BUDGET_S, (url, elapsed)
-    resp = client.patch(f"/api/v1/machines/{machine}", json={"status": "maintenance"}, headers=op)
+    listed = client.get("/api/v1/machines", params=where, headers=op).json()["machines"]
+    assert [m["id"] for m in listed] == [machine["id"]]
+    machine_url = f"/api/v1/machines/{machine['id']}"
+    resp = client.patch(machine_url, json={"status": "maintenance"}, headers=op)
     assert resp.status_code == 200
-    assert client.get(f"/api/v1/machines/{machine}", headers=op).json()["machine"]["status"] == (
-        "maintenance"
-    )
-    client.patch(f"/api/v1/machines/{machine}", json={"status": "active"}, headers=op)
+    assert client.get(machine_url, headers=op).json()["machine"]["status"] == "maintenance"
+    assert client.patch(machine_url, json={"status": "active"}, headers=op).status_code == 200
 
 
-def new_machine(client: TestClient) -> str:
+def new_machine(client: TestClient) -> dict[str, str]:
+    """A machine alone in a location of its own (the lists checked hold it and nothing else)."""
+    tag = uuid.uuid4().hex[:6]
     resp = client.post(
         "/api/v1/machines",
-        json={"name": f"R-{uuid.uuid4().hex[:6]}", "location": "Hall R", "sensor_type": "Speed"},
+        json={"name": f"R-{tag}", "location": f"Hall R-{tag}", "sensor_type": "Speed"},
         headers=bearer("Supervisor"),
     )
-    return str(resp.json()["machine"]["id"])
+    assert resp.status_code == 201, resp.text
+    machine: dict[str, str] = resp.json()["machine"]
+    return machine
+
+
+def status_source(client: TestClient, machine: dict[str, str]) -> str:
+    params = {"location": machine["location"]}
+    resp = client.get("/api/v1/machines/status", params=params, headers=bearer())
+    return str(resp.json()["source"])
+
+
+def outage_calls(client: TestClient) -> int:
+    """Failed Redis calls of the current outage (the guard's count; 0 once Redis is back)."""
+    return int(client.app_state["redis_guard"]._attempt)
 
 
 def redis_pid() -> int:
@@ -76,35 +92,40 @@ def redis_pid() -> int:
 def test_redis_stopped(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     machine = new_machine(client)
     exercise(client, machine)
+    guard = client.app_state["redis_guard"]
+    guard.cooldown_s = 3600.0  # the outage's first failure decides for the whole test
     subprocess.run([DEPS, "stop", "redis"], check=True, timeout=60)
     try:
         with caplog.at_level(logging.WARNING):
             exercise(client, machine)
-        assert any(
-            "Redis" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
-        )
-        status = client.get("/api/v1/machines/status?location=Hall%20R", headers=bearer())
-        assert status.json()["source"] == "influxdb"
+            assert status_source(client, machine) == "influxdb"
+        warnings = [
+            r for r in caplog.records if "Redis" in r.getMessage() and r.levelno == logging.WARNING
+        ]
+        assert len(warnings) == 1  # one WARNING per outage, with the retry time
+        assert outage_calls(client) == 1  # every later request skipped Redis
     finally:
         subprocess.run([DEPS, "start", "redis"], check=True, timeout=60)
-    guard = client.app_state["redis_guard"]
     guard._retry_at = 0.0  # skip the cool-down instead of waiting it out
     exercise(client, machine)
-    assert (
-        client.get("/api/v1/machines/status?location=Hall%20R", headers=bearer()).json()["source"]
-        == "redis"
-    )
+    assert status_source(client, machine) == "redis"
+    assert outage_calls(client) == 0
 
 
 def test_redis_frozen(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     machine = new_machine(client)
+    guard = client.app_state["redis_guard"]
+    guard.cooldown_s = 3600.0
     pid = redis_pid()
     os.kill(pid, signal.SIGSTOP)
     try:
         with caplog.at_level(logging.WARNING):
             exercise(client, machine)
         assert any("Redis" in r.getMessage() for r in caplog.records)
+        # A hanging Redis costs one timeout, not one per request.
+        assert outage_calls(client) == 1
     finally:
         os.kill(pid, signal.SIGCONT)
-    client.app_state["redis_guard"]._retry_at = 0.0
+    guard._retry_at = 0.0
     exercise(client, machine)
+    assert status_source(client, machine) == "redis"

@@ -128,13 +128,13 @@ async def test_rejected_reading_is_dead_lettered_alone(
 
 
 async def test_no_ack_while_influx_is_down(
-    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings, refused_port: int
 ) -> None:
     """InfluxDB unreachable: nothing acked, messages survive the writer; a healthy writer
     later stores every reading exactly once."""
     amqp = amqp_cleanup
     unreachable = InfluxSettings(
-        url="http://127.0.0.1:9", database=influx_settings.database, timeout_s=0.5
+        url=f"http://127.0.0.1:{refused_port}", database=influx_settings.database, timeout_s=0.5
     )
     writer, conn, influx = await start_writer(
         amqp, unreachable, retry_max_s=0.2, shutdown_timeout_s=1.0
