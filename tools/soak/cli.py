@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import secrets
 import sys
 import time
@@ -75,6 +74,7 @@ class Session:
         self.machine_id = ""
         self.restarting = asyncio.Event()
         self.rotations = self.revocations = self.logins = 0
+        self.victim: Token | None = None
 
     def _admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens.mint('Management').token}"}
@@ -132,20 +132,29 @@ class Session:
         self.outcome.issued.update((rotated["access_token"], rotated["refresh_token"]))
 
     async def revoke(self) -> None:
+        """Log out the token put in use at the previous call, and put a new one in use.
+
+        Each revoked token has carried requests for ``revoke_every`` seconds before, and only
+        those tokens are revoked: the rest of the population stays valid until it expires.
+        Minted tokens and login tokens take turns.
+        """
         now = time.time()
-        pool = [
-            t for t in self.tokens.minted["Operator"] if t.exp > now + 2 and t.revoked_at is None
-        ]
-        pool += [t for t in self.tokens.logins if t.exp > now + 2 and t.revoked_at is None]
-        if not pool:
+        victim, self.victim = self.victim, None
+        if self.revocations % 2 and self.tokens.logins:
+            fresh = self.tokens.logins[-1]
+        else:
+            fresh = self.tokens.mint("Operator")
+            self.tokens.minted["Operator"].append(fresh)
+        if fresh.exp > now + self.args.revoke_every + 2 and fresh.revoked_at is None:
+            self.victim = fresh
+        if victim is None or victim.revoked_at is not None or victim.exp <= now + 1:
             return
-        tok = random.choice(pool)
-        tok.revoking = True
+        victim.revoking = True
         r = await self.auth.post(
-            "/api/v1/auth/logout", headers={"Authorization": f"Bearer {tok.token}"}
+            "/api/v1/auth/logout", headers={"Authorization": f"Bearer {victim.token}"}
         )
         if r.status_code == 200:
-            tok.revoked_at = time.time()
+            victim.revoked_at = time.time()
             self.revocations += 1
         else:
             self.outcome.violate(f"auth logout: {r.status_code} {r.text[:200]}")
