@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import jwt
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from services.auth.keys import KeySet
 from services.auth.security.passwords import Hasher
@@ -48,6 +49,10 @@ class State(TypedDict):
     login_throttle: Throttle
     client_throttle: Throttle
     authorizer: JwtAuthorizer
+
+
+def state(request: Request) -> State:
+    return cast(State, request.scope["state"])
 
 
 async def open_state(

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.params import one_of
+from services.query_api.state import state
 from shared.db import persist
 from shared.http import ApiError, JSONResponse, requires
 from shared.machines import STATUSES, MachineCache, MachineRepository, valid_uuid
@@ -90,7 +91,7 @@ def _machine_id(request: Request) -> str:
 
 
 def _repo(request: Request) -> MachineRepository:
-    return MachineRepository(request.state.pool)
+    return MachineRepository(state(request)["pool"])
 
 
 @doc(
@@ -148,7 +149,7 @@ async def create_machine(request: Request) -> Response:
 
 
 def _cache(request: Request) -> MachineCache:
-    cache: MachineCache = request.state.machines
+    cache = state(request)["machines"]
     return cache
 
 

@@ -21,8 +21,7 @@ from services.auth.api.schemas import (
 )
 from services.auth.api.session_api import NO_STORE
 from services.auth.errors import Conflict, InvalidInput
-from services.auth.security.passwords import Hasher
-from services.auth.security.revocation import Revoker
+from services.auth.state import state
 from shared.audit import Actor
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
@@ -41,10 +40,10 @@ log = logging.getLogger(__name__)
 async def register_gateway(request: Request) -> Response:
     fields = await read_fields(request)
     principal: Principal = request.state.principal
-    hasher: Hasher = request.state.hasher
+    hasher = state(request)["hasher"]
     try:
         gateway, secret = await gateways.register(
-            request.state.pool, hasher, Actor.of(request, principal), fields.get("gateway_id")
+            state(request)["pool"], hasher, Actor.of(request, principal), fields.get("gateway_id")
         )
     except InvalidInput as e:
         raise ApiError(400, "Validation failed", e.errors) from None
@@ -73,7 +72,7 @@ async def register_gateway(request: Request) -> Response:
 @requires("read:users")
 async def list_gateways(request: Request) -> Response:
     found = await gateways.list_gateways(
-        request.state.pool, include_disabled=bool(query_bool(request, "include_disabled"))
+        state(request)["pool"], include_disabled=bool(query_bool(request, "include_disabled"))
     )
     return JSONResponse({"status": "success", "gateways": [g.public() for g in found]})
 
@@ -87,10 +86,12 @@ async def list_gateways(request: Request) -> Response:
 async def disable_gateway(request: Request) -> Response:
     gateway_id = request.path_params["gateway_id"]
     principal: Principal = request.state.principal
-    gateway = await gateways.disable(request.state.pool, Actor.of(request, principal), gateway_id)
+    gateway = await gateways.disable(
+        state(request)["pool"], Actor.of(request, principal), gateway_id
+    )
     if gateway is None:
         raise ApiError(404, f"Gateway {gateway_id} has no active credentials")
-    revoker: Revoker = request.state.revoker
+    revoker = state(request)["revoker"]
     voided = await revoker.void_subject(gateway.id)
     log.info("gateway %s disabled by %s", gateway_id, principal.username)
     body = {"status": "success", "gateway": gateway.public()}

@@ -28,16 +28,11 @@ from services.auth.api.schemas import (
     TokenPairOut,
 )
 from services.auth.keys import KeySet
-from services.auth.security.passwords import Hasher
-from services.auth.security.revocation import Revoker
-from services.auth.security.throttle import Throttle
-from services.auth.sessions import Outcome, Session, SessionStore
-from services.auth.settings import Settings
-from services.auth.tokens import TokenIssuer
+from services.auth.sessions import Outcome, Session
+from services.auth.state import state
 from services.auth.users import User
 from shared.audit import client_address
 from shared.auth.roles import PERMISSIONS, Role
-from shared.auth.verify import JwtAuthorizer
 from shared.http import ApiError, JSONResponse
 from shared.metrics import AUTH_SIGN_INS, AUTH_TOKENS
 from shared.openapi import doc
@@ -104,15 +99,15 @@ async def login(request: Request) -> Response:
         )
     username = users.normalize_username(raw_username)[:256]
     address = client_address(request) or "unknown"
-    throttle: Throttle = request.state.login_throttle
+    throttle = state(request)["login_throttle"]
     subjects = (("user", username), ("addr", address))
     if (wait := await throttle.retry_after(*subjects)) is not None:
         log.info("login throttled for %s from %s", username, address)
         AUTH_SIGN_INS.labels("password", "throttled").inc()
         raise _too_many(wait)
 
-    pool = request.state.pool
-    hasher: Hasher = request.state.hasher
+    pool = state(request)["pool"]
+    hasher = state(request)["hasher"]
     user = await users.by_username(pool, username)
     # Unknown user: verify against a dummy hash anyway, so timing does not reveal names.
     ok = await hasher.verify(user.password_hash if user else None, password)
@@ -130,7 +125,7 @@ async def login(request: Request) -> Response:
     if hasher.needs_rehash(user.password_hash):
         await users.set_password(pool, None, user.id, await hasher.hash(password))
 
-    sessions: SessionStore = request.state.sessions
+    sessions = state(request)["sessions"]
     session, user = await sessions.start(user, address, request.headers.get("user-agent"))
     log.info("login of %s (%s) from %s", user.username, user.role, address)
     AUTH_SIGN_INS.labels("password", "success").inc()
@@ -157,11 +152,11 @@ async def refresh(request: Request) -> Response:
             [{"field": "refresh_token", "error": "Required"}],
             error="invalid_request",
         )
-    sessions: SessionStore = request.state.sessions
+    sessions = state(request)["sessions"]
     rotation = await sessions.rotate(token[:256])
     if rotation.outcome is Outcome.REUSED:
         AUTH_SIGN_INS.labels("refresh_token", "failure").inc()
-        revoker: Revoker = request.state.revoker
+        revoker = state(request)["revoker"]
         await revoker.deny(rotation.revoked)
         raise ApiError(
             401,
@@ -185,16 +180,16 @@ async def refresh(request: Request) -> Response:
 )
 async def logout(request: Request) -> Response:
     """Revoke the presented access token and its session (and ``refresh_token`` if given)."""
-    authorizer: JwtAuthorizer = request.state.authorizer
+    authorizer = state(request)["authorizer"]
     principal = await authorizer.authenticate(request)
     fields = await read_fields(request, optional=True)
-    sessions: SessionStore = request.state.sessions
+    sessions = state(request)["sessions"]
     revoked: list[tuple[str, int]] = [(principal.jti, principal.exp)]
     if principal.role != Role.GATEWAY:
         revoked += await sessions.revoke_for_logout(
             principal.sub, principal.jti, string_field(fields, "refresh_token")
         )
-    revoker: Revoker = request.state.revoker
+    revoker = state(request)["revoker"]
     if not await revoker.deny(revoked):
         raise ApiError(
             503,
@@ -210,7 +205,7 @@ async def logout(request: Request) -> Response:
     tags=["session"],
 )
 async def me(request: Request) -> Response:
-    authorizer: JwtAuthorizer = request.state.authorizer
+    authorizer = state(request)["authorizer"]
     principal = await authorizer.authenticate(request)
     token = {
         "sub": principal.sub,
@@ -222,7 +217,7 @@ async def me(request: Request) -> Response:
     }
     if principal.role == Role.GATEWAY:
         return JSONResponse({"status": "success", "user": None, "token": token})
-    user = await users.by_id(request.state.pool, principal.sub)
+    user = await users.by_id(state(request)["pool"], principal.sub)
     if user is None or not user.active:
         # The denylist normally stops these first; this holds while Redis is unreachable.
         raise ApiError(401, "Invalid token: revoked", headers={"WWW-Authenticate": "Bearer"})
@@ -249,14 +244,14 @@ async def client_credentials(request: Request) -> Response:
         raise ApiError(400, "client_id and client_secret required", error="invalid_request")
     client_id = client_id[:64]
     address = client_address(request) or "unknown"
-    throttle: Throttle = request.state.client_throttle
+    throttle = state(request)["client_throttle"]
     subjects = (("client", client_id), ("addr", address))
     if (wait := await throttle.retry_after(*subjects)) is not None:
         AUTH_SIGN_INS.labels("client_credentials", "throttled").inc()
         raise _too_many(wait)
 
-    pool = request.state.pool
-    hasher: Hasher = request.state.hasher
+    pool = state(request)["pool"]
+    hasher = state(request)["hasher"]
     gateway = await gateways.by_client_id(pool, client_id)
     ok = await hasher.verify(gateway.secret_hash if gateway else None, secret)
     if gateway is None or not ok or not gateway.active:
@@ -270,8 +265,8 @@ async def client_credentials(request: Request) -> Response:
             error="invalid_client",
         )
     await throttle.reset(("client", client_id))
-    settings: Settings = request.state.settings
-    issuer: TokenIssuer = request.state.issuer
+    settings = state(request)["settings"]
+    issuer = state(request)["issuer"]
     permissions = sorted(PERMISSIONS[Role.GATEWAY])
     minted = issuer.mint(
         sub=gateway.id,

@@ -26,10 +26,7 @@ from services.auth.api.schemas import (
     UserUpdateIn,
 )
 from services.auth.errors import Conflict, InvalidInput
-from services.auth.security.passwords import Hasher
-from services.auth.security.revocation import Revoker
-from services.auth.sessions import SessionStore
-from services.auth.settings import Settings
+from services.auth.state import state
 from shared.audit import Actor
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
@@ -67,7 +64,7 @@ async def list_users(request: Request) -> Response:
             [{"parameter": "role", "error": e.errors[0]["error"], "value": role_param}],
         ) from e
     found, total = await users.list_users(
-        request.state.pool,
+        state(request)["pool"],
         limit=limit,
         offset=offset,
         role=role,
@@ -86,7 +83,7 @@ async def list_users(request: Request) -> Response:
 @requires("read:users")
 async def get_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
-    user = await users.by_id(request.state.pool, user_id)
+    user = await users.by_id(state(request)["pool"], user_id)
     if user is None:
         raise _not_found(user_id)
     return JSONResponse({"status": "success", "user": user.public()})
@@ -101,11 +98,11 @@ async def get_user(request: Request) -> Response:
 @requires("write:users")
 async def create_user(request: Request) -> Response:
     fields = await read_fields(request)
-    settings: Settings = request.state.settings
-    hasher: Hasher = request.state.hasher
+    settings = state(request)["settings"]
+    hasher = state(request)["hasher"]
     try:
         user = await users.create(
-            request.state.pool,
+            state(request)["pool"],
             hasher,
             Actor.of(request, _principal(request)),
             username=fields.get("username"),
@@ -162,7 +159,7 @@ async def update_user(request: Request) -> Response:
         changes["email"] = fields["email"]
     try:
         result = await users.update(
-            request.state.pool,
+            state(request)["pool"],
             Actor.of(request, _principal(request)),
             user_id,
             activate=fields.get("active") is True,
@@ -177,8 +174,8 @@ async def update_user(request: Request) -> Response:
     before, after = result
     if before.role != after.role:
         # Live tokens carry the old permissions: void them; refreshing yields the new role.
-        sessions: SessionStore = request.state.sessions
-        revoker: Revoker = request.state.revoker
+        sessions = state(request)["sessions"]
+        revoker = state(request)["revoker"]
         await revoker.deny(await sessions.live_access_tokens(after.id))
         log.info("role of %s changed %s -> %s", after.username, before.role, after.role)
     return JSONResponse({"status": "success", "user": after.public()})
@@ -194,12 +191,12 @@ async def deactivate_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     _refuse_self(request, user_id, "deactivate")
     user = await users.deactivate(
-        request.state.pool, Actor.of(request, _principal(request)), user_id
+        state(request)["pool"], Actor.of(request, _principal(request)), user_id
     )
     if user is None:
         raise _not_found(user_id)
-    sessions: SessionStore = request.state.sessions
-    revoker: Revoker = request.state.revoker
+    sessions = state(request)["sessions"]
+    revoker = state(request)["revoker"]
     revoked = await sessions.revoke_user(user.id, "deactivated")
     voided = await revoker.void_subject(user.id) and await revoker.deny(revoked)
     log.info("user %s deactivated by %s", user.username, _principal(request).username)

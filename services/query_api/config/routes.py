@@ -37,6 +37,7 @@ from services.query_api.config.schemas import (
     ConfigUpdateIn,
     ConfigUpdateOut,
 )
+from services.query_api.state import state
 from shared import audit
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, read_json, requires
@@ -113,7 +114,7 @@ async def _json_body(request: Request) -> Any:
 @requires("read:config")
 async def get_config(request: Request) -> Response:
     name = request.query_params.get("name")
-    async with request.state.pool.connection() as conn:
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         if name is None:
             await cur.execute("SELECT * FROM config_settings ORDER BY name")
@@ -135,7 +136,7 @@ async def get_config(request: Request) -> Response:
 async def update_config(request: Request) -> Response:
     name, value = parse_update(await _json_body(request))
     principal: Principal = request.state.principal
-    async with request.state.pool.connection() as conn:
+    async with state(request)["pool"].connection() as conn:
         # Serialize writers of one setting, including its first insert (nothing to row-lock),
         # so that every audit entry's old value is the value it really replaced.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"config:{name}",))
@@ -226,7 +227,7 @@ def _audit_filters(request: Request) -> tuple[int, int, list[str], list[Any]]:
 async def audit_log(request: Request) -> Response:
     limit, offset, where, values = _audit_filters(request)
     clause = " AND ".join(where) or "TRUE"
-    async with request.state.pool.connection() as conn:
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(f"SELECT count(*) AS total FROM audit_log WHERE {clause}", values)
         counted = await cur.fetchone()

@@ -32,7 +32,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,6 +56,7 @@ from services.query_api.deadletters.schemas import (
     ReplayOut,
 )
 from services.query_api.deadletters.store import LetterFilter
+from services.query_api.state import state
 from shared.audit import record_request as record_audit
 from shared.broker import Publisher
 from shared.envelope import Envelope
@@ -123,7 +123,7 @@ async def list_dead_letters(request: Request) -> Response:
         since=q.since,
         until=q.until,
     )
-    rows, total = await store.list_letters(request.state.pool, flt, q.limit, q.offset)
+    rows, total = await store.list_letters(state(request)["pool"], flt, q.limit, q.offset)
     return JSONResponse(
         {
             "status": "success",
@@ -140,7 +140,7 @@ async def list_dead_letters(request: Request) -> Response:
 )
 @requires("read:config")
 async def dead_letter_stats(request: Request) -> Response:
-    s = await store.stats(request.state.pool)
+    s = await store.stats(state(request)["pool"])
     set_pending({r["key"]: int(r["pending"]) for r in s["by_reason"] if r["pending"]})
     return JSONResponse(
         {
@@ -168,14 +168,14 @@ async def dead_letter_stats(request: Request) -> Response:
 @requires("read:config")
 async def get_dead_letter(request: Request) -> Response:
     letter_id = _letter_id(request)
-    row = await store.get(request.state.pool, letter_id)
+    row = await store.get(state(request)["pool"], letter_id)
     if row is None:
         raise ApiError(404, "Dead letter not found", id=letter_id)
     return JSONResponse({"status": "success", "dead_letter": letter_out(row)})
 
 
 def _context(request: Request) -> tuple[ValidationContext, int]:
-    limits = request.state.settings.limits
+    limits = state(request)["settings"].limits
     ctx = ValidationContext(
         extra_fields=dict(limits.extra_fields),
         max_future_skew_s=limits.max_future_skew_s,
@@ -341,7 +341,7 @@ def _replay_answer(body: ReplayIn, run: _Replay) -> Response:
 async def replay_dead_letters(request: Request) -> Response:
     body = await parse_body(request, ReplayIn, MAX_BODY_BYTES)
     ctx, per_message = _context(request)
-    pool: AsyncConnectionPool = request.state.pool
+    pool = state(request)["pool"]
     rid = request_id.get() or ""
     run = _Replay()
     async with pool.connection() as conn, conn.transaction():
@@ -353,7 +353,7 @@ async def replay_dead_letters(request: Request) -> Response:
         known = await MachineRepository(pool).get_many(sorted(wanted))
         plans, invalid = _plan(todo, known, ctx, per_message=per_message, request_id=rid)
         _refuse(run, invalid)
-        await _publish(request.state.publisher, plans, run)
+        await _publish(state(request)["publisher"], plans, run)
         await store.mark_replayed(conn, list(run.published))
         await store.mark_still_invalid(
             conn, [(i, f"{e.reason}: {e.error}") for i, _, e in run.refused]
@@ -381,7 +381,7 @@ async def replay_dead_letters(request: Request) -> Response:
 async def purge_dead_letters(request: Request) -> Response:
     body = await parse_body(request, PurgeIn, MAX_BODY_BYTES)
     flt = LetterFilter(reason=body.reason, before=body.before, replayed=body.replayed)
-    pool: AsyncConnectionPool = request.state.pool
+    pool = state(request)["pool"]
     async with pool.connection() as conn, conn.transaction():
         by_reason = await store.purge(conn, ids=body.ids, flt=flt)
         deleted = sum(by_reason.values())
