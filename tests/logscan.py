@@ -20,6 +20,16 @@ from tools.soak.logscan import log_offsets, scan_logs
 RUN = Path(__file__).resolve().parents[1] / ".run"
 GRACE_S = 30.0
 _SERVICE_MARKERS = ("integration", "e2e")
+# Secrets with no recognisable shape (passwords) that tests handed to the running services.
+_REMEMBERED: set[str] = set()
+
+
+def remember(secret: str) -> str:
+    """Have the scan look for ``secret`` in the logs (a password a test gave a service)."""
+    _REMEMBERED.add(secret)
+    return secret
+
+
 _FAULT_MARKERS = ("disruptive", "log_errors")
 
 
@@ -60,7 +70,8 @@ class LogScan:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if not self.used_services or not RUN.is_dir():
             return
-        problems = scan_logs(RUN, self.offsets, _dev_passwords(), fault_windows=self.windows)
+        secrets = [*_dev_passwords(), *_REMEMBERED]
+        problems = scan_logs(RUN, self.offsets, secrets, fault_windows=self.windows)
         if not problems:
             return
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import service_url
+from tests.logscan import remember
 
 SERVICES = {
     "ingest_gateway": 8001,
@@ -40,7 +41,7 @@ def urls() -> dict[str, str]:
 def create_user(role: str) -> tuple[str, str]:
     """A new user through the admin CLI, exactly as an operator would create one."""
     username = f"e2e-{role.lower()}-{uuid.uuid4().hex[:8]}"
-    password = secrets.token_urlsafe(16)
+    password = remember(secrets.token_urlsafe(16))
     result = subprocess.run(
         [sys.executable, "-m", "services.auth", "create-user", username, "--role", role],
         input=password + "\n",
