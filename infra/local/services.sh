@@ -5,7 +5,7 @@
 #   services.sh down [NAME...]   SIGTERM, wait up to 20 s, then SIGKILL
 #   services.sh status           pid, alive, /ready per service
 #
-# NAME: auth writer ingest_gateway mqtt_bridge query_api (started in that order).
+# NAME: auth writer ingest_gateway mqtt_bridge query_api alerter (started in that order).
 # Each runs as `.venv/bin/python -m services.<name>` from the repo root with .run/env
 # in its environment; logs in .run/<name>.log, pid in .run/<name>.pid.
 # WRITER_COUNT=N runs N writers: instance i>0 is "writer-<i>" on WRITER_PORT+10*i.
@@ -18,7 +18,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 RUN="$ROOT/.run"
 PYTHON="$ROOT/.venv/bin/python"
-ORDER=(auth writer ingest_gateway mqtt_bridge query_api)
+ORDER=(auth writer ingest_gateway mqtt_bridge query_api alerter)
 READY_DEADLINE=60
 STOP_DEADLINE=30  # above the services' own SHUTDOWN_TIMEOUT_S (20 s) drain
 POLL=0.2
@@ -32,6 +32,7 @@ QUERY_API_PORT="${QUERY_API_PORT:-8002}"
 AUTH_PORT="${AUTH_PORT:-8003}"
 MQTT_BRIDGE_PORT="${MQTT_BRIDGE_PORT:-8004}"
 WRITER_PORT="${WRITER_PORT:-8005}"
+ALERTER_PORT="${ALERTER_PORT:-8006}"
 set +a
 CORES="$(nproc 2>/dev/null || echo 1)"
 WRITER_COUNT="${WRITER_COUNT:-$CORES}"
@@ -45,6 +46,7 @@ base_port() {
         auth) echo "$AUTH_PORT" ;;
         mqtt_bridge) echo "$MQTT_BRIDGE_PORT" ;;
         writer) echo "$WRITER_PORT" ;;
+        alerter) echo "$ALERTER_PORT" ;;
     esac
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from services.query_api import history_api, status_api, summary_api
+from services.query_api.alerts.routes import alert_routes
 from services.query_api.config.routes import config_routes
 from services.query_api.deadletters.routes import deadletter_routes
 from services.query_api.live.routes import live_routes
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> Starlette:
             *config_routes(),
             *deadletter_routes(),
             *live_routes(),
+            *alert_routes(),
         ],
         openapi_title="Millrace query API",
         security=settings.security,

@@ -12,8 +12,10 @@ class Role(StrEnum):
     GATEWAY = "Gateway"
 
 
-_OPERATOR = frozenset({"read:machines", "read:sensor_data", "write:sensor_data"})
-_SUPERVISOR = _OPERATOR | {"write:machines", "read:reports", "write:reports"}
+_OPERATOR = frozenset(
+    {"read:machines", "read:sensor_data", "write:sensor_data", "read:alerts", "ack:alerts"}
+)
+_SUPERVISOR = _OPERATOR | {"write:machines", "read:reports", "write:reports", "write:alert_rules"}
 _MANAGEMENT = _SUPERVISOR | {
     "delete:machines",
     "delete:sensor_data",
@@ -22,6 +24,7 @@ _MANAGEMENT = _SUPERVISOR | {
     "read:users",
     "write:users",
     "delete:users",
+    "delete:alert_rules",
 }
 
 PERMISSIONS: dict[Role, frozenset[str]] = {

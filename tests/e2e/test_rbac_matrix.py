@@ -51,7 +51,11 @@ def concrete(path: str) -> str:
 
 def call(url: str, method: str, headers: dict[str, str]) -> httpx.Response:
     body: Any = {} if method in ("POST", "PATCH", "PUT") else None
-    return httpx.request(method, url, json=body, headers=headers, timeout=15)
+    with httpx.stream(method, url, json=body, headers=headers, timeout=15) as resp:
+        # The live stream (server-sent events) never ends: its status is the answer.
+        if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+            resp.read()
+    return resp
 
 
 @pytest.fixture

@@ -70,9 +70,12 @@ class LiveHub:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._channel = await self.connection.channel()
+        # Confirms: the alerts API announces its changes on this channel's exchange.
+        self._channel = await self.connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=self.settings.prefetch)
-        exchange = await self._channel.declare_exchange(self.amqp.exchange, "topic", durable=True)
+        exchange = self._exchange = await self._channel.declare_exchange(
+            self.amqp.exchange, "topic", durable=True
+        )
         name = f"live.query_api.{socket.gethostname()}.{os.getpid()}.{self.epoch}"
         self._queue = await self._channel.declare_queue(
             name,

@@ -1,0 +1,167 @@
+"""Alert rules and their evaluation, pure: no I/O, so every transition is unit-tested.
+
+A threshold rule opens an alert when ``field <comparison> threshold`` has held for
+``duration_s`` (reading time, not arrival time) and clears it when the value is back past the
+clear threshold (hysteresis: a value hovering at the threshold does not flap). Readings of one
+machine are evaluated in reading-time order; one older than the newest already evaluated (late,
+or delivered again) changes nothing.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+SCOPES = ("all", "machine", "sensor_type", "location", "factory")
+_SCOPE_KEY = {
+    "machine": "machine_id",
+    "sensor_type": "sensor_type",
+    "location": "location",
+    "factory": "factory_id",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    name: str
+    kind: str  # threshold | offline
+    severity: str
+    scope_type: str = "all"
+    scope_value: str | None = None
+    field: str | None = None
+    comparison: str | None = None
+    threshold: float | None = None
+    clear_threshold: float | None = None
+    duration_s: int = 0
+    offline_after_s: int | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Rule:
+        return cls(
+            id=str(row["id"]),
+            name=row["name"],
+            kind=row["kind"],
+            severity=row["severity"],
+            scope_type=row["scope_type"],
+            scope_value=row["scope_value"],
+            field=row["field"],
+            comparison=row["comparison"],
+            threshold=row["threshold"],
+            clear_threshold=row["clear_threshold"],
+            duration_s=row["duration_s"],
+            offline_after_s=row["offline_after_s"],
+        )
+
+    def applies(self, machine: dict[str, Any]) -> bool:
+        if self.scope_type == "all":
+            return True
+        return str(machine.get(_SCOPE_KEY[self.scope_type]) or "") == self.scope_value
+
+    def crossed(self, value: float) -> bool:
+        assert self.comparison is not None and self.threshold is not None
+        return COMPARE[self.comparison](value, self.threshold)
+
+    def back_to_normal(self, value: float) -> bool:
+        """Past the clear threshold, on the normal side (the threshold when none is set)."""
+        assert self.comparison is not None and self.threshold is not None
+        limit = self.threshold if self.clear_threshold is None else self.clear_threshold
+        if self.comparison in (">", ">="):
+            return value < limit if self.clear_threshold is not None else not self.crossed(value)
+        return value > limit if self.clear_threshold is not None else not self.crossed(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: str  # open | clear
+    rule: Rule
+    reading: dict[str, Any]
+    value: float
+    started_ns: int  # when the condition began to hold (open) / the reading time (clear)
+
+
+@dataclass(slots=True)
+class _Track:
+    pending_since: int | None = None
+    open: bool = False
+
+
+@dataclass
+class Evaluator:
+    """Per-(rule, machine) state of the threshold rules, for the readings this replica sees."""
+
+    rules: list[Rule] = field(default_factory=list)
+    _tracks: dict[tuple[str, str], _Track] = field(default_factory=dict)
+    _newest: dict[str, int] = field(default_factory=dict)
+
+    def set_rules(self, rules: Iterable[Rule]) -> None:
+        self.rules = [r for r in rules if r.kind == "threshold"]
+        keep = {r.id for r in self.rules}
+        self._tracks = {k: t for k, t in self._tracks.items() if k[0] in keep}
+
+    def mark_open(self, rule_id: str, machine_id: str) -> None:
+        """An alert already open in PostgreSQL (start-up, another replica, a manual state)."""
+        self._tracks.setdefault((rule_id, machine_id), _Track()).open = True
+
+    def mark_cleared(self, rule_id: str, machine_id: str) -> None:
+        track = self._tracks.get((rule_id, machine_id))
+        if track is not None:
+            track.open = False
+            track.pending_since = None
+
+    def sync_open(self, open_pairs: set[tuple[str, str]]) -> None:
+        """Align with the alerts open in PostgreSQL (acknowledged, cleared by hand, fail-over)."""
+        for key, track in self._tracks.items():
+            if track.open and key not in open_pairs:
+                track.open = False
+                track.pending_since = None
+        for key in open_pairs:
+            self._tracks.setdefault(key, _Track()).open = True
+
+    def undo(self, action: Action) -> None:
+        """The action could not be recorded: judge this machine's readings again when they
+        are delivered again."""
+        machine = str(action.reading["machine_id"])
+        self._newest.pop(machine, None)
+        track = self._tracks.setdefault((action.rule.id, machine), _Track())
+        track.open = action.kind == "clear"
+        track.pending_since = action.started_ns if action.kind == "open" else None
+
+    def evaluate(self, reading: dict[str, Any]) -> list[Action]:
+        machine, ts = str(reading["machine_id"]), int(reading["ts"])
+        newest = self._newest.get(machine)
+        if newest is not None and ts <= newest:
+            return []  # late or delivered again: its time has already been judged
+        self._newest[machine] = ts
+        fields = reading.get("fields") or {}
+        actions: list[Action] = []
+        for rule in self.rules:
+            value = fields.get(rule.field)
+            if not isinstance(value, int | float) or not rule.applies(reading):
+                continue
+            track = self._tracks.get((rule.id, machine))
+            if track is None:
+                track = self._tracks[(rule.id, machine)] = _Track()
+            if track.open:
+                if rule.back_to_normal(value):
+                    track.open = False
+                    track.pending_since = None
+                    actions.append(Action("clear", rule, reading, float(value), ts))
+                continue
+            if not rule.crossed(value):
+                track.pending_since = None
+                continue
+            if track.pending_since is None:
+                track.pending_since = ts
+            if ts - track.pending_since >= rule.duration_s * 1_000_000_000:
+                track.open = True
+                actions.append(Action("open", rule, reading, float(value), track.pending_since))
+        return actions

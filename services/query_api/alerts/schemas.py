@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Severity = Literal["critical", "major", "minor", "warning"]
+Scope = Literal["all", "machine", "sensor_type", "location", "factory"]
+
+
+class RuleIn(BaseModel):
+    """A threshold rule (field, comparison, threshold, optional duration and clear threshold)
+    or an offline rule (offline_after_s)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    kind: Literal["threshold", "offline"] = "threshold"
+    field: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")] | None = None
+    comparison: Literal[">", ">=", "<", "<="] | None = None
+    threshold: float | None = Field(None, allow_inf_nan=False)
+    clear_threshold: float | None = Field(
+        None, allow_inf_nan=False, description="Hysteresis: clears only past this value"
+    )
+    duration_s: int = Field(0, ge=0, le=86_400, description="How long the condition must hold")
+    offline_after_s: int | None = Field(None, ge=1, le=30 * 86_400)
+    severity: Severity = "major"
+    scope_type: Scope = "all"
+    scope_value: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleIn:
+        if self.kind == "threshold":
+            missing = [n for n in ("field", "comparison", "threshold") if getattr(self, n) is None]
+            if missing:
+                raise ValueError("a threshold rule needs " + ", ".join(missing))
+            if self.clear_threshold is not None and self.threshold is not None:
+                wrong_side = (
+                    self.clear_threshold > self.threshold
+                    if self.comparison in (">", ">=")
+                    else self.clear_threshold < self.threshold
+                )
+                if wrong_side:
+                    raise ValueError("clear_threshold must be on the normal side of threshold")
+        elif self.offline_after_s is None:
+            raise ValueError("an offline rule needs offline_after_s")
+        if (self.scope_type == "all") != (self.scope_value is None):
+            raise ValueError("scope_value is required for a scope other than all (only then)")
+        return self
+
+
+class RuleOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    field: str | None
+    comparison: str | None
+    threshold: float | None
+    clear_threshold: float | None
+    duration_s: int
+    offline_after_s: int | None
+    severity: str
+    scope_type: str
+    scope_value: str | None
+    enabled: bool
+    managed_by: str | None = Field(description="Set when a config setting keeps this rule")
+    created_by: str
+    created_at: str
+    updated_at: str
+
+
+class RuleEnvelope(BaseModel):
+    """One rule."""
+
+    status: str = "success"
+    rule: RuleOut
+
+
+class RuleListOut(BaseModel):
+    """Every rule."""
+
+    status: str = "success"
+    rules: list[RuleOut]
+
+
+class AlertParams(BaseModel):
+    state: str | None = Field(None, description="active, acknowledged, cleared or open")
+    severity: str | None = Field(None, description="Comma-separated severities")
+    machine_id: str | None = None
+    rule_id: str | None = None
+    since: str | None = Field(None, description="Raised at or after (ISO 8601 with zone)")
+    until: str | None = Field(None, description="Raised before (ISO 8601 with zone)")
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0)
+
+
+class AlertOut(BaseModel):
+    id: int
+    rule_id: str | None
+    rule_name: str
+    kind: str
+    severity: str
+    machine_id: str
+    factory_id: str | None
+    location: str | None
+    field: str | None
+    comparison: str | None
+    threshold: float | None
+    value: float | None
+    state: str
+    started_at: str
+    raised_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    cleared_at: str | None
+    cleared_by: str | None
+    cleared_value: float | None
+
+
+class AlertListOut(BaseModel):
+    """Alerts: open ones first, most severe first, newest first."""
+
+    status: str = "success"
+    alerts: list[AlertOut]
+    pagination: dict[str, Any]
+
+
+class AlertEnvelope(BaseModel):
+    """One alert."""
+
+    status: str = "success"
+    alert: AlertOut
+
+
+class AlertActionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Note | None = None

@@ -1,0 +1,114 @@
+"""Alert rule evaluation, pure: duration, hysteresis, scope, order, fail-over, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from services.alerter.notify import signature
+from services.alerter.offline import offline_actions
+from services.alerter.rules import Evaluator, Rule
+
+S = 1_000_000_000
+HOT = Rule(
+    id="r1",
+    name="hot",
+    kind="threshold",
+    severity="major",
+    field="temperature",
+    comparison=">",
+    threshold=80.0,
+    clear_threshold=75.0,
+)
+
+
+def reading(t: int, temp: float, machine: str = "m1", **tags: str) -> dict:
+    return {"machine_id": machine, "ts": t * S, "fields": {"temperature": temp}, **tags}
+
+
+def kinds(ev: Evaluator, *readings: dict) -> list[str]:
+    return [a.kind for r in readings for a in ev.evaluate(r)]
+
+
+def test_opens_once_and_clears_only_past_the_clear_threshold() -> None:
+    ev = Evaluator()
+    ev.set_rules([HOT])
+    assert kinds(ev, reading(1, 70), reading(2, 81), reading(3, 85), reading(4, 78)) == ["open"]
+    # 78 is below the threshold but above the clear threshold: still open (no flapping).
+    assert kinds(ev, reading(5, 81), reading(6, 74.9)) == ["clear"]
+    assert kinds(ev, reading(7, 82)) == ["open"]
+
+
+def test_duration_must_hold_in_reading_time() -> None:
+    ev = Evaluator()
+    ev.set_rules([_with(duration_s=10)])
+    assert kinds(ev, reading(0, 81), reading(5, 82), reading(9, 83)) == []
+    [action] = ev.evaluate(reading(10, 84))
+    assert action.kind == "open" and action.started_ns == 0
+    ev2 = Evaluator()
+    ev2.set_rules([_with(duration_s=10)])
+    # Interrupted: the clock starts again.
+    assert kinds(ev2, reading(0, 81), reading(5, 70), reading(6, 81), reading(12, 81)) == []
+    assert kinds(ev2, reading(16, 81)) == ["open"]
+
+
+def _with(**changes: object) -> Rule:
+    fields = {k: getattr(HOT, k) for k in HOT.__slots__}
+    fields.update(changes)
+    return Rule(**fields)  # type: ignore[arg-type]
+
+
+def test_late_and_redelivered_readings_change_nothing() -> None:
+    ev = Evaluator()
+    ev.set_rules([HOT])
+    assert kinds(ev, reading(10, 90)) == ["open"]
+    assert kinds(ev, reading(10, 90), reading(5, 90), reading(11, 70)) == ["clear"]
+    # A late hot reading from inside the finished episode does not open a second alert.
+    assert kinds(ev, reading(9, 95), reading(11, 95)) == []
+
+
+def test_scope_limits_the_machines() -> None:
+    ev = Evaluator()
+    ev.set_rules([_with(scope_type="location", scope_value="Hall 2")])
+    assert kinds(ev, reading(1, 90, "a", location="Hall 1")) == []
+    assert kinds(ev, reading(1, 90, "b", location="Hall 2")) == ["open"]
+    ev.set_rules([_with(scope_type="machine", scope_value="c")])
+    assert kinds(ev, reading(2, 90, "a"), reading(2, 90, "c")) == ["open"]
+
+
+def test_less_than_rules_and_no_clear_threshold() -> None:
+    ev = Evaluator()
+    ev.set_rules([_with(field="temperature", comparison="<", threshold=5.0, clear_threshold=None)])
+    assert kinds(ev, reading(1, 4), reading(2, 4.5), reading(3, 5.0)) == ["open", "clear"]
+
+
+def test_open_state_follows_postgres_and_undo_allows_a_retry() -> None:
+    ev = Evaluator()
+    ev.set_rules([HOT])
+    ev.sync_open({("r1", "m1")})  # opened by the replica before a fail-over
+    assert kinds(ev, reading(1, 90)) == []
+    ev.sync_open(set())  # cleared by hand
+    [action] = ev.evaluate(reading(2, 90))
+    assert action.kind == "open"
+    ev.undo(action)  # could not be stored: the same reading, delivered again, opens it
+    assert kinds(ev, reading(2, 90)) == ["open"]
+
+
+def test_offline_opens_after_silence_and_clears_when_seen() -> None:
+    rule = Rule(id="off", name="silent", kind="offline", severity="minor", offline_after_s=60)
+    now = 1_000 * S
+    machines = [
+        {"machine_id": "a", "last_seen_ns": now - 61 * S},
+        {"machine_id": "b", "last_seen_ns": now - 10 * S},
+        {"machine_id": "never", "last_seen_ns": None},
+    ]
+    acts = offline_actions([rule], machines, set(), now)
+    assert [(a.kind, a.reading["machine_id"]) for a in acts] == [("open", "a")]
+    acts = offline_actions([rule], machines, {("off", "a"), ("off", "b")}, now)
+    assert [(a.kind, a.reading["machine_id"]) for a in acts] == [("clear", "b")]
+
+
+def test_webhook_signature_is_hmac_sha256_of_the_body() -> None:
+    body = b'{"event":"opened"}'
+    expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert signature(b"k", body) == "sha256=" + expected
