@@ -35,9 +35,15 @@ class AuthSettings(BaseSettings):
     refresh_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     gateway_ttl_s: int = Field(default=900, ge=30)
 
-    # Failed logins allowed per username and per client address within the window.
+    # Failed sign-ins an account may make within the window before it backs off: then
+    # backoff_s, doubling with each further failure, at most max_backoff_s between attempts.
     throttle_max_failures: int = Field(default=5, ge=1)
     throttle_window_s: int = Field(default=900, ge=1)
+    throttle_backoff_s: int = Field(default=15, ge=1)
+    throttle_max_backoff_s: int = Field(default=900, ge=1)
+    # Failed sign-ins from one address within the window (a plant behind one NAT shares it;
+    # correct sign-ins do not count) before the address waits for the window to end.
+    throttle_address_max_failures: int = Field(default=100, ge=1)
 
     min_password_length: int = Field(default=12, ge=8)
     argon2_time_cost: int = Field(default=3, ge=1)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from services.auth.keys import KeySet
 from services.auth.security.passwords import Hasher
 from services.auth.security.revocation import Revoker
-from services.auth.security.throttle import Throttle
+from services.auth.security.throttle import Policy, Throttle
 from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
 from services.auth.tokens import TokenIssuer
@@ -65,8 +65,16 @@ async def open_state(
     hasher = await run_in_threadpool(Hasher, auth)
     jwks = LocalJwks(settings.jwt, keys)
 
+    account = Policy(
+        free=auth.throttle_max_failures,
+        window_s=auth.throttle_window_s,
+        backoff_s=auth.throttle_backoff_s,
+        max_wait_s=auth.throttle_max_backoff_s,
+    )
+    address = Policy(free=auth.throttle_address_max_failures, window_s=auth.throttle_window_s)
+
     def throttle(scope: str) -> Throttle:
-        return Throttle(redis, auth.throttle_max_failures, auth.throttle_window_s, scope)
+        return Throttle(redis, {"user": account, "client": account, "addr": address}, scope)
 
     return {
         "settings": settings,

@@ -1,15 +1,23 @@
-"""Failed-attempt throttling in Redis: N failures per subject within a window, then 429.
+"""Failed-attempt throttling in Redis, with one policy per kind of subject.
 
-Subjects are e.g. ``("user", name)`` and ``("addr", ip)``: a username under attack from many
-addresses and an address trying many usernames are both stopped. Counting is a fixed window
-opened by the first failure. Redis is a guard, not a dependency: when it is unreachable the check
-is skipped with a WARNING (fail-open), so an outage of the cache never locks everyone out.
+Accounts (``("user", name)``, ``("client", client_id)``) back off: a few free failures, then each
+further failure doubles the wait before the next attempt (capped), so guessing one account's
+password slows to one try per ``max_wait_s`` while its owner, who mistyped a few times, waits
+seconds. Addresses (``("addr", ip)``) have a limit high enough for a whole plant behind one NAT:
+only failures count, so operators who sign in correctly never use it up, and past it the address
+waits for its window to end (this stops spraying guesses across many accounts). Modelled on the
+OWASP Authentication Cheat Sheet and Keycloak's brute-force detection.
+
+Redis is a guard, not a dependency: when it is unreachable the check is skipped with a WARNING
+(fail-open), so an outage of the cache never locks everyone out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -20,13 +28,34 @@ log = logging.getLogger(__name__)
 Subject = tuple[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """``free`` failures within ``window_s`` cost nothing; then a wait (see :meth:`wait`)."""
+
+    free: int
+    window_s: int
+    backoff_s: int = 0  # 0: locked until the window ends; else the first wait, doubling
+    max_wait_s: int = 900
+
+    def wait(self, failures: int) -> int:
+        """Seconds to wait after the ``failures``-th failure (0: none)."""
+        if failures < self.free:
+            return 0
+        if not self.backoff_s:
+            return self.window_s
+        return min(self.max_wait_s, self.backoff_s << min(failures - self.free, 30))
+
+    @property
+    def remember_s(self) -> int:
+        # An account's failures are forgotten a window after the last one, and never before
+        # the wait they imposed has passed.
+        return max(self.window_s, self.max_wait_s) if self.backoff_s else self.window_s
+
+
 class Throttle:
-    def __init__(
-        self, redis: aioredis.Redis, max_failures: int, window_s: int, namespace: str
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, policies: dict[str, Policy], namespace: str) -> None:
         self.redis = redis
-        self.max_failures = max_failures
-        self.window_s = window_s
+        self.policies = policies
         self.namespace = namespace
 
     def _key(self, subject: Subject) -> str:
@@ -47,35 +76,46 @@ class Throttle:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for subject in subjects:
-                    key = self._key(subject)
-                    pipe.get(key)
-                    pipe.ttl(key)
+                    pipe.hget(self._key(subject), "until")
                 replies = await pipe.execute()
         except REDIS_ERRORS as e:
             self._unavailable(e)
             return None
-        waits = [
-            ttl if ttl > 0 else self.window_s
-            for count, ttl in zip(replies[::2], replies[1::2], strict=True)
-            if count is not None and int(count) >= self.max_failures
-        ]
+        now = time.time()
+        waits = [int(float(until) - now) + 1 for until in replies if until is not None]
+        waits = [w for w in waits if w > 0]
         return max(waits) if waits else None
 
     async def failure(self, *subjects: Subject) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for subject in subjects:
-                    key = self._key(subject)
-                    # The first failure opens the window; INCR keeps the TTL.
-                    pipe.set(key, 0, ex=self.window_s, nx=True)
-                    pipe.incr(key)
+                    key, policy = self._key(subject), self.policies[subject[0]]
+                    pipe.hincrby(key, "failures", 1)
+                    if policy.backoff_s:
+                        pipe.expire(key, policy.remember_s)  # from the last failure
+                    else:
+                        pipe.expire(key, policy.window_s, nx=True)  # from the first one
+                    pipe.ttl(key)
+                replies = await pipe.execute()
+            now = time.time()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for subject, failures, ttl in zip(
+                    subjects, replies[::3], replies[2::3], strict=True
+                ):
+                    policy = self.policies[subject[0]]
+                    wait = policy.wait(int(failures))
+                    if wait and not policy.backoff_s:
+                        wait = max(1, int(ttl))  # until the address's window ends
+                    if wait:
+                        pipe.hset(self._key(subject), "until", now + wait)
                 await pipe.execute()
         except REDIS_ERRORS as e:
             self._unavailable(e)
 
     async def reset(self, subject: Subject) -> None:
-        """Forget a subject's failures (a username after a successful login; never an address,
-        or one valid account would let an address keep guessing others)."""
+        """Forget a subject's failures (an account after a successful sign-in; never an
+        address, or one valid account would let an address keep guessing others)."""
         try:
             await self.redis.delete(self._key(subject))
         except REDIS_ERRORS as e:
