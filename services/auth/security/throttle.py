@@ -61,7 +61,9 @@ class Throttle:
     def _key(self, subject: Subject) -> str:
         kind, value = subject
         digest = hashlib.sha256(value.encode()).hexdigest()[:32]
-        return f"millrace:auth:throttle:{self.namespace}:{kind}:{digest}"
+        # Hashes (failures, until); the counters of earlier versions were strings under
+        # "millrace:auth:throttle:", which a hash command would refuse with WRONGTYPE.
+        return f"millrace:auth:failures:{self.namespace}:{kind}:{digest}"
 
     def _unavailable(self, e: Exception) -> None:
         log.warning(
