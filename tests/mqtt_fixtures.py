@@ -286,6 +286,7 @@ def bridge_env(settings: Settings, port: int) -> dict[str, str]:
             "POSTGRES_URL": settings.postgres.url.get_secret_value(),
             "REDIS_URL": settings.redis.url.get_secret_value(),
             "SHUTDOWN_TIMEOUT_S": str(settings.shutdown_timeout_s),
+            "MQTT_BRIDGE_MAX_INFLIGHT": str(settings.max_inflight),
             "LOG_LEVEL": "INFO",
         }
     )
