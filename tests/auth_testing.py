@@ -103,3 +103,19 @@ def authorizer(
     cache = JwksCache(settings)
     cache.load(jwks(keys))
     return JwtAuthorizer(settings, cache, redis)
+
+
+def advance_clock(monkeypatch: Any, seconds: float) -> None:
+    """Make the verifier (``time.time``) and PyJWT (``datetime.now``) see a later time."""
+    import time
+    from datetime import datetime, timedelta
+
+    later = time.time() + seconds
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:
+            return datetime.now(tz) + timedelta(seconds=seconds)
+
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)

@@ -6,8 +6,6 @@ every request, and a token whose key is no longer published is checked in full a
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -97,15 +95,7 @@ async def test_a_remembered_token_still_expires(
 ) -> None:
     token = testing.mint_token("Operator", ttl_s=60)
     await verifier.verify(token)
-    later = time.time() + 3600
-    monkeypatch.setattr(time, "time", lambda: later)
-
-    class Later(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) + timedelta(seconds=3600)
-
-    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    testing.advance_clock(monkeypatch, 3600)
     assert await refused(verifier, token) == "Invalid token: expired"
 
 

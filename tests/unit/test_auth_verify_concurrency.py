@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
@@ -129,15 +128,7 @@ async def test_a_remembered_token_expiring_under_concurrent_requests_answers_401
     verifier = testing.authorizer()
     token = testing.mint_token("Operator", ttl_s=60)
     await verifier.verify(token)
-    later = time.time() + 3600
-    monkeypatch.setattr(time, "time", lambda: later)
-
-    class Later(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return datetime.now(tz) + timedelta(seconds=3600)
-
-    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    testing.advance_clock(monkeypatch, 3600)
     assert await answers(verifier, token) == [401] * CONCURRENCY
 
 
