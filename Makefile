@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN := .run
 
-.PHONY: help install chromium up down status test test-unit lint fmt demo bench chaos clean lock
+.PHONY: help install chromium up down status test test-unit lint fmt demo bench chaos soak clean lock
 
 help:
 	@echo "make up       start infrastructure + every service (returns when all answer /ready)"
@@ -16,6 +16,7 @@ help:
 	@echo "make demo     simulated gateways sending data, readings flowing end to end"
 	@echo "make bench    benchmark table"
 	@echo "make chaos    zero-loss run with faults injected (CHAOS_ARGS=--readings N)"
+	@echo "make soak     10-minute concurrent soak of the HTTP doors (SOAK_ARGS=--duration N)"
 
 # The venv is rebuilt whenever the lock file changes.
 $(VENV)/.installed: requirements.lock
@@ -76,6 +77,9 @@ bench: up
 
 chaos: up
 	set -a; . $(RUN)/env; set +a; $(PY) -m tools.chaos $(CHAOS_ARGS)
+
+soak: up
+	set -a; . $(RUN)/env; set +a; $(PY) -m tools.soak --half-max --token-ttl 60 $(SOAK_ARGS)
 
 clean: down
 	rm -rf $(RUN)

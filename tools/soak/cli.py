@@ -1,11 +1,11 @@
-"""``python -m tools.soak``: the concurrent soak of the HTTP doors, with its verdict.
+"""``python -m tools.soak`` (``make soak``): a concurrent soak of the HTTP doors, with its verdict.
 
-Starts a private auth/ingest_gateway/query_api beside the running pipeline (``make up`` first;
-the soak shares its PostgreSQL, Redis, RabbitMQ and InfluxDB), then for ``--duration`` seconds
-sends a mix of valid and invalid requests over ``--connections`` connections per door with tokens
-that live ``--token-ttl`` seconds, revokes some while they are in use, and rotates auth's signing
-key half-way. Exits 1 if any answer was a 5xx, a transport error, or not the expected one, or if
-a log line of the run carries a token or secret it issued, or an ERROR.
+Starts a private auth, ingest_gateway and query_api beside the running pipeline (``make up``
+first; the soak shares its PostgreSQL, Redis, RabbitMQ and InfluxDB), then for ``--duration``
+seconds sends a mix of valid and invalid requests over ``--connections`` connections per door
+with tokens that live ``--token-ttl`` seconds, revokes some while they are in use, and rotates
+auth's signing key part-way. Exits 1 if any answer was a 5xx, a transport error, or not the
+expected one, or if a log line of the run carries a token or secret it issued, or an ERROR.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ from tools.soak.stack import RUN, PrivateStack, private_stack
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tools.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tools.soak",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     p.add_argument("--connections", type=int, default=16, help="connections per door (default 16)")
     p.add_argument(
