@@ -1,0 +1,3 @@
+from tools.backup.cli import main
+
+main()
