@@ -10,7 +10,8 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from services.mqtt_bridge.settings import Settings
 from shared.settings import MqttSettings
 from tests.e2e.conftest import poll
 from tests.e2e.test_pipeline import create_machine, history, iso
-from tests.mqtt_fixtures import BridgeProcess, MqttScope, mosquitto_pub
+from tests.mqtt_fixtures import ROOT, BridgeProcess, MqttScope, mosquitto_pub, wait_until
 from tools.simulator import (
     ClientCredentials,
     Config,
@@ -71,40 +72,84 @@ def test_mosquitto_pub_reading_is_served_by_the_query_api(
     assert (row["temperature"], row["speed"]) == (72.5, 1450.0)
 
 
-@pytest.fixture
-def own_bridge(mqtt_scope: MqttScope, tmp_path: Path) -> Iterator[BridgeProcess]:
-    """A bridge child process on the real topology and registry, with a private topic prefix."""
-    proc = BridgeProcess(
-        Settings(mqtt=mqtt_scope.mqtt, topic_template=mqtt_scope.template), tmp_path / "b.log"
-    )
-    yield proc
-    proc.close()
+DUPLICATES = "millrace_writer_duplicates_total"
+CONFLICTS = "millrace_writer_conflicts_total"
 
 
-def test_sigkilled_bridge_loses_nothing_and_stores_nothing_twice(
-    own_bridge: BridgeProcess, mqtt_scope: MqttScope, urls: dict[str, str], auth_headers: Headers
+def writer_urls() -> list[str]:
+    """Every writer of ``make up``: ``writer`` on WRITER_PORT, ``writer-<i>`` on WRITER_PORT +
+    10 i (``infra/local/services.sh``)."""
+    base = int(os.environ.get("WRITER_PORT", "8005"))
+    others = sorted(int(p.stem.split("-", 1)[1]) for p in (ROOT / ".run").glob("writer-*.pid"))
+    return [f"http://127.0.0.1:{base + 10 * i}" for i in [0, *others]]
+
+
+def writers_total(name: str) -> float:
+    """A counter summed over the writers (a re-delivery may reach any of them)."""
+    total = 0.0
+    for url in writer_urls():
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        total += sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
+        )
+    return total
+
+
+def test_bridge_sigkilled_mid_stream_loses_nothing_and_stores_each_reading_once(
+    mqtt_scope: MqttScope, urls: dict[str, str], auth_headers: Headers, tmp_path: Path
 ) -> None:
+    """The bridge is killed while messages are in flight; the ones it had not acknowledged come
+    again after the restart. InfluxDB would overwrite a repeated point with itself, so the
+    repeats are counted where they happen: the writers count every reading stored again
+    (identical: a harmless re-delivery; different values: a conflict, which must not happen)."""
+    inflight = 50
+    bridge = BridgeProcess(
+        Settings(mqtt=mqtt_scope.mqtt, topic_template=mqtt_scope.template, max_inflight=inflight),
+        tmp_path / "b.log",
+    )
     machine = create_machine(urls, auth_headers, "Press shop, Line 5")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    n = 3000
     readings = [
         orjson.dumps(
             {"timestamp": iso(start + timedelta(milliseconds=i)), "temperature": 40 + i % 30}
         )
-        for i in range(1000)
+        for i in range(n)
     ]
-    own_bridge.start()
-    own_bridge.kill()
-    mosquitto_pub(mqtt_scope.mqtt, mqtt_scope.topic("e2e-kill", machine), readings)
-    own_bridge.start()
+    before = writers_total(DUPLICATES), writers_total(CONFLICTS)
 
-    result = poll(
-        lambda: history(urls, auth_headers, machine, start, limit=2000),
-        lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] >= 1000,
-        timeout=90,
-    ).json()
+    def bridged() -> float:
+        try:
+            return bridge.metric('millrace_mqtt_messages_total{outcome="published"}')
+        except KeyError:  # no message published yet: the labelled counter does not exist
+            return 0.0
+
+    try:
+        bridge.start()
+        with ThreadPoolExecutor(1) as pool:
+            publishing = pool.submit(
+                mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("e2e-kill", machine), readings
+            )
+            wait_until(lambda: bridged() >= 1, 30, "first message bridged")
+            at_kill = bridged()
+            bridge.kill()  # mid-stream
+            publishing.result(timeout=120)
+        assert at_kill < n, "everything was bridged before the kill: nothing was in flight"
+        bridge.start()
+        result = poll(
+            lambda: history(urls, auth_headers, machine, start, limit=n + 1000),
+            lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] >= n,
+            timeout=90,
+        ).json()
+    finally:
+        bridge.close()
     stamps = [row["timestamp"] for row in result["data"]]
-    assert result["pagination"]["total_records"] == 1000
-    assert len(stamps) == len(set(stamps)) == 1000
+    assert result["pagination"]["total_records"] == n
+    assert len(stamps) == len(set(stamps)) == n
+    duplicates, conflicts = writers_total(DUPLICATES), writers_total(CONFLICTS)
+    assert conflicts == before[1], "a reading was stored again with other values"
+    # Stored again, identical: at most what was in flight when the bridge died.
+    assert duplicates - before[0] <= inflight, duplicates - before[0]
 
 
 def create_gateway() -> tuple[str, str]:
