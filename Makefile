@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN := .run
 
-.PHONY: help install chromium up down status test test-unit lint fmt demo bench chaos soak clean lock
+.PHONY: help install chromium screenshots up down status test test-unit lint fmt demo bench chaos soak clean lock
 
 help:
 	@echo "make up       start infrastructure + every service (returns when all answer /ready)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint     ruff + mypy;  make fmt  format the code"
 	@echo "make demo     simulated gateways sending data, readings flowing end to end"
 	@echo "make bench    benchmark table"
+	@echo "make screenshots  README pictures of the console (docs/images), from a real run"
 	@echo "make chaos    zero-loss run with faults injected (CHAOS_ARGS=--readings N)"
 	@echo "make soak     10-minute concurrent soak of the HTTP doors (SOAK_ARGS=--duration N)"
 
@@ -44,6 +45,7 @@ up: install $(RUN)/env
 	@infra/local/deps.sh up
 	@infra/local/services.sh up
 	@set -a; . $(RUN)/env; set +a; $(PY) -m services.auth dev-users
+	@set -a; . $(RUN)/env; set +a; echo "Console: http://127.0.0.1:$${QUERY_API_PORT:-8002}/console/ (sign in with a user of $(RUN)/dev-users.txt)"
 
 down:
 	@infra/local/services.sh down
@@ -74,6 +76,10 @@ demo: up
 
 bench: up
 	set -a; . $(RUN)/env; set +a; $(PY) -m tools.bench $(BENCH_ARGS)
+
+# The README's pictures of the console (docs/images/console-*.png), from a real run.
+screenshots: up
+	set -a; . $(RUN)/env; set +a; $(PY) -m tools.screenshots
 
 chaos: up
 	set -a; . $(RUN)/env; set +a; $(PY) -m tools.chaos $(CHAOS_ARGS)

@@ -8,6 +8,7 @@ from starlette.applications import Starlette
 from services.query_api import history_api, status_api, summary_api
 from services.query_api.alerts.routes import alert_routes
 from services.query_api.config.routes import config_routes
+from services.query_api.console.routes import console_routes
 from services.query_api.deadletters.routes import deadletter_routes
 from services.query_api.live.routes import live_routes
 from services.query_api.machines_api import machine_routes
@@ -31,6 +32,7 @@ def create_app(settings: Settings) -> Starlette:
             *deadletter_routes(),
             *live_routes(),
             *alert_routes(),
+            *console_routes(),
         ],
         openapi_title="Millrace query API",
         security=settings.security,

@@ -1,0 +1,1 @@
+"""``make screenshots``: the README's pictures of the console, from a real run."""

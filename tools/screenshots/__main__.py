@@ -1,0 +1,3 @@
+from tools.screenshots.run import main
+
+main()
