@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -26,6 +28,7 @@ from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
 URL = "/api/v1/data/ingest"
+DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 async def _create_machines(pg: PostgresSettings, n: int) -> list[str]:
@@ -208,7 +211,16 @@ def test_bodies(client: TestClient, machines: list[str], amqp_settings: AmqpSett
     assert resp.status_code == 413
     resp = client.post(URL, content=b"{nope", headers={**auth, "content-type": "application/json"})
     assert resp.status_code == 400 and resp.json()["errors"][0]["field"] == "body"
-    assert len(drain(amqp_settings)) == 1
+    gzipped = {**auth, "content-type": "application/json", "content-encoding": "gzip"}
+    for bad in (b"plain text, not gzip", gzip.compress(raw)[:-12]):  # not gzip; truncated
+        resp = client.post(URL, content=bad, headers=gzipped)
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["message"] == "Body is not valid gzip"
+    for encoding in ("br", "deflate", "gzip, br"):
+        resp = client.post(URL, content=raw, headers={**gzipped, "content-encoding": encoding})
+        assert resp.status_code == 415, (encoding, resp.text)
+        assert resp.json()["message"] == "Content-Encoding must be gzip or identity"
+    assert len(drain(amqp_settings)) == 1  # only the valid gzip body was published
 
 
 def test_credentials(client: TestClient, machines: list[str]) -> None:
@@ -230,3 +242,19 @@ def test_broker_unavailable_is_503_with_retry_after(
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "5"
     assert "nothing was accepted" in resp.json()["message"]
+
+
+@pytest.mark.disruptive
+def test_registry_down_is_503_with_retry_after_and_nothing_published(
+    client: TestClient, amqp_settings: AmqpSettings
+) -> None:
+    machine = str(uuid.uuid4())  # cached nowhere: only PostgreSQL can say whether it exists
+    subprocess.run([DEPS, "stop", "postgres"], check=True, timeout=90)
+    try:
+        resp = client.post(URL, json=batch(machine), headers=bearer())
+    finally:
+        subprocess.run([DEPS, "start", "postgres"], check=True, timeout=90)
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["retry-after"] == "5"
+    assert "machine registry" in resp.json()["message"]
+    assert drain(amqp_settings) == []

@@ -1,0 +1,146 @@
+"""The writer as a process runs it (its app's lifespan: start-up, /health, /ready, /metrics,
+shutdown), its live-status updater, and what the query API's ``/machines/status`` makes of it.
+
+Real RabbitMQ (a private topology), InfluxDB and Redis (the test databases); the status is read
+back through a query API app on the same test stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from services.query_api.app import create_app as query_app
+from services.query_api.settings import Settings as QuerySettings
+from services.writer.app import create_app as writer_app
+from services.writer.settings import Settings as WriterSettings
+from shared import broker
+from shared.db import create_pool, migrate
+from shared.envelope import Envelope
+from shared.machines import MachineRepository
+from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
+from tests.tokens import bearer, trust_test_key
+
+pytestmark = pytest.mark.integration
+
+
+def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, "not reached before the deadline"
+        time.sleep(0.05)
+    return result
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + " "))
+
+
+async def machines_at(pg: PostgresSettings, location: str, n: int) -> list[str]:
+    pool = create_pool(pg, "tests")
+    await pool.open(wait=True)
+    try:
+        await migrate(pool)
+        repo = MachineRepository(pool)
+        return [
+            (await repo.create(f"W-{uuid.uuid4().hex[:6]}", location, "Temperature", "active")).id
+            for _ in range(n)
+        ]
+    finally:
+        await pool.close()
+
+
+def envelope(machine: str, ts_ns: list[int], temperature: float) -> Envelope:
+    readings = [
+        {
+            "machine_id": machine,
+            "factory_id": "f-status",
+            "sensor_type": "Temperature",
+            "location": "Hall W",
+            "ts": ts,
+            "fields": {"temperature": temperature + i, "speed": 1200.0},
+        }
+        for i, ts in enumerate(ts_ns)
+    ]
+    return Envelope(source="http", readings=readings, routing_key=f"reading.f-status.{machine}")
+
+
+def publish(amqp: AmqpSettings, envelopes: list[Envelope]) -> None:
+    async def run() -> None:
+        conn = await broker.connect(amqp, "tests")
+        async with conn:
+            publisher = broker.Publisher(amqp, conn)
+            await publisher.start()
+            await publisher.publish(envelopes)
+            await publisher.close()
+
+    asyncio.run(run())
+
+
+def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_shutdown(
+    amqp_cleanup: AmqpSettings,
+    influx_settings: InfluxSettings,
+    postgres_settings: PostgresSettings,
+) -> None:
+    location = f"Hall W-{uuid.uuid4().hex[:6]}"
+    recent, stale, silent = asyncio.run(machines_at(postgres_settings, location, 3))
+    now = time.time_ns()
+    settings = WriterSettings(
+        amqp=amqp_cleanup, influx=influx_settings, batch_ms=50, rollup_sweep_hours=0
+    )
+    query = QuerySettings(postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup)
+    with TestClient(writer_app(settings)) as writer:
+        assert writer.get("/health").json() == {"status": "ok"}
+        ready = writer.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"rabbitmq": True, "influxdb": True}
+        before = metric(writer.get("/metrics").text, "millrace_writer_readings_written_total")
+
+        # Two readings of a machine seen just now (the newer one is its status), one of a
+        # machine last seen an hour ago; the third machine never sends anything.
+        publish(
+            amqp_cleanup,
+            [
+                envelope(recent, [now - 2 * 10**9, now - 10**9], 70.0),
+                envelope(stale, [now - 3600 * 10**9], 40.0),
+            ],
+        )
+        until(
+            lambda: (
+                metric(writer.get("/metrics").text, "millrace_writer_readings_written_total")
+                >= before + 3
+            )
+        )
+        with TestClient(query_app(query)) as api:
+            trust_test_key(api.app_state)
+            body = until(
+                lambda: (
+                    (
+                        r := api.get(
+                            "/api/v1/machines/status",
+                            params={"location": location},
+                            headers=bearer(),
+                        )
+                    ).status_code
+                    == 200
+                    and sum(m["last_seen"] is not None for m in r.json()["machines"]) == 2
+                    and r.json()
+                )
+            )
+    assert body["source"] == "redis"  # kept current by the writer, not scanned from InfluxDB
+    by_id = {m["machine_id"]: m for m in body["machines"]}
+    assert set(by_id) == {recent, stale, silent}
+    assert by_id[recent]["online"] is True
+    assert by_id[recent]["last_values"] == {"temperature": 71.0, "speed": 1200.0}
+    assert by_id[stale]["online"] is False
+    assert by_id[stale]["last_values"] == {"temperature": 40.0, "speed": 1200.0}
+    assert by_id[silent]["online"] is False
+    assert by_id[silent]["last_seen"] is None and by_id[silent]["last_values"] is None
+    summary = body["summary"]
+    assert (summary["online"], summary["offline"], summary["never_seen"]) == (1, 2, 1)
