@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -131,7 +132,9 @@ def fill_postgres(url: str) -> None:
         finally:
             await pool.close()
 
-    asyncio.run(schema())
+    # In a thread of its own: the suite may hold an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, schema()).result()
     with psycopg.connect(url) as conn:
         for i, machine in enumerate(MACHINES):
             conn.execute(
