@@ -168,3 +168,45 @@ async def _equals(value: Awaitable[int], expected: int) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_malformed_envelopes_and_readings_are_dead_lettered_with_their_reason(
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+) -> None:
+    """A message that is no envelope goes to the dead letters whole; a malformed reading goes
+    alone, its neighbours are stored; both are acknowledged (never requeued forever)."""
+    amqp = amqp_cleanup
+    checker = InfluxClient(influx_settings)
+    await checker.provision()
+    writer, conn, influx = await start_writer(amqp, influx_settings)
+    publisher = broker.Publisher(amqp, conn)
+    await publisher.start()
+    machine = str(uuid.uuid4())
+    mixed = envelope(machine, time.time_ns(), 3)
+    mixed.readings[1]["fields"] = ["not", "an", "object"]
+    await publisher.publish([mixed])
+    ch = await conn.channel()
+    exchange = await ch.get_exchange(amqp.exchange)
+    await exchange.publish(
+        aio_pika.Message(b"not an envelope", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+        routing_key=f"reading.f1.{machine}",
+    )
+    await eventually(lambda: _equals(count(checker, machine), 2))
+    await eventually(lambda: _equals(queue_depth(conn, amqp.dead_letter), 2))
+    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
+    dead_queue = await ch.get_queue(amqp.dead_letter)
+    letters = []
+    while (msg := await dead_queue.get(fail=False)) is not None:
+        letters.append(Envelope.decode(msg.body))
+        await msg.ack()
+    by_reason = {d.dead["reason"]: d for d in letters if d.dead is not None}
+    assert set(by_reason) == {"bad_envelope", "malformed"}
+    assert by_reason["bad_envelope"].dead is not None
+    assert by_reason["bad_envelope"].dead["raw"] == "not an envelope"
+    assert by_reason["malformed"].readings == [mixed.readings[1]]
+    assert "fields must be an object" in str(by_reason["malformed"].dead)
+    await writer.stop()
+    await publisher.close()
+    await conn.close()
+    await influx.close()
+    await checker.close()

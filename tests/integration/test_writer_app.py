@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aio_pika
 import pytest
 from starlette.testclient import TestClient
 
@@ -23,6 +24,7 @@ from services.writer.settings import Settings as WriterSettings
 from shared import broker
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope
+from shared.influx import InfluxClient, quote_literal
 from shared.machines import MachineRepository
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.tokens import bearer, trust_test_key
@@ -144,3 +146,50 @@ def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_sh
     assert by_id[silent]["last_seen"] is None and by_id[silent]["last_values"] is None
     summary = body["summary"]
     assert (summary["online"], summary["offline"], summary["never_seen"]) == (1, 2, 1)
+
+
+def stored(influx_settings: InfluxSettings, machine: str) -> int:
+    async def run() -> int:
+        influx = InfluxClient(influx_settings)
+        try:
+            [series] = await influx.query(
+                "SELECT count(temperature) FROM sensor_readings"
+                f" WHERE machine_id = {quote_literal(machine)}"
+            )
+            return int(series[0].values[0][1]) if series else 0
+        finally:
+            await influx.close()
+
+    return asyncio.run(run())
+
+
+def test_writer_shutdown_stores_and_acknowledges_what_it_holds(
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+) -> None:
+    """A batch still waiting for its time when the process stops is written, then acked."""
+    settings = WriterSettings(
+        amqp=amqp_cleanup,
+        influx=influx_settings,
+        batch_ms=600_000,  # the batch would wait ten minutes: only the shutdown flushes it
+        batch_points=100_000,
+        rollup_sweep_hours=0,
+    )
+    machine = str(uuid.uuid4())
+    now = time.time_ns()
+    with TestClient(writer_app(settings)) as writer:
+        publish(amqp_cleanup, [envelope(machine, [now - i * 10**6 for i in range(50)], 20.0)])
+        until(lambda: metric(writer.get("/metrics").text, "millrace_writer_pending_readings") == 50)
+        assert stored(influx_settings, machine) == 0  # held, not written yet
+    assert stored(influx_settings, machine) == 50
+    assert queue_depth(amqp_cleanup) == 0  # acknowledged once stored
+
+
+def queue_depth(amqp: AmqpSettings) -> int:
+    async def run() -> int:
+        conn = await aio_pika.connect(amqp.url.get_secret_value())
+        async with conn:
+            ch = await conn.channel()
+            q = await ch.declare_queue(amqp.queue, passive=True)
+            return q.declaration_result.message_count or 0
+
+    return asyncio.run(run())
