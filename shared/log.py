@@ -23,10 +23,26 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Records that libraries log as ERROR for events the services survive by design: the robust
 # AMQP connection reconnects on its own, forever, and the service's /ready says so meanwhile.
 # An operator sees them as WARNING; ERROR stays for what needs a person.
-_ROUTINE_ERRORS = {
-    "aio_pika.robust_connection": ("Reconnect attempt failed",),
-    "aiormq.connection": ("Unexpected connection close",),
+_ROUTINE_ERRORS: dict[str, tuple[tuple[str, str], ...]] = {
+    # logger: (start of the message template, text the formatted message must contain)
+    "aio_pika.robust_connection": (("Reconnect attempt failed", ""),),
+    "aiormq.connection": (
+        ("Unexpected connection close", ""),
+        ("error when creating transport", "Connection refused"),
+    ),
+    # A robust channel's close callback finds the channel already gone with its connection.
+    "aio_pika.tools": (("Callback %r error", "ChannelInvalidStateError"),),
 }
+
+
+def _routine(record: logging.LogRecord) -> bool:
+    rules = _ROUTINE_ERRORS.get(record.name)
+    if not rules or record.levelno != logging.ERROR or not isinstance(record.msg, str):
+        return False
+    return any(
+        record.msg.startswith(start) and (not needle or needle in record.getMessage())
+        for start, needle in rules
+    )
 
 
 class _ContextFilter(logging.Filter):
@@ -39,13 +55,7 @@ class _ContextFilter(logging.Filter):
         rid = request_id.get()
         if rid is not None and not hasattr(record, "request_id"):
             record.request_id = rid
-        routine = _ROUTINE_ERRORS.get(record.name)
-        if (
-            routine
-            and record.levelno == logging.ERROR
-            and isinstance(record.msg, str)
-            and record.msg.startswith(routine)
-        ):
+        if _routine(record):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 

@@ -131,3 +131,32 @@ def test_configured_secrets_are_registered_when_settings_are_built(
     Settings()
     text = redact("dsn pg-Secret-4711 key not-a-pem-but-secret-0815")
     assert "pg-Secret-4711" not in text and "not-a-pem-but-secret-0815" not in text
+
+
+@pytest.mark.parametrize(
+    ("logger_name", "template", "args"),
+    [
+        (
+            "aiormq.connection",
+            "error when creating transport: %r",
+            ("ConnectionRefusedError(111, 'Connection refused')",),
+        ),
+        (
+            "aio_pika.tools",
+            "Callback %r error: %s: %s",
+            ("<bound method RobustChannel._on_close>", "ChannelInvalidStateError", "closed"),
+        ),
+    ],
+)
+def test_other_routine_reconnect_noise_is_a_warning(
+    lines: io.StringIO, logger_name: str, template: str, args: tuple[str, ...]
+) -> None:
+    logger = logging.getLogger(logger_name)
+    handler = logging.getLogger("millrace.test.redaction").handlers[0]
+    logger.addHandler(handler)
+    try:
+        logger.error(template, *args)
+        logger.error("Callback %r error: %s: %s", "cb", "KeyError", "x")  # not routine
+    finally:
+        logger.removeHandler(handler)
+    assert [r["level"] for r in records(lines)] == ["WARNING", "ERROR"]
