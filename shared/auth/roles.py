@@ -1,4 +1,4 @@
-"""Roles and their permissions (CONTRACT §7): the one table every check reads."""
+"""Roles and their permissions (README: Users, roles and tokens), one table for every check."""
 
 from __future__ import annotations
 
