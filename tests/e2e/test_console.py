@@ -171,8 +171,9 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
             "name": "Oven too hot",
             "field": "temperature",
             "comparison": ">",
-            "threshold": 80.0,
-            "clear_threshold": 75.0,
+            # Below any sensible max_temperature_threshold (a default rule for every machine).
+            "threshold": 40.0,
+            "clear_threshold": 35.0,
             "severity": "critical",
             "scope_type": "machine",
             "scope_value": mid,
@@ -195,7 +196,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
             auth_headers,
             mid,
             location,
-            [{"timestamp": iso(t0 + timedelta(seconds=k)), "temperature": 90.0}],
+            [{"timestamp": iso(t0 + timedelta(seconds=k)), "temperature": 45.0}],
         )
         return list(
             httpx.get(
@@ -226,7 +227,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
         auth_headers,
         mid,
         location,
-        [{"timestamp": iso(t0 + timedelta(seconds=k + 1)), "temperature": 70.0}],
+        [{"timestamp": iso(t0 + timedelta(seconds=k + 1)), "temperature": 30.0}],
     )
     expect(tile).to_have_class("tile", timeout=2_000)
     expect(tile.locator(".badge")).to_have_count(0)
@@ -235,3 +236,21 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     expect(row).to_contain_text("acknowledged")
     expect(row).to_contain_text(f"by {operator[0]}; cleared")
     expect(row).to_contain_text("by alerter")
+
+
+def test_management_pages_only_for_management(
+    page: Page,  # noqa: F811
+    urls: dict[str, str],
+    operator: tuple[str, str],
+) -> None:
+    sign_in(page, urls, operator, "")
+    expect(page.locator('#nav a[data-nav="deadletters"]')).to_be_hidden()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#login-form")).to_be_visible()
+    sign_in(page, urls, create_user("Management"), "")
+    page.click('#nav a[data-nav="deadletters"]')
+    expect(page.locator("#dl-stats")).to_contain_text("in all")
+    page.click('#nav a[data-nav="settings"]')
+    expect(page.locator("#config table")).to_be_visible()
+    expect(page.locator("#audit table")).to_contain_text("config.update")
+    expect(page.locator("#rules table")).to_contain_text("max_temperature_threshold")

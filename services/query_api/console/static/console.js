@@ -513,11 +513,10 @@ async function renderDeadLetters() {
   setView("deadletters");
   $("#main").innerHTML = `<h1>Dead letters</h1><div id="dl-stats">loading…</div><h2>Newest</h2><div id="dl-list"></div>`;
   const [stats, list] = await Promise.all([api("/api/v1/deadletters/stats"), api("/api/v1/deadletters?limit=50")]);
-  const reasons = stats.by_reason || stats.reasons || {};
-  const rows = Array.isArray(reasons) ? reasons : Object.entries(reasons).map(([reason, count]) => ({ reason, count }));
-  $("#dl-stats").innerHTML = `<table><tr><th>reason</th><th>count</th><th></th></tr>${rows.map((r) => `<tr><td>${esc(r.reason)}</td><td>${esc(r.count ?? r.total)}</td><td><button class="act" data-replay="${esc(r.reason)}">Replay</button></td></tr>`).join("") || '<tr><td colspan="3" class="muted">No dead letters.</td></tr>'}</table>`;
-  const letters = list.dead_letters || list.letters || list.items || [];
-  $("#dl-list").innerHTML = `<table><tr><th>time</th><th>reason</th><th>source</th><th>error</th></tr>${letters.map((l) => `<tr><td>${when(l.dead_lettered_at || l.first_seen || l.received_at)}</td><td>${esc(l.reason)}</td><td>${esc(l.source)}</td><td>${esc(l.error)}</td></tr>`).join("")}</table>`;
+  const rows = stats.by_reason || [];
+  $("#dl-stats").innerHTML = `<p>${stats.total} in all, ${stats.pending} not replayed.</p><table><tr><th>reason</th><th>total</th><th>not replayed</th><th></th></tr>${rows.map((r) => `<tr><td>${esc(r.key)}</td><td>${esc(r.total)}</td><td>${esc(r.pending)}</td><td>${r.pending ? `<button class="act" data-replay="${esc(r.key)}">Replay</button>` : ""}</td></tr>`).join("") || '<tr><td colspan="4" class="muted">No dead letters.</td></tr>'}</table>`;
+  const letters = list.dead_letters || [];
+  $("#dl-list").innerHTML = `<table><tr><th>time</th><th>reason</th><th>source</th><th>machine</th><th>error</th><th>replays</th></tr>${letters.map((l) => `<tr><td>${when(l.first_seen)}</td><td>${esc(l.reason)}</td><td>${esc(l.source)}</td><td>${esc(l.machine_id || "")}</td><td>${esc(l.error)}</td><td>${esc(l.replay_count)}${l.last_replay_error ? ` — ${esc(l.last_replay_error)}` : ""}</td></tr>`).join("")}</table>`;
   $("#dl-stats").addEventListener("click", async (e) => {
     const b = e.target.closest("[data-replay]");
     if (!b) return;
