@@ -15,6 +15,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+import redis
 from starlette.testclient import TestClient
 
 from services.query_api.app import create_app as query_app
@@ -25,9 +26,11 @@ from shared import broker
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope
 from shared.influx import InfluxClient, quote_literal
+from shared.keys import version_key
 from shared.machines import MachineRepository
-from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
+from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
 from tests.tokens import bearer, trust_test_key
+from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +196,55 @@ def queue_depth(amqp: AmqpSettings) -> int:
             return q.declaration_result.message_count or 0
 
     return asyncio.run(run())
+
+
+def test_new_data_is_never_hidden_by_the_history_cache(
+    amqp_cleanup: AmqpSettings,
+    influx_settings: InfluxSettings,
+    postgres_settings: PostgresSettings,
+    redis_settings: RedisSettings,
+) -> None:
+    """Answers are cached (an hour here, so only invalidation can refresh them), keyed by the
+    machine's data version; the writer bumps the version once it stored a batch, so the next
+    request sees the new reading at once."""
+    [machine] = asyncio.run(machines_at(postgres_settings, f"Hall C-{uuid.uuid4().hex[:6]}", 1))
+    now = time.time_ns() // 10**9 * 10**9
+    writer_settings = WriterSettings(
+        amqp=amqp_cleanup, influx=influx_settings, batch_ms=50, rollup_sweep_hours=0
+    )
+    query = QuerySettings(
+        postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup, cache_ttl_s=3600
+    )
+    url = f"/api/v1/data/machine/{machine}"
+    window = {"start_time": iso((now - 60 * 10**9) // 1000), "end_time": iso(now // 1000)}
+    versions = redis.Redis.from_url(redis_settings.url.get_secret_value())
+
+    def version() -> bytes | None:
+        value: bytes | None = versions.get(version_key(machine))
+        return value
+
+    try:
+        with TestClient(writer_app(writer_settings)) as _, TestClient(query_app(query)) as api:
+            trust_test_key(api.app_state)
+
+            def history() -> dict[str, Any]:
+                resp = api.get(url, params=window, headers=bearer())
+                assert resp.status_code == 200, resp.text
+                body: dict[str, Any] = resp.json()
+                return body
+
+            publish(amqp_cleanup, [envelope(machine, [now - 20 * 10**9], 50.0)])
+            until(lambda: stored(influx_settings, machine) == 1 and version() is not None)
+            first = history()
+            assert first["pagination"]["total_records"] == 1 and "cached" not in first
+            again = history()
+            assert again["cached"] is True and again["data"] == first["data"]
+
+            seen = version()
+            publish(amqp_cleanup, [envelope(machine, [now - 10 * 10**9], 60.0)])
+            until(lambda: stored(influx_settings, machine) == 2 and version() != seen)
+            fresh = history()
+    finally:
+        versions.close()
+    assert "cached" not in fresh
+    assert [row["temperature"] for row in fresh["data"]] == [50.0, 60.0]
