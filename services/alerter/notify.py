@@ -139,7 +139,7 @@ class Notifier:
             await message.nack(requeue=True)
             return
         for url in self.settings.webhooks:
-            task = asyncio.create_task(self._webhook(url, event, alert))
+            task = asyncio.create_task(self.deliver_webhook(url, event, alert))
             self._webhooks.add(task)
             task.add_done_callback(self._webhooks.discard)
         await message.ack()
@@ -161,7 +161,7 @@ class Notifier:
         DELIVERIES.labels("mqtt", "ok").inc()
         await self.store.log_delivery(alert["id"], event, "mqtt", self.mqtt.topic(machine), 1, True)
 
-    async def _webhook(self, url: str, event: str, alert: dict[str, Any]) -> None:
+    async def deliver_webhook(self, url: str, event: str, alert: dict[str, Any]) -> None:
         body = orjson.dumps({"event": event, "alert": alert})
         headers = {"Content-Type": "application/json", "X-Millrace-Event": f"alert.{event}"}
         if self.settings.webhook_secret is not None:

@@ -1,0 +1,137 @@
+"""The alerter against the real PostgreSQL: one alert per episode whatever is delivered again,
+and signed webhooks retried with backoff, every attempt logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from services.alerter.notify import Notifier
+from services.alerter.rules import Action, Rule
+from services.alerter.settings import Settings
+from services.alerter.store import AlertStore
+from shared.db import create_pool, migrate
+from shared.settings import PostgresSettings
+
+pytestmark = pytest.mark.integration
+S = 1_000_000_000
+
+
+@pytest.fixture
+async def store(postgres_settings: PostgresSettings) -> AsyncIterator[AlertStore]:
+    pool: AsyncConnectionPool = create_pool(postgres_settings, "test-alerts")
+    await pool.open(wait=True)
+    await migrate(pool)
+    try:
+        yield AlertStore(pool)
+    finally:
+        await pool.close()
+
+
+async def new_rule(store: AlertStore) -> Rule:
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO alert_rules (name, field, comparison, threshold, clear_threshold,"
+            " severity, created_by) VALUES ('hot', 'temperature', '>', 80, 75, 'major', 'test')"
+            " RETURNING id"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return Rule(
+        id=str(row[0]),
+        name="hot",
+        kind="threshold",
+        severity="major",
+        field="temperature",
+        comparison=">",
+        threshold=80.0,
+        clear_threshold=75.0,
+    )
+
+
+def action(kind: str, rule: Rule, machine: str, t: int, started: int, value: float) -> Action:
+    return Action(
+        kind, rule, {"machine_id": machine, "ts": t * S, "location": "L"}, value, started * S
+    )
+
+
+async def test_one_alert_per_episode_whatever_is_delivered_again(store: AlertStore) -> None:
+    rule, machine = await new_rule(store), str(uuid.uuid4())
+    first = await store.open(action("open", rule, machine, 100, 90, 85.0))
+    assert first is not None and first["state"] == "active"
+    # The same crossing again (a replica after a fail-over, a re-delivered message).
+    assert await store.open(action("open", rule, machine, 100, 90, 85.0)) is None
+    cleared = await store.clear(action("clear", rule, machine, 200, 200, 70.0))
+    assert cleared is not None and cleared["cleared_by"] == "alerter"
+    assert await store.clear(action("clear", rule, machine, 200, 200, 70.0)) is None
+    # A hot reading from inside the finished episode, delivered late: nothing new.
+    assert await store.open(action("open", rule, machine, 150, 95, 90.0)) is None
+    # A new episode after the clear: a new alert.
+    second = await store.open(action("open", rule, machine, 300, 290, 88.0))
+    assert second is not None and second["id"] != first["id"]
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list[tuple[bytes, dict[str, str]]] = []
+    fail_first = 2
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append((body, dict(self.headers)))
+        status = 500 if len(Hook.received) <= Hook.fail_first else 204
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hook_url() -> Iterator[str]:
+    Hook.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+
+
+async def test_webhook_is_signed_retried_and_every_attempt_logged(
+    store: AlertStore, hook_url: str
+) -> None:
+    settings = Settings(
+        ALERTER_WEBHOOK_URLS=hook_url,
+        ALERTER_WEBHOOK_SECRET="test-signing-key",
+        ALERTER_WEBHOOK_ATTEMPTS=4,
+        ALERTER_WEBHOOK_BACKOFF_MAX_S=0.2,
+    )
+    notifier = Notifier(settings, connection=None, store=store)  # type: ignore[arg-type]
+    alert_id = int(time.time_ns() % 10**12)
+    started = time.monotonic()
+    await notifier.deliver_webhook(hook_url, "opened", {"id": alert_id, "machine_id": "m"})
+    await notifier.http.aclose()
+    assert time.monotonic() - started < 5
+    assert len(Hook.received) == 3  # 500, 500, then 204
+    for body, headers in Hook.received:
+        expected = hmac.new(b"test-signing-key", body, hashlib.sha256).hexdigest()
+        assert headers["X-Millrace-Signature"] == f"sha256={expected}"
+        assert headers["X-Millrace-Event"] == "alert.opened"
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT attempt, ok, status_code FROM alert_deliveries WHERE alert_id = %s"
+            " ORDER BY attempt",
+            (alert_id,),
+        )
+        rows = await cur.fetchall()
+    assert rows == [(1, False, 500), (2, False, 500), (3, True, 204)]
