@@ -7,6 +7,8 @@ queues bound to the test's private exchanges.
 from __future__ import annotations
 
 import asyncio
+import logging
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +32,7 @@ from tools.simulator.measure import AmqpTap, Arrivals
 from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
+DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 # An hour ago, whole seconds: inside the retention window whenever the tests run.
 T0_US = (time.time_ns() // 10**9 - 3600) * 10**6
 Taps = tuple[AmqpTap, AmqpTap]
@@ -283,3 +286,38 @@ async def test_health_ready_and_metrics(bridge_process: BridgeProcess) -> None:
     for reason in ("invalid_utf8", "invalid_json", "schema", "unknown_machine", "bad_topic"):
         assert f'millrace_mqtt_dead_letters_total{{reason="{reason}"}} 0.0' in metrics
     assert "millrace_mqtt_connected 1.0" in metrics
+
+
+@pytest.mark.disruptive
+async def test_postgres_lost_while_bridging_holds_the_messages_and_delivers_them_after(
+    bridge: dict[str, Any],
+    taps: Taps,
+    machines: list[Machine],
+    mqtt_scope: MqttScope,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The machine registry (PostgreSQL) down while messages arrive: they are neither dead-
+    lettered as unknown machines nor acknowledged; they are published once it is back."""
+    data, dead = taps
+    n = 20
+    # A machine the bridge has not looked up yet: only PostgreSQL can say it exists.
+    topic = mqtt_scope.topic("plant-pg", machines[1].id)
+    await asyncio.to_thread(subprocess.run, [DEPS, "stop", "postgres"], check=True, timeout=90)
+    try:
+        with caplog.at_level(logging.WARNING):
+            await asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, topic, readings(n))
+            await async_wait_until(
+                lambda: any(
+                    "machine registry unavailable" in r.getMessage() for r in caplog.records
+                ),
+                30,
+                "a WARNING that the registry is retried",
+            )
+        assert data.arrivals.readings == [] and dead.arrivals.envelopes == []
+    finally:
+        await asyncio.to_thread(subprocess.run, [DEPS, "start", "postgres"], check=True, timeout=90)
+    assert await data.wait_for(lambda a: a.distinct() >= n, 60), data.arrivals.distinct()
+    assert {r["ts"] for r in data.arrivals.readings} == {
+        (T0_US + i * 1000) * 1000 for i in range(n)
+    }
+    assert dead.arrivals.envelopes == []  # none was taken for an unknown machine

@@ -283,3 +283,64 @@ def _iso(ns: int) -> str:
     from services.query_api.history import ns_to_iso
 
     return ns_to_iso(ns)
+
+
+def test_summary_errors_empty_locations_and_influxdb_down(
+    client: TestClient,
+    postgres_settings: PostgresSettings,
+    influx_settings: InfluxSettings,
+    amqp_cleanup: AmqpSettings,
+    refused_port: int,
+) -> None:
+    op = bearer("Operator")
+    url = "/api/v1/data/summary"
+    resp = client.get(url, params={"field": "nope", "interval": "2h"}, headers=op)
+    assert resp.status_code == 400
+    assert {e["parameter"] for e in resp.json()["errors"]} == {"location", "field", "interval"}
+    backwards = {
+        "location": "Hall 1",
+        "start_time": "2025-12-13T10:00:00Z",
+        "end_time": "2025-12-12T10:00:00Z",
+    }
+    resp = client.get(url, params=backwards, headers=op)
+    assert resp.status_code == 400, resp.text
+    assert [e["parameter"] for e in resp.json()["errors"]] == ["start_time"]
+    # A location with no machine: an empty answer, not an error.
+    nowhere = {"location": f"Nowhere {uuid.uuid4().hex[:6]}"}
+    resp = client.get(url, params=nowhere, headers=op)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["machines"] == []
+    assert client.get(url, params=nowhere).status_code == 401
+    no_read = bearer("Operator", permissions=["read:machines"])
+    assert client.get(url, params=nowhere, headers=no_read).status_code == 403
+
+    # InfluxDB not answering: 503 with Retry-After, never a 500.
+    location = f"Hall D-{uuid.uuid4().hex[:6]}"
+    new_machine(client, location=location)
+    down = influx_settings.model_copy(
+        update={"url": f"http://127.0.0.1:{refused_port}", "timeout_s": 1.0}
+    )
+    settings = Settings(postgres=postgres_settings, influx=down, amqp=amqp_cleanup)
+    with TestClient(create_app(settings)) as other:
+        trust_test_key(other.app_state)
+        resp = other.get(url, params={"location": location}, headers=op)
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["retry-after"] == "5"
+
+
+def test_ready_answers_503_naming_the_dependency_that_does_not_answer(
+    postgres_settings: PostgresSettings,
+    influx_settings: InfluxSettings,
+    amqp_cleanup: AmqpSettings,
+    refused_port: int,
+) -> None:
+    down = influx_settings.model_copy(
+        update={"url": f"http://127.0.0.1:{refused_port}", "timeout_s": 1.0}
+    )
+    settings = Settings(postgres=postgres_settings, influx=down, amqp=amqp_cleanup)
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/health").status_code == 200  # alive, just not ready
+        resp = c.get("/ready")
+        assert resp.status_code == 503, resp.text
+        checks = resp.json()["checks"]
+        assert checks["influxdb"] is False and checks["postgres"] is True
