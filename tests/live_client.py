@@ -45,7 +45,10 @@ class LiveReader:
         with (
             httpx.Client(timeout=httpx.Timeout(10, read=60)) as client,
             client.stream(
-                "GET", f"{self.url}/api/v1/live", params=self.params, headers=self.headers
+                "GET",
+                f"{self.url}/api/v1/live",
+                params=self.params,
+                headers={"Accept": "text/event-stream", **self.headers},
             ) as resp,
         ):
             self.status_code = resp.status_code

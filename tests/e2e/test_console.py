@@ -201,7 +201,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
         return list(
             httpx.get(
                 f"{urls['query_api']}/api/v1/alerts",
-                params={"machine_id": mid},
+                params={"machine_id": mid, "rule_id": rule.json()["rule"]["id"]},
                 headers=auth_headers("Operator"),
             ).json()["alerts"]
         )
@@ -216,7 +216,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     expect(tile.locator(".badge.acknowledged")).to_be_visible(timeout=2_000)
     [alert] = httpx.get(
         f"{urls['query_api']}/api/v1/alerts",
-        params={"machine_id": mid},
+        params={"machine_id": mid, "rule_id": rule.json()["rule"]["id"]},
         headers=auth_headers("Operator"),
     ).json()["alerts"]
     assert alert["state"] == "acknowledged"

@@ -61,10 +61,13 @@ def send(
     assert resp.status_code == 202, resp.text
 
 
-def alerts_of(urls: dict[str, str], headers: Headers, machine: str) -> list[dict[str, Any]]:
+def alerts_of(
+    urls: dict[str, str], headers: Headers, machine: str, rule: str | None = None
+) -> list[dict[str, Any]]:
+    # By rule too: rules other tests leave behind may apply to every machine.
     resp = httpx.get(
         f"{urls['query_api']}/api/v1/alerts",
-        params={"machine_id": machine},
+        params={"machine_id": machine, **({"rule_id": rule} if rule else {})},
         headers=headers("Operator"),
     )
     assert resp.status_code == 200, resp.text
@@ -119,7 +122,7 @@ def test_threshold_alert_lifecycle_live_and_in_the_api(
             nonlocal k
             k += 1
             send(urls, auth_headers, machine, 50.0 + k, started + timedelta(seconds=k))
-            return alerts_of(urls, auth_headers, machine)
+            return alerts_of(urls, auth_headers, machine, rule["id"])
 
         poll(hot, lambda a: len(a) == 1, timeout=15)
         opened = live.wait_for(lambda e: e.data.get("event") == "opened", 2)
@@ -155,7 +158,7 @@ def test_threshold_alert_lifecycle_live_and_in_the_api(
         assert time.monotonic() - sent < 2
         assert cleared.data["cleared_by"] == "alerter" and cleared.data["cleared_value"] == 30.0
 
-    [only] = alerts_of(urls, auth_headers, machine)
+    [only] = alerts_of(urls, auth_headers, machine, rule["id"])
     assert only["id"] == alert_id and only["state"] == "cleared"
     assert only["acknowledged_by"].startswith("e2e-operator-")
     audit = httpx.get(
@@ -175,7 +178,9 @@ def test_threshold_alert_lifecycle_live_and_in_the_api(
 
     # A later hot reading is a new episode: a second alert.
     send(urls, auth_headers, machine, 45.0, started + timedelta(seconds=k + 10))
-    poll(lambda: alerts_of(urls, auth_headers, machine), lambda a: len(a) == 2, timeout=5)
+    poll(
+        lambda: alerts_of(urls, auth_headers, machine, rule["id"]), lambda a: len(a) == 2, timeout=5
+    )
 
 
 def test_max_temperature_threshold_is_a_rule_within_seconds(
@@ -234,7 +239,7 @@ def _default_rule_follows(urls: dict[str, str], auth_headers: Headers, threshold
         nonlocal k
         k += 1
         send(urls, auth_headers, machine, threshold + 1, t0 + timedelta(seconds=k))
-        return alerts_of(urls, auth_headers, machine)
+        return alerts_of(urls, auth_headers, machine, managed["id"])
 
     [alert] = poll(hot, lambda a: len(a) == 1, timeout=10)
     assert alert["rule_id"] == managed["id"] and alert["threshold"] == threshold

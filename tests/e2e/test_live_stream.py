@@ -84,9 +84,12 @@ def test_stream_needs_the_history_permission_in_a_header(
     token = auth_headers("Operator")["Authorization"].split()[1]
     # A token in the URL is not a credential.
     assert httpx.get(base, params={"access_token": token}, timeout=5).status_code == 401
-    bad = httpx.get(base, params={"machine_id": "nope"}, headers=auth_headers("Operator"))
+    stream = {**auth_headers("Operator"), "Accept": "text/event-stream"}
+    bad = httpx.get(base, params={"machine_id": "nope"}, headers=stream)
     assert bad.status_code == 400
     assert bad.json()["errors"][0]["parameter"] == "machine_id"
+    # A client that does not ask for an event stream is not left waiting on one.
+    assert httpx.get(base, headers=auth_headers("Operator"), timeout=5).status_code == 406
 
 
 def test_unknown_last_event_id_gets_a_gap(urls: dict[str, str], auth_headers: Headers) -> None:

@@ -30,7 +30,7 @@ PUBLIC = {
 }
 # What a role holding the permission may get for these requests (an empty body, a random id):
 # past authorization, and never a server error.
-PAST_AUTHORIZATION = {200, 201, 202, 204, 400, 404, 409, 415, 422}
+PAST_AUTHORIZATION = {200, 201, 202, 204, 400, 404, 406, 409, 415, 422}
 # Any valid token, no permission: they concern the caller's own session.
 SELF = {("GET", "/api/v1/auth/me"), ("POST", "/api/v1/auth/logout")}
 

@@ -67,12 +67,20 @@ def parse_filter(request: Request) -> Filter:
 @doc(
     "Live stream (server-sent events) of readings, online/offline changes and alerts",
     query=LiveParams,
-    responses={200: "text/event-stream", 503: "Too many live clients on this instance"},
+    responses={
+        200: "text/event-stream",
+        406: "Accept does not include text/event-stream",
+        503: "Too many live clients on this instance",
+    },
     tags=["live"],
 )
 @requires("read:sensor_data")
 async def live_stream(request: Request) -> Response:
     hub: LiveHub = request.state.live
+    # Only to clients that ask for an event stream (EventSource and the console do): a generic
+    # client accepting anything would wait on a response that never ends.
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        raise ApiError(406, "This endpoint answers Accept: text/event-stream only")
     filt = parse_filter(request)
     settings = hub.settings
     if hub.client_count >= settings.max_clients:
