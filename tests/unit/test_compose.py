@@ -647,3 +647,17 @@ def test_dockerfile_copies_exist_and_are_in_the_build_context() -> None:
                     assert not dockerignored(rel), f"{rel} is excluded by .dockerignore"
     for secret in (".env", ".run/env", ".venv/bin/python", "tests/conftest.py", "key.pem"):
         assert dockerignored(secret), f"{secret} would be sent to the build context"
+
+
+def test_the_image_carries_the_browser_libraries_of_the_lock() -> None:
+    """Swagger UI and the console's chart are served by the services themselves: the image
+    installs exactly web/package-lock.json and puts it where shared/webassets.py looks."""
+    stages = dockerfile_stages()
+    web = [s for s in stages if any(k == "RUN" and "npm ci" in a for k, a in s)]
+    assert web, "no stage runs npm ci"
+    assert any(k == "COPY" and "web/package-lock.json" in a for k, a in web[0])
+    final = stages[-1]
+    assert any(
+        k == "COPY" and a.startswith("--from=") and "web/node_modules" in a for k, a in final
+    )
+    assert any(k == "WORKDIR" and a == "/app" for k, a in final)
