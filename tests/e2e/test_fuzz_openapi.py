@@ -51,6 +51,9 @@ removes something only ever reaches data this module created:
 - ``POST /api/v1/deadletters/replay`` and ``/purge`` are excluded from the Management run:
   they act on the one shared dead-letter queue (other tests and the chaos harness count on it)
   and no request can be confined to this run's letters. They are fuzzed without credentials.
+- Writes under ``/api/v1/alerts`` (rules, acknowledge, clear) are excluded from the Management
+  run for the same reason: a rule applies to the whole plant and an action to a real alert.
+  They are fuzzed without credentials; the alert tests exercise them with their own rules.
 - Signing-key rotation has no HTTP operation (admin CLI only).
 
 Any 5xx fails, whatever the request carried (NUL characters included) and whatever it was: the
@@ -501,9 +504,11 @@ query = _load("query_api", 8002)
 auth = _load("auth", 8003)
 auth_but_logout = auth.exclude(method="POST", path="/api/v1/auth/logout")
 # Dead-letter replay and purge act on the one shared dead-letter queue: nothing to scope them to.
+# Alert rules and alert actions act on the live plant: a fuzzed rule scoped to every machine
+# would raise alerts on all of them, and acknowledging or clearing would touch real alerts.
 query_but_dead_letter_actions = query.exclude(
     method="POST", path_regex=r"^/api/v1/dead-?letters/(replay|purge)"
-)
+).exclude(method=["POST", "PUT", "PATCH", "DELETE"], path_regex=r"^/api/v1/alerts")
 
 
 @FUZZ
