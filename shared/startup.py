@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from tenacity import (
     AsyncRetrying,
     before_sleep_log,
@@ -53,6 +56,11 @@ def create_redis(settings: RedisSettings) -> aioredis.Redis:
         socket_connect_timeout=settings.timeout_s,
         health_check_interval=15,
         retry_on_timeout=False,
+        # After a Redis restart every pooled connection is dead: one new connection is tried
+        # before a call fails, so the first request after the restart is not the one that
+        # finds out (and Redis is not skipped for a cool-down while it is up again).
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[redis.exceptions.ConnectionError],
     )
 
 
