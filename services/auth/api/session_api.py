@@ -28,6 +28,7 @@ from services.auth.api.schemas import (
     TokenPairOut,
 )
 from services.auth.keys import KeySet
+from services.auth.security.throttle import Subject, Throttle
 from services.auth.sessions import Outcome, Session
 from services.auth.state import state
 from services.auth.users import User
@@ -66,6 +67,21 @@ def _too_many(retry_after: int) -> ApiError:
     )
 
 
+async def _refuse_if_throttled(
+    throttle: Throttle, grant: str, who: str, subjects: tuple[Subject, ...]
+) -> None:
+    """429 + Retry-After while the account or the address of this sign-in is backing off."""
+    if (wait := await throttle.retry_after(*subjects)) is not None:
+        log.info("%s sign-in throttled for %s", grant, who)
+        AUTH_SIGN_INS.labels(grant, "throttled").inc()
+        raise _too_many(wait)
+
+
+async def _count_failure(throttle: Throttle, grant: str, subjects: tuple[Subject, ...]) -> None:
+    AUTH_SIGN_INS.labels(grant, "failure").inc()
+    await throttle.failure(*subjects)
+
+
 def _check_grant(fields: dict[str, Any], expected: str, *, required: bool) -> None:
     grant = string_field(fields, "grant_type")
     if grant is None and not required:
@@ -101,10 +117,7 @@ async def login(request: Request) -> Response:
     address = client_address(request) or "unknown"
     throttle = state(request)["login_throttle"]
     subjects = (("user", username), ("addr", address))
-    if (wait := await throttle.retry_after(*subjects)) is not None:
-        log.info("login throttled for %s from %s", username, address)
-        AUTH_SIGN_INS.labels("password", "throttled").inc()
-        raise _too_many(wait)
+    await _refuse_if_throttled(throttle, "password", f"{username} from {address}", subjects)
 
     pool = state(request)["pool"]
     hasher = state(request)["hasher"]
@@ -112,8 +125,7 @@ async def login(request: Request) -> Response:
     # Unknown user: verify against a dummy hash anyway, so timing does not reveal names.
     ok = await hasher.verify(user.password_hash if user else None, password)
     if user is None or not ok or not user.active:
-        AUTH_SIGN_INS.labels("password", "failure").inc()
-        await throttle.failure(*subjects)
+        await _count_failure(throttle, "password", subjects)
         log.info(
             "login failed for %s from %s",
             username,
@@ -246,17 +258,16 @@ async def client_credentials(request: Request) -> Response:
     address = client_address(request) or "unknown"
     throttle = state(request)["client_throttle"]
     subjects = (("client", client_id), ("addr", address))
-    if (wait := await throttle.retry_after(*subjects)) is not None:
-        AUTH_SIGN_INS.labels("client_credentials", "throttled").inc()
-        raise _too_many(wait)
+    await _refuse_if_throttled(
+        throttle, "client_credentials", f"{client_id} from {address}", subjects
+    )
 
     pool = state(request)["pool"]
     hasher = state(request)["hasher"]
     gateway = await gateways.by_client_id(pool, client_id)
     ok = await hasher.verify(gateway.secret_hash if gateway else None, secret)
     if gateway is None or not ok or not gateway.active:
-        AUTH_SIGN_INS.labels("client_credentials", "failure").inc()
-        await throttle.failure(*subjects)
+        await _count_failure(throttle, "client_credentials", subjects)
         log.info("client credentials refused for %s from %s", client_id, address)
         raise ApiError(
             401,
