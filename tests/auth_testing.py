@@ -52,9 +52,11 @@ def mint_token(
     permissions: list[str] | None = None,
     ttl_s: int = 900,
     now: float | None = None,
+    factories: list[str] | None = None,
     **overrides: Any,
 ) -> str:
-    """An access token for ``role`` (its permissions per the role table unless given).
+    """An access token for ``role`` (its permissions per the role table unless given), scoped to
+    ``factories`` (None = every factory, the claim ``"*"``).
 
     ``overrides`` replace claims after minting (``None`` removes one): e.g. ``iss="other"``,
     ``nbf=time.time() + 600`` to build the tokens a verifier must refuse.
@@ -69,6 +71,7 @@ def mint_token(
         role=role_value,
         permissions=PERMISSIONS[Role(role)] if permissions is None else permissions,
         ttl_s=ttl_s,
+        factories=factories,
         now=now,
     )
     if not overrides:

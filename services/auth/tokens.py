@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 
 from services.auth.keys import KeySet
+from shared.auth.scope import factories_claim
 from shared.redact import REFRESH_TOKEN_PREFIX
 
 
@@ -44,9 +45,11 @@ class TokenIssuer:
         role: str,
         permissions: Iterable[str],
         ttl_s: int,
+        factories: Iterable[str] | None = None,
         now: float | None = None,
         extra: dict[str, Any] | None = None,
     ) -> MintedToken:
+        """``factories``: the factories the token may see and write; None = every factory."""
         issued = int(time.time() if now is None else now)
         jti = uuid.uuid4().hex
         claims: dict[str, Any] = {
@@ -55,6 +58,7 @@ class TokenIssuer:
             "username": username,
             "role": role,
             "permissions": sorted(permissions),
+            "factories": factories_claim(factories),
             "iss": self.issuer,
             "aud": self.audience,
             "iat": issued,

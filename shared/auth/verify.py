@@ -18,6 +18,7 @@ import jwt
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
+from shared.auth.scope import ScopeClaimError, parse_factories, parse_machines
 from shared.http import ApiError
 from shared.redisguard import REDIS_ERRORS, RedisGuard
 from shared.settings import JwtSettings
@@ -25,7 +26,8 @@ from shared.settings import JwtSettings
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ["RS256", "EdDSA"]
-REQUIRED_CLAIMS = ["sub", "role", "permissions", "iss", "aud", "iat", "exp", "jti"]
+# ``factories`` is required: a token that names no scope is refused rather than read as "all".
+REQUIRED_CLAIMS = ["sub", "role", "permissions", "factories", "iss", "aud", "iat", "exp", "jti"]
 
 
 def revoked_jti_key(jti: str) -> str:
@@ -47,6 +49,28 @@ class Principal:
     exp: int
     iat: int
     claims: dict[str, Any]
+    # The factories this principal may see and write; None = every factory. The default (none)
+    # keeps a Principal built by hand without a scope from seeing anything.
+    factories: frozenset[str] | None = frozenset()
+    # Set for a gateway limited to some machines of its factory; None = no machine limit.
+    machines: frozenset[str] | None = None
+    # The gateway a gateway token was issued to (None for people).
+    gateway_id: str | None = None
+
+    def sees_factory(self, factory_id: str) -> bool:
+        return self.factories is None or factory_id in self.factories
+
+    def sees_machine(self, machine_id: str, factory_id: str) -> bool:
+        """A machine of ``factory_id``: in one of this principal's factories (and, for a gateway
+        limited to some machines, one of them)."""
+        return self.sees_factory(factory_id) and (
+            self.machines is None or machine_id.lower() in self.machines
+        )
+
+    @property
+    def factory_list(self) -> list[str] | None:
+        """The factories as a sorted list for a SQL ``= ANY(%s)`` filter; None = no filter."""
+        return None if self.factories is None else sorted(self.factories)
 
 
 class JwksCache:
@@ -234,6 +258,14 @@ class JwtAuthorizer:
         perms = claims.get("permissions")
         if not isinstance(perms, list):
             raise unauthorized("permissions claim")
+        gateway_id = claims.get("gateway_id")
+        try:
+            factories = parse_factories(claims["factories"])
+            machines = parse_machines(claims.get("machines"))
+        except ScopeClaimError as e:
+            raise unauthorized(str(e)) from e
+        if gateway_id is not None and not isinstance(gateway_id, str):
+            raise unauthorized("gateway_id claim")
         principal = Principal(
             sub=str(claims["sub"]),
             username=str(claims.get("username", "")),
@@ -243,6 +275,9 @@ class JwtAuthorizer:
             exp=int(claims["exp"]),
             iat=int(claims["iat"]),
             claims=claims,
+            factories=factories,
+            machines=machines,
+            gateway_id=gateway_id,
         )
         return principal, kid, key
 

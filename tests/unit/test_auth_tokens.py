@@ -22,6 +22,7 @@ def test_access_token_carries_exactly_the_contract_claims() -> None:
         role="Operator",
         permissions={"write:sensor_data", "read:machines"},
         ttl_s=900,
+        factories=["plant-b", "plant-a"],
         now=1_700_000_000,
     )
     header = jwt.get_unverified_header(minted.token)
@@ -38,6 +39,7 @@ def test_access_token_carries_exactly_the_contract_claims() -> None:
         "username": "ann",
         "role": "Operator",
         "permissions": ["read:machines", "write:sensor_data"],
+        "factories": ["plant-a", "plant-b"],
         "iss": "millrace-auth",
         "aud": "millrace",
         "iat": 1_700_000_000,
