@@ -16,38 +16,29 @@ import logging
 import multiprocessing
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 import aiormq
 import httpx
 
 from shared.errors import InfluxQueryError, InfluxUnavailable, MillraceError
 from shared.settings import PostgresSettings
-from tools.bench import freshness, history, http_phase, influx_ceiling, mqtt_phase
+from tools.bench import figures, freshness, history, http_phase, influx_ceiling, mqtt_phase, report
+from tools.bench.history import Dataset
 from tools.bench.httpload import IngestBodies
 from tools.bench.memory import MemoryWatch
-from tools.bench.stack import CpuCensus, instances, load_average, login_token, not_ready, wait_quiet
+from tools.bench.stack import CpuCensus, load_average, login_token, not_ready, wait_quiet
 from tools.bench.stored import drop_factories, wait_stored, writers_written
-from tools.bench.table import Row, machine, ms, num, render
 from tools.common import logs
 from tools.common.stats import median, percentile
 from tools.simulator.registry import ensure_machines
 
 log = logging.getLogger("tools.bench")
 
-RSS_LIMIT_MB = 200
-CPU_NOTES = (
-    ("http.stored", "HTTP throughput runs"),
-    ("mqtt.stored", "MQTT runs"),
-)
-HISTORY_KINDS = (
-    ("raw", "1,000-point raw page"),
-    ("7d@1h", "7 days at 1h"),
-    ("30d@1d", "30 days at 1d"),
-)
+# Modules adding figures to the table (tools/bench/figures.py): one line each.
+FIGURE_MODULES: tuple[str, ...] = ()
+BUILT_IN = ("http", "latency", "mqtt", "fresh", "history")
 
 
 class Discarded(MillraceError):
@@ -65,7 +56,7 @@ DISTURBED: tuple[type[BaseException], ...] = (
 )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, extra: list[figures.Figure]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     p.add_argument("--machines", type=int, default=50, help="machines per HTTP batch")
@@ -73,11 +64,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--http-requests", type=int, default=10_000, help="batches per throughput run")
     p.add_argument("--http-processes", type=int, default=2, help="HTTP load processes")
     p.add_argument("--http-connections", type=int, default=8, help="connections per process")
-    p.add_argument("--latency-rate", type=float, default=1000.0, help="requests/s, fixed")
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        help="requests/s of the latency run (default: half the HTTP maximum measured)",
+    )
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--mqtt-ticks", type=int, default=2000, help="messages per machine per run")
     p.add_argument("--mqtt-processes", type=int, default=2, help="MQTT publisher processes")
-    p.add_argument("--influx-points", type=int, default=500_000, help="ceiling run size")
+    p.add_argument("--influx-points", type=int, default=500_000, help="points per ceiling pass")
+    p.add_argument(
+        "--influx-seconds", type=float, default=6.0, help="least length of a ceiling run"
+    )
     p.add_argument("--fresh-seconds", type=float, default=12.0, help="half-load run length")
     p.add_argument(
         "--fresh-load",
@@ -89,27 +87,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         action="append",
-        choices=("http", "latency", "mqtt", "fresh", "history"),
+        choices=(*BUILT_IN, *(f.name for f in extra)),
         help="measure only these figures (repeatable)",
     )
     return p.parse_args(argv)
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    """The runner; also the :class:`figures.Context` a registered figure's run gets."""
+
+    def __init__(self, args: argparse.Namespace, extra: list[figures.Figure]) -> None:
         self.args = args
-        self.values: dict[str, list[float]] = defaultdict(list)
-        self.discarded: list[str] = []
-        self.cores: dict[str, list[dict[str, float]]] = defaultdict(list)
-        self.other_cores: list[float] = []
-        self.loads: list[float] = []
-        self.waited_s = 0.0
-        self.unquiet_runs = 0
+        self.extra = extra
+        self.m = report.Measurements()
+        self.values = self.m.values
         self.watch = MemoryWatch()
-        self.backlog: list[tuple[int, dict[str, float]]] = []
         self.token = ""
+        self.machines: list[str] = []
         self.executor: ProcessPoolExecutor | None = None
         self.garbage: list[str] = []  # factories whose readings are dropped once written
+
+    @property
+    def pool(self) -> Executor:
+        assert self.executor is not None, "load processes start with the run"
+        return self.executor
+
+    def note_backlog(self, started: float, finished: float) -> None:
+        self.m.backlog.append(self.watch.backlog(started, finished))
 
     def wants(self, what: str) -> bool:
         return not self.args.only or what in self.args.only
@@ -119,19 +123,19 @@ class Bench:
         """One measured run, on a quiet machine, repeated when something disturbed it."""
         for attempt in range(1, 4):
             quiet, waited = await asyncio.to_thread(wait_quiet, self.args.quiet_wait, log.info)
-            self.waited_s += waited
+            self.m.waited_s += waited
             if not quiet:
-                self.unquiet_runs += 1
+                self.m.unquiet_runs += 1
                 log.warning("%s: machine still busy after %.0f s; measuring anyway", name, waited)
             try:
                 await self.settle()
                 await self.clean()
-                self.loads.append(load_average())
+                self.m.loads.append(load_average())
                 before = CpuCensus.take()
                 values = await run()
             except DISTURBED as e:
                 # Most likely another engineer's chaos run or disruptive test stopping things.
-                self.discarded.append(f"{name}: {type(e).__name__}: {e}")
+                self.m.discarded.append(f"{name}: {type(e).__name__}: {e}")
                 log.warning("%s: run discarded (%s), attempt %d", name, e, attempt)
                 await self.wait_ready()
                 continue
@@ -140,16 +144,16 @@ class Bench:
             lost = await asyncio.to_thread(not_ready)
             if restarted or lost:
                 why = f"restarted {restarted}" if restarted else f"not ready {lost}"
-                self.discarded.append(f"{name}: {why}")
+                self.m.discarded.append(f"{name}: {why}")
                 log.warning("%s: run discarded (%s), attempt %d", name, why, attempt)
                 await self.wait_ready()
                 continue
             for key, value in values.items():
                 self.values[key].append(value)
             cores = after.since(before)
-            self.other_cores.append(cores["other"])
+            self.m.other_cores.append(cores["other"])
             parts = after.breakdown(before)
-            self.cores[name].append(parts | {"bench": cores["bench"]})
+            self.m.cores[name].append(parts | {"bench": cores["bench"]})
             log.info(
                 "%s: done (cores used: pipeline %.2f [%s], bench %.2f, other %.2f)",
                 name,
@@ -194,9 +198,11 @@ class Bench:
 
     # ------------------------------------------------------------------ figures
     async def influx_ceiling(self, bodies: list[bytes]) -> dict[str, float]:
-        rate = await asyncio.to_thread(influx_ceiling.measure, bodies)
-        log.info("InfluxDB ceiling: %.0f points/s from one client", rate)
-        return {"http.ceiling": rate}
+        rate, seconds = await asyncio.to_thread(
+            influx_ceiling.measure, bodies, self.args.influx_seconds
+        )
+        log.info("InfluxDB ceiling: %.0f points/s from one client (%.1f s)", rate, seconds)
+        return {"http.ceiling": rate, "http.ceiling.s": seconds}
 
     async def http_max(self, machines: list[str]) -> dict[str, float]:
         a = self.args
@@ -215,7 +221,7 @@ class Bench:
             raise Discarded(f"not every batch accepted: {t.statuses}")
         if t.stored < t.readings:
             raise Discarded(f"only {t.stored} of {t.readings} readings stored in time")
-        self.backlog.append(self.watch.backlog(t.started, t.finished))
+        self.note_backlog(t.started, t.finished)
         log.info(
             "HTTP: %d readings stored in %.2f s = %.0f/s (accepted at the door %.0f/s, %d retried)",
             t.stored,
@@ -226,9 +232,23 @@ class Bench:
         )
         return {"http.stored": t.stored_per_s, "http.door": t.accepted_per_s}
 
+    def half_load(self, explicit: float | None, option: str) -> float:
+        """Readings/s for a run at half load: ``explicit``, else half the HTTP maximum."""
+        if explicit:
+            return explicit
+        if self.values["http.stored"]:
+            return median(self.values["http.stored"]) / 2
+        raise RuntimeError(f"give {option}, or measure http in the same run")
+
     async def http_latency(self, machines: list[str]) -> dict[str, float]:
         a = self.args
         assert self.executor is not None
+        per_request = len(machines) * a.readings_per_machine
+        rate = (
+            a.latency_rate
+            if a.latency_rate
+            else self.half_load(None, "--latency-rate") / per_request
+        )
         bodies = IngestBodies(
             machines,
             self.factory("l"),
@@ -238,7 +258,7 @@ class Bench:
         lat = await http_phase.fixed_rate(
             self.executor,
             http_phase.target("ingest_gateway", self.token),
-            a.latency_rate,
+            rate,
             a.latency_seconds,
             a.http_processes,
             64,
@@ -247,7 +267,7 @@ class Bench:
         floor = await http_phase.fixed_rate(
             self.executor,
             http_phase.target("ingest_gateway", self.token),
-            a.latency_rate,
+            rate,
             min(a.latency_seconds, 5.0),
             a.http_processes,
             64,
@@ -268,6 +288,7 @@ class Bench:
             "lat.p50": lat.p50_ms,
             "lat.p99": lat.p99_ms,
             "lat.rps": lat.achieved_rps,
+            "lat.rate": rate,
             "lat.floor.p50": floor.p50_ms,
             "lat.floor.p99": floor.p99_ms,
         }
@@ -321,7 +342,7 @@ class Bench:
         if stored < total:
             raise Discarded(f"only {stored} of {total} MQTT readings stored in time")
         rate = total / (done_at - started)
-        self.backlog.append(self.watch.backlog(started, done_at))
+        self.note_backlog(started, done_at)
         log.info("MQTT end to end: %d readings stored at %.0f messages/s", total, rate)
         return {"mqtt.stored": rate}
 
@@ -329,13 +350,7 @@ class Bench:
         a = self.args
         assert self.executor is not None
         per_request = len(machines) * a.readings_per_machine
-        if a.fresh_load:
-            load = a.fresh_load
-        elif self.values["http.stored"]:
-            load = median(self.values["http.stored"]) / 2
-        else:
-            raise RuntimeError("give --fresh-load, or measure http in the same run")
-        rate = load / per_request
+        rate = self.half_load(a.fresh_load, "--fresh-load") / per_request
         bodies = IngestBodies(
             machines,
             self.factory("f"),
@@ -374,7 +389,7 @@ class Bench:
 
     async def history(self, data: history.Dataset) -> dict[str, float]:
         values: dict[str, float] = {}
-        for kind, _ in HISTORY_KINDS:
+        for kind, _ in report.HISTORY_KINDS:
             t = await history.measure(data, self.token, kind, self.args.history_queries)
             values[f"hist.{kind}"] = t.api_p95_ms
             values[f"hist.{kind}.influx"] = t.influx_p95_ms
@@ -389,14 +404,15 @@ class Bench:
         return values
 
     # ------------------------------------------------------------------ whole benchmark
-    async def run(self) -> str:
+    async def prepare(self) -> tuple[str, Dataset | None, list[bytes]]:
+        """Machines, the freshness probe, the history dataset and the ceiling's bodies."""
         a = self.args
         bad = await asyncio.to_thread(not_ready)
         if bad:
             raise RuntimeError(f"the pipeline is not ready ({', '.join(bad)}): run `make up`")
         self.token = await asyncio.to_thread(login_token)
         pg = PostgresSettings()
-        machines = [m.id for m in await ensure_machines(pg, "bench", a.machines)]
+        self.machines = [m.id for m in await ensure_machines(pg, "bench", a.machines)]
         [probe] = [m.id for m in await ensure_machines(pg, "bench-probe", 1)]
         data = await history.dataset() if self.wants("history") else None
         bodies = (
@@ -404,6 +420,39 @@ class Bench:
             if self.wants("http")
             else []
         )
+        return probe, data, bodies
+
+    async def http_round(self, r: int, bodies: list[bytes]) -> None:
+        """The InfluxDB ceiling and the HTTP maximum, in alternating order from round to
+        round, and their ratio in this round (the table reports the median ratio)."""
+        ceiling = ("http.ceiling", lambda: self.influx_ceiling(bodies))
+        stored = ("http.stored", lambda: self.http_max(self.machines))
+        for name, run in (ceiling, stored) if r % 2 else (stored, ceiling):
+            await self.measured(name, run)
+        v = self.values
+        v["http.ratio"].append(v["http.stored"][-1] / v["http.ceiling"][-1])
+
+    async def round(self, r: int, probe: str, data: Dataset | None, bodies: list[bytes]) -> None:
+        machines = self.machines
+        self.token = await asyncio.to_thread(login_token)  # tokens live 15 minutes
+        if self.wants("http"):
+            await self.http_round(r, bodies)
+        if self.wants("latency"):
+            await self.measured("lat", lambda: self.http_latency(machines))
+        if self.wants("mqtt"):
+            await self.measured("mqtt.ceiling", lambda: self.mqtt_ceiling(machines))
+            await self.measured("mqtt.stored", lambda: self.mqtt_e2e(machines))
+        if self.wants("fresh"):
+            await self.measured("fresh", lambda: self.fresh(machines, probe))
+        for figure in self.extra:
+            if self.wants(figure.name):
+                await self.measured(figure.name, lambda f=figure: f.measure(self))  # type: ignore[misc]
+        if data is not None:
+            await self.measured("hist", lambda: self.history(data))
+
+    async def run(self) -> str:
+        a = self.args
+        probe, data, bodies = await self.prepare()
         workers = max(a.http_processes, a.mqtt_processes)
         self.executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn")
@@ -412,19 +461,7 @@ class Bench:
         try:
             for r in range(1, a.runs + 1):
                 log.info("---- round %d of %d", r, a.runs)
-                self.token = await asyncio.to_thread(login_token)  # tokens live 15 minutes
-                if self.wants("http"):
-                    await self.measured("http.ceiling", lambda: self.influx_ceiling(bodies))
-                    await self.measured("http.stored", lambda: self.http_max(machines))
-                if self.wants("latency"):
-                    await self.measured("lat", lambda: self.http_latency(machines))
-                if self.wants("mqtt"):
-                    await self.measured("mqtt.ceiling", lambda: self.mqtt_ceiling(machines))
-                    await self.measured("mqtt.stored", lambda: self.mqtt_e2e(machines))
-                if self.wants("fresh"):
-                    await self.measured("fresh", lambda: self.fresh(machines, probe))
-                if data is not None:
-                    await self.measured("hist", lambda: self.history(data))
+                await self.round(r, probe, data, bodies)
         finally:
             await self.settle()
             self.garbage += [freshness.PROBE_FACTORY, freshness.FLOOR_FACTORY]
@@ -433,137 +470,20 @@ class Bench:
             self.executor.shutdown()
         return self.table()
 
-    def cpu_note(self, name: str, label: str) -> str:
-        """Cores each process used during a kind of run (median over runs): what bounds it."""
-        runs = self.cores[name]
-        keys = sorted(
-            {k for r in runs for k in r}, key=lambda k: -median([r.get(k, 0) for r in runs])
-        )
-        parts = [f"{k} {median([r.get(k, 0.0) for r in runs]):.2f}" for k in keys]
-        return f"Cores used during {label}: " + ", ".join(
-            p for p in parts if not p.endswith(" 0.00")
-        )
-
     def table(self) -> str:
-        v = {k: median(vals) for k, vals in self.values.items() if vals}
-        runs = min((len(x) for x in self.values.values()), default=0)
-        rows = [*self._door_rows(v), *self._history_rows(v), *self._memory_rows()]
-        title = (
-            f"Millrace benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — medians of {runs} runs"
-            f" — {machine()}"
-        )
-        return render(rows, title, self._notes(v))
-
-    def _door_rows(self, v: dict[str, float]) -> list[Row]:
-        """Throughput and latency of the two doors, and ingest→queryable freshness."""
-        a = self.args
-        rows: list[Row] = []
-        per = a.machines * a.readings_per_machine
-        if "http.stored" in v:
-            ratio = v["http.stored"] / v["http.ceiling"]
-            met = v["http.stored"] >= 100_000 and ratio >= 0.35
-            rows.append(
-                Row(
-                    f"HTTP readings/s stored end to end ({per}/batch, {a.machines} machines)",
-                    num(v["http.stored"]),
-                    f"InfluxDB line protocol, 1 client: {num(v['http.ceiling'])}",
-                    f"{ratio:.2f}",
-                    "≥ 100,000 and ≥ 0.35",
-                    "yes" if met else "NO",
-                )
-            )
-        if "lat.p99" in v:
-            rows.append(
-                Row(
-                    f"HTTP ingest p50 / p99 at {a.latency_rate:,.0f} req/s ({per} readings each)",
-                    f"{ms(v['lat.p50'])} / {ms(v['lat.p99'])} ms",
-                    f"GET /health at the same rate: {ms(v['lat.floor.p50'])} / "
-                    f"{ms(v['lat.floor.p99'])} ms",
-                    "-",
-                    "p99 ≤ 25 ms",
-                    "yes" if v["lat.p99"] <= 25 else "NO",
-                )
-            )
-        if "mqtt.stored" in v:
-            ratio = v["mqtt.stored"] / v["mqtt.ceiling"]
-            rows.append(
-                Row(
-                    "MQTT QoS 1 single-reading messages/s stored end to end",
-                    num(v["mqtt.stored"]),
-                    f"Mosquitto publish→deliver alone: {num(v['mqtt.ceiling'])}",
-                    f"{ratio:.2f}",
-                    "≥ 0.7",
-                    "yes" if ratio >= 0.7 else "NO",
-                )
-            )
-        if "fresh.p99" in v:
-            rows.append(
-                Row(
-                    f"ingest→queryable p50 / p99 at half load ({num(v['fresh.load'])} readings/s)",
-                    f"{ms(v['fresh.p50'])} / {ms(v['fresh.p99'])} ms",
-                    f"InfluxDB write→read: {ms(v['fresh.floor.p50'])} / "
-                    f"{ms(v['fresh.floor.p99'])} ms",
-                    "-",
-                    "p99 ≤ 500 ms",
-                    "yes" if v["fresh.p99"] <= 500 else "NO",
-                )
-            )
-        return rows
-
-    @staticmethod
-    def _history_rows(v: dict[str, float]) -> list[Row]:
-        return [
-            Row(
-                f"history p95: {label} ({v[f'hist.{kind}.rows']:.0f} rows, uncached)",
-                f"{ms(v[f'hist.{kind}'])} ms",
-                f"same InfluxQL straight to InfluxDB: {ms(v[f'hist.{kind}.influx'])} ms",
-                f"{v[f'hist.{kind}'] / v[f'hist.{kind}.influx']:.1f}x",
-                "-",
-                "-",
-            )
-            for kind, label in HISTORY_KINDS
-            if f"hist.{kind}" in v
+        v = self.m.medians()
+        rows = [row for f in self.extra if self.wants(f.name) for row in f.rows(self, v)]
+        notes = [
+            n
+            for f in self.extra
+            if self.wants(f.name) and f.notes is not None
+            for n in f.notes(self, v)
         ]
-
-    def _memory_rows(self) -> list[Row]:
-        peak = self.watch.peak()
-        depth = max((b[0] for b in self.backlog), default=0)
-        rows: list[Row] = []
-        for service in sorted(peak):
-            growth = [b[1].get(service, 0.0) for b in self.backlog if b[0] > 0]
-            grew = max(growth, default=0.0)
-            flat = "flat" if grew < 10 else f"grew {grew:+.0f} MB"
-            procs = self.watch.processes.get(service, 1)
-            rows.append(
-                Row(
-                    f"peak RSS {service} ({procs} process{'es' if procs > 1 else ''}, largest)",
-                    f"{peak[service]:.0f} MB",
-                    f"while backlog built (≤ {num(depth)} msgs): {flat}",
-                    "-",
-                    f"≤ {RSS_LIMIT_MB} MB",
-                    "yes" if peak[service] <= RSS_LIMIT_MB else "NO",
-                )
-            )
-        return rows
-
-    def _notes(self, v: dict[str, float]) -> list[str]:
-        other = median(self.other_cores) if self.other_cores else 0.0
-        return [
-            f"HTTP door (202s) during the throughput runs: {num(v.get('http.door', 0))}"
-            f" readings/s; fixed-rate runs achieved {v.get('lat.rps', 0):,.0f} req/s.",
-            *(self.cpu_note(name, label) for name, label in CPU_NOTES if self.cores.get(name)),
-            f"Quiet machine: other processes used {other:.2f} cores (median over runs; at most"
-            f" {max(self.other_cores, default=0):.2f}); 1-min load average before runs"
-            f" {min(self.loads, default=0):.1f} to {max(self.loads, default=0):.1f};"
-            f" {self.waited_s:.0f} s spent waiting for other jobs; {self.unquiet_runs} run(s) not"
-            f" quiet; {len(self.discarded)} discarded"
-            + (f" ({'; '.join(self.discarded)})" if self.discarded else "")
-            + ".",
-            "Instances: " + ", ".join(f"{i.name}" for i in instances()),
-        ]
+        return report.table(self.args, self.m, self.watch, rows, notes)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    extra = figures.load(FIGURE_MODULES)
+    args = parse_args(argv, extra)
     logs.configure(fmt="%(asctime)s %(levelname)s %(message)s")
-    print(asyncio.run(Bench(args).run()))
+    print(asyncio.run(Bench(args, extra).run()))

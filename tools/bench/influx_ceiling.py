@@ -16,6 +16,7 @@ from services.writer.batch import reading_line
 from shared.settings import InfluxSettings
 
 DATABASE = "millrace_bench_ceiling"
+FACTORY = "bench-ceiling"
 
 
 def _request(
@@ -44,7 +45,7 @@ def build_bodies(points: int, batch: int, machines: int = 50) -> list[bytes]:
             reading_line(
                 {
                     "machine_id": ids[i % machines],
-                    "factory_id": "bench-ceiling",
+                    "factory_id": FACTORY,
                     "sensor_type": "Temperature",
                     "location": "Bench",
                     "ts": start + i * 1000,
@@ -57,20 +58,34 @@ def build_bodies(points: int, batch: int, machines: int = 50) -> list[bytes]:
     return bodies
 
 
-def measure(bodies: list[bytes], settings: InfluxSettings | None = None) -> float:
-    """Points per second InfluxDB stored from one client writing ``bodies`` back to back."""
+def measure(
+    bodies: list[bytes], min_seconds: float, settings: InfluxSettings | None = None
+) -> tuple[float, float]:
+    """Points per second InfluxDB stored from one client writing ``bodies`` back to back, pass
+    after pass until at least ``min_seconds`` of writing (a short run swings widely with what
+    InfluxDB's compaction and the other processes happen to do); and the seconds written.
+
+    Each pass writes new series (its own ``factory_id``), so no pass overwrites the points of
+    another; the renaming happens between passes, outside the timed writes.
+    """
     settings = settings or InfluxSettings()
     conn = _connection(settings)
     query = "/query?" + urlencode({"q": f'CREATE DATABASE "{DATABASE}"'})
     _request(conn, "POST", query)
     path = "/write?" + urlencode({"db": DATABASE, "precision": "ns"})
-    points = sum(body.count(b"\n") + 1 for body in bodies)
+    per_pass = sum(body.count(b"\n") + 1 for body in bodies)
+    points = 0
+    elapsed = 0.0
     try:
-        started = time.perf_counter()
-        for body in bodies:
-            _request(conn, "POST", path, body)
-        elapsed = time.perf_counter() - started
+        while elapsed < min_seconds or points == 0:
+            tag = f"factory_id={FACTORY}-{points // per_pass}".encode()
+            renamed = [body.replace(f"factory_id={FACTORY}".encode(), tag) for body in bodies]
+            started = time.perf_counter()
+            for body in renamed:
+                _request(conn, "POST", path, body)
+            elapsed += time.perf_counter() - started
+            points += per_pass
     finally:
         _request(conn, "POST", "/query?" + urlencode({"q": f'DROP DATABASE "{DATABASE}"'}))
         conn.close()
-    return points / elapsed
+    return points / elapsed, elapsed

@@ -22,7 +22,7 @@ from tools.common.auth import access_token, login
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / ".run"
-SERVICES = ("ingest_gateway", "query_api", "auth", "mqtt_bridge", "writer")
+SERVICES = ("ingest_gateway", "query_api", "auth", "mqtt_bridge", "writer", "alerter")
 # Other engineers' heavy jobs share this machine: measure only while none of them runs.
 BUSY = re.compile(r"pytest|tools\.chaos|tools\.simulator")
 
