@@ -28,7 +28,9 @@ from shared.timefmt import row_iso as _iso
 log = logging.getLogger(__name__)
 
 STATUSES = ("active", "inactive", "maintenance", "error")
-_COLUMNS = "id, name, location, sensor_type, status, created_at, updated_at"
+_COLUMNS = "id, name, location, sensor_type, status, created_at, updated_at, factory_id"
+# What a change may set (factory_id: moving a machine to another factory).
+_CHANGEABLE = ("name", "location", "sensor_type", "status", "factory_id")
 
 
 @dataclass(slots=True, frozen=True)
@@ -40,6 +42,8 @@ class Machine:
     status: str
     created_at: str
     updated_at: str
+    # A Redis entry cached before machines had a factory reads as the default one.
+    factory_id: str = "default"
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Machine:
@@ -51,6 +55,7 @@ class Machine:
             status=row["status"],
             created_at=_iso(row["created_at"]),
             updated_at=_iso(row["updated_at"]),
+            factory_id=row["factory_id"],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,6 +67,7 @@ class Machine:
             "status": self.status,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "factory_id": self.factory_id,
         }
 
 
@@ -69,12 +75,19 @@ class MachineRepository:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def create(self, name: str, location: str, sensor_type: str, status: str) -> Machine:
+    async def create(
+        self,
+        name: str,
+        location: str,
+        sensor_type: str,
+        status: str,
+        factory_id: str = "default",
+    ) -> Machine:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                "INSERT INTO machine_metadata (name, location, sensor_type, status)"
-                f" VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (name, location, sensor_type, status),
+                "INSERT INTO machine_metadata (name, location, sensor_type, status, factory_id)"
+                f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (name, location, sensor_type, status, factory_id),
             )
             row = await cur.fetchone()
             assert row is not None
@@ -90,14 +103,22 @@ class MachineRepository:
             return {str(r["id"]): Machine.from_row(r) for r in await cur.fetchall()}
 
     async def list(
-        self, filters: dict[str, str], limit: int, offset: int
+        self,
+        filters: dict[str, str],
+        limit: int,
+        offset: int,
+        factories: list[str] | None = None,
     ) -> tuple[list[Machine], int]:
+        """Machines matching ``filters`` (by column), of ``factories`` only (None = every one)."""
         where = []
         params: list[Any] = []
-        for column in ("location", "status", "sensor_type"):
+        for column in ("location", "status", "sensor_type", "factory_id"):
             if column in filters:
                 where.append(f"{column} = %s")
                 params.append(filters[column])
+        if factories is not None:
+            where.append("factory_id = ANY(%s)")
+            params.append(factories)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(f"SELECT count(*) AS n FROM machine_metadata{clause}", params)
@@ -111,9 +132,7 @@ class MachineRepository:
         return [Machine.from_row(r) for r in rows], int(total_row["n"]) if total_row else 0
 
     async def update(self, machine_id: str, changes: dict[str, str]) -> Machine | None:
-        allowed = {
-            k: v for k, v in changes.items() if k in ("name", "location", "sensor_type", "status")
-        }
+        allowed = {k: v for k, v in changes.items() if k in _CHANGEABLE}
         if not allowed:
             found = await self.get_many([machine_id])
             return found.get(machine_id)
