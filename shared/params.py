@@ -5,7 +5,7 @@ model, and a refusal names every bad parameter or field (400)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -18,10 +18,13 @@ M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 64 * 1024
 
 
-def parse_query(model: type[M], params: Mapping[str, str]) -> M:
-    """``params`` through ``model``; 400 "Invalid query parameters" naming each bad one."""
+def parse_query(
+    model: type[M], params: Mapping[str, str], context: Mapping[str, Any] | None = None
+) -> M:
+    """``params`` through ``model`` (its validators may read ``context``); 400 "Invalid query
+    parameters" naming each bad one."""
     try:
-        return model.model_validate(dict(params))
+        return model.model_validate(dict(params), context=context)
     except ValidationError as e:
         errors = [
             {

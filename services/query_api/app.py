@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
-from services.query_api import history_api, status_api, summary_api
 from services.query_api.alerts.routes import alert_routes
 from services.query_api.config.routes import config_routes
 from services.query_api.console.routes import console_routes
+from services.query_api.data.routes import data_routes
 from services.query_api.deadletters.routes import deadletter_routes
 from services.query_api.live.routes import live_routes
-from services.query_api.machines_api import machine_routes
+from services.query_api.machines.routes import machine_routes
 from services.query_api.settings import Settings
 from services.query_api.state import open_state, ready
 from shared.service import service_app
@@ -24,9 +24,7 @@ def create_app(settings: Settings) -> Starlette:
         open_state,
         ready,
         routes=[
-            *history_api.ROUTES,
-            *summary_api.ROUTES,
-            *status_api.ROUTES,
+            *data_routes(),
             *machine_routes(),
             *config_routes(),
             *deadletter_routes(),

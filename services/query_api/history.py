@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from services.query_api.params import INTERVALS, MAX_LIMIT, HistoryQuery
+from shared.errors import InfluxQueryError, InfluxUnavailable
+from shared.http import ApiError
 from shared.influx import InfluxClient, quote_ident, quote_literal
 from shared.keys import history_key, version_key
 from shared.lineprotocol import MEASUREMENT
 from shared.redisguard import REDIS_ERRORS, RedisGuard
 from shared.settings import InfluxSettings
 from shared.timefmt import from_ns, ns_to_iso
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def influx_answers(what: str) -> Iterator[None]:
+    """InfluxDB's failures as answers: 503 + Retry-After while it does not answer, 500 when it
+    refused the statement (a bug of ours, logged)."""
+    try:
+        yield
+    except InfluxUnavailable as e:
+        log.warning("%s query failed: %s", what, e, extra={"dependency": "influxdb"})
+        raise ApiError(
+            503, "Time-series store unavailable, retry later", headers={"Retry-After": "5"}
+        ) from e
+    except InfluxQueryError as e:
+        log.error("%s query rejected: %s", what, e)
+        raise ApiError(500, f"{what} query failed") from e
 
 
 def where(machine_id: str, q: HistoryQuery) -> str:
