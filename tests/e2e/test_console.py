@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from shared.settings import MqttSettings
 from tests.browser_fixtures import browser, page  # noqa: F401  (fixtures)
-from tests.e2e.conftest import create_user, poll
+from tests.e2e.pipeline import create_user, poll
 from tests.e2e.test_pipeline import iso
 from tests.mqtt_fixtures import mosquitto_pub
 

@@ -22,7 +22,7 @@ import pytest
 
 from shared.db import create_pool
 from shared.settings import MqttSettings, PostgresSettings
-from tests.e2e.conftest import poll
+from tests.e2e.pipeline import poll
 from tests.e2e.test_pipeline import history, iso
 from tests.mqtt_fixtures import mosquitto_pub
 

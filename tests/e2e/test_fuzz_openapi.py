@@ -88,8 +88,7 @@ from requests.adapters import HTTPAdapter
 from schemathesis.checks import load_all_checks
 
 from shared.readings import BUILTIN_FIELDS
-from tests.conftest import service_url
-from tests.e2e.conftest import create_user
+from tests.e2e.pipeline import create_user, service_url
 
 pytestmark = pytest.mark.e2e
 

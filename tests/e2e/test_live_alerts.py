@@ -17,8 +17,7 @@ import orjson
 import pytest
 
 from shared.settings import MqttSettings
-from tests.conftest import service_url
-from tests.e2e.conftest import poll
+from tests.e2e.pipeline import poll, service_url
 from tests.e2e.test_pipeline import create_machine, iso
 from tests.live_client import LiveReader
 

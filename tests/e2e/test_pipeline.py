@@ -14,7 +14,7 @@ import pytest
 
 from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings
-from tests.e2e.conftest import poll
+from tests.e2e.pipeline import poll
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

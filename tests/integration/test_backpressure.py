@@ -5,7 +5,6 @@ reopens by itself."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -16,8 +15,8 @@ from starlette.testclient import TestClient
 
 from services.ingest_gateway.app import create_app
 from services.ingest_gateway.settings import Settings
-from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings, PostgresSettings
+from tests.dependencies import DependencyControl
 from tests.integration.test_ingest_gateway import URL, _create_machines, _delete_topology, batch
 from tests.tokens import bearer, trust_test_key
 
@@ -84,16 +83,10 @@ def test_full_queue_refuses_then_reopens(
     until(lambda: client.post(URL, json=batch(machine), headers=auth).status_code == 202)
 
 
-def rabbitmqctl(*args: str) -> str:
-    command = rabbitmqctl_command(AmqpSettings().url.get_secret_value(), "-q", *args)
-    done = subprocess.run(command, check=True, timeout=60, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def memory_watermark() -> list[str]:
+def memory_watermark(control: DependencyControl) -> list[str]:
     """The broker's memory high watermark as ``set_vm_memory_high_watermark`` arguments (a
     fraction of RAM, or ``absolute`` bytes), to put back exactly what was set before."""
-    value = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    value = control.rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
     if value.startswith("{absolute,"):
         return ["absolute", value.removeprefix("{absolute,").rstrip("}").strip()]
     float(value)  # a fraction; anything else is a format this test does not know
@@ -106,14 +99,14 @@ def refused_up_front() -> float:
 
 @pytest.mark.disruptive
 def test_resource_alarm_blocks_then_reopens(
-    client: TestClient, postgres_settings: PostgresSettings
+    client: TestClient, postgres_settings: PostgresSettings, dependency_control: DependencyControl
 ) -> None:
     [machine] = asyncio.run(_create_machines(postgres_settings, 1))
     auth = bearer()
     assert client.post(URL, json=batch(machine), headers=auth).status_code == 202
     publisher = client.app_state["publisher"]
-    previous = memory_watermark()
-    rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+    previous = memory_watermark(dependency_control)
+    dependency_control.rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
     try:
         # RabbitMQ blocks a connection when it next publishes: that first request waits for
         # its confirm (bounded by AMQP_CONFIRM_TIMEOUT_S) and gets 503; nothing is accepted.
@@ -127,6 +120,6 @@ def test_resource_alarm_blocks_then_reopens(
         # Refused up front (no publish, no confirm awaited): counted as such.
         assert refused_up_front() == before + 1
     finally:
-        rabbitmqctl("set_vm_memory_high_watermark", *previous)
+        dependency_control.rabbitmqctl("set_vm_memory_high_watermark", *previous)
     until(lambda: publisher.pressure() is None)
     assert client.post(URL, json=batch(machine), headers=auth).status_code == 202

@@ -8,9 +8,7 @@ import asyncio
 import io
 import json
 import logging
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -22,11 +20,11 @@ from services.query_api.app import create_app as query_app
 from services.query_api.settings import Settings as QuerySettings
 from shared.log import configure_logging
 from shared.settings import AmqpSettings, PostgresSettings, RedisSettings
+from tests.dependencies import DependencyControl
 from tests.integration.test_ingest_gateway import URL, _create_machines, batch
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 @pytest.fixture
@@ -93,14 +91,17 @@ def test_warning_when_redis_lost(
 
 @pytest.mark.disruptive
 def test_error_when_postgres_cannot_persist_after_3_retries(
-    json_logs: io.StringIO, postgres_settings: PostgresSettings, amqp_cleanup: AmqpSettings
+    json_logs: io.StringIO,
+    postgres_settings: PostgresSettings,
+    amqp_cleanup: AmqpSettings,
+    dependency_control: DependencyControl,
 ) -> None:
     settings = QuerySettings(
         postgres=postgres_settings.model_copy(update={"timeout_s": 1.0}), amqp=amqp_cleanup
     )
     with TestClient(query_app(settings)) as client:
         trust_test_key(client.app_state)
-        subprocess.run([DEPS, "stop", "postgres"], check=True, timeout=90)
+        dependency_control.stop("postgres")
         try:
             resp = client.post(
                 "/api/v1/machines",
@@ -108,7 +109,7 @@ def test_error_when_postgres_cannot_persist_after_3_retries(
                 headers={**bearer("Supervisor"), "X-Request-ID": "req-pg"},
             )
         finally:
-            subprocess.run([DEPS, "start", "postgres"], check=True, timeout=90)
+            dependency_control.start("postgres")
     assert resp.status_code == 503 and resp.headers["retry-after"]
     logged = records(json_logs)
     warnings = [r for r in logged if r["level"] == "WARNING" and r.get("dependency") == "postgres"]

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from shared.db import create_pool
 from shared.settings import PostgresSettings
+from tests.dependencies import DependencyControl
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(240)]
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 async def test_connections_killed_by_a_restart_are_replaced_before_use(
-    postgres_settings: PostgresSettings,
+    postgres_settings: PostgresSettings, dependency_control: DependencyControl
 ) -> None:
     pool = create_pool(postgres_settings.model_copy(update={"pool_min": 4}), "restart-test")
     await pool.open(wait=True)
@@ -28,7 +26,7 @@ async def test_connections_killed_by_a_restart_are_replaced_before_use(
 
         await asyncio.gather(*(hold() for _ in range(4)))  # four idle connections in the pool
         for action in ("stop", "start"):
-            await asyncio.to_thread(subprocess.run, [DEPS, action, "postgres"], check=True)
+            await asyncio.to_thread(getattr(dependency_control, action), "postgres")
         # Every idle connection is dead now; the first request must not be handed one.
         async with pool.connection(timeout=10) as conn:
             cur = await conn.execute("SELECT 1")

@@ -15,7 +15,7 @@ from services.writer.batch import reading_line
 from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
-from tests.conftest import FrozenClock
+from tests.clock import FrozenClock
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration

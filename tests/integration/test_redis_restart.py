@@ -3,29 +3,23 @@ that died with the old server reconnects instead of failing (create_redis)."""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import pytest
 
 from shared.settings import RedisSettings
 from shared.startup import create_redis
+from tests.dependencies import DependencyControl
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(120)]
 
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
-
-def deps(*args: str) -> None:
-    subprocess.run([DEPS, *args], check=True, capture_output=True, timeout=90)
-
-
-async def test_the_first_call_after_a_restart_succeeds(redis_settings: RedisSettings) -> None:
+async def test_the_first_call_after_a_restart_succeeds(
+    redis_settings: RedisSettings, dependency_control: DependencyControl
+) -> None:
     client = create_redis(redis_settings)
     try:
         await client.set("millrace:test:restart", "before")
-        deps("stop", "redis")
-        deps("start", "redis")
+        dependency_control.stop("redis")
+        dependency_control.start("redis")
         # The connection in the pool died with the old server; this call must not fail.
         assert await client.set("millrace:test:restart", "after")
         assert await client.get("millrace:test:restart") == b"after"

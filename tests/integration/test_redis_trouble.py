@@ -8,24 +8,19 @@ for all the requests of an outage (the cool-down is made longer than the test)."
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 from starlette.testclient import TestClient
 
 from services.query_api.app import create_app
 from services.query_api.settings import Settings
-from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
+from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
+from tests.dependencies import DependencyControl
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 @pytest.fixture
@@ -84,17 +79,14 @@ def outage_calls(client: TestClient) -> int:
     return int(client.app_state["redis_guard"]._attempt)
 
 
-def redis_pid() -> int:
-    info = redis.Redis.from_url(RedisSettings().url.get_secret_value()).info("server")
-    return int(info["process_id"])
-
-
-def test_redis_stopped(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_stopped(
+    client: TestClient, caplog: pytest.LogCaptureFixture, dependency_control: DependencyControl
+) -> None:
     machine = new_machine(client)
     exercise(client, machine)
     guard = client.app_state["redis_guard"]
     guard.cooldown_s = 3600.0  # the outage's first failure decides for the whole test
-    subprocess.run([DEPS, "stop", "redis"], check=True, timeout=60)
+    dependency_control.stop("redis")
     try:
         with caplog.at_level(logging.WARNING):
             exercise(client, machine)
@@ -105,27 +97,25 @@ def test_redis_stopped(client: TestClient, caplog: pytest.LogCaptureFixture) -> 
         assert len(warnings) == 1  # one WARNING per outage, with the retry time
         assert outage_calls(client) == 1  # every later request skipped Redis
     finally:
-        subprocess.run([DEPS, "start", "redis"], check=True, timeout=60)
+        dependency_control.start("redis")
     guard._retry_at = 0.0  # skip the cool-down instead of waiting it out
     exercise(client, machine)
     assert status_source(client, machine) == "redis"
     assert outage_calls(client) == 0
 
 
-def test_redis_frozen(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_frozen(
+    client: TestClient, caplog: pytest.LogCaptureFixture, dependency_control: DependencyControl
+) -> None:
     machine = new_machine(client)
     guard = client.app_state["redis_guard"]
     guard.cooldown_s = 3600.0
-    pid = redis_pid()
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    with dependency_control.frozen("redis"):
         with caplog.at_level(logging.WARNING):
             exercise(client, machine)
         assert any("Redis" in r.getMessage() for r in caplog.records)
         # A hanging Redis costs one timeout, not one per request.
         assert outage_calls(client) == 1
-    finally:
-        os.kill(pid, signal.SIGCONT)
     guard._retry_at = 0.0
     exercise(client, machine)
     assert status_source(client, machine) == "redis"

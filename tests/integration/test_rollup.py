@@ -11,7 +11,7 @@ from services.writer.batch import reading_line
 from services.writer.rollup import DAY_NS, HOUR_NS, Rollup
 from shared.influx import InfluxClient, any_of, quote_ident
 from shared.settings import InfluxSettings
-from tests.conftest import FrozenClock
+from tests.clock import FrozenClock
 
 pytestmark = pytest.mark.integration
 FIELDS = ["temperature", "pressure", "speed"]

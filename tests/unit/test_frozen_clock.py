@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import CLOCK_MODULES, FrozenClock, clock_start
+from tests.clock import CLOCK_MODULES, FrozenClock, clock_start
 
 NOW = datetime(2026, 12, 2, 11, 20, 30, 250_000, tzinfo=UTC)
 

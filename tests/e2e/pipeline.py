@@ -1,0 +1,99 @@
+"""Helpers of the end-to-end tests: where the running pipeline's services answer, users made
+through the admin CLI with tokens that stay fresh, and polling with a deadline. Fixtures built on
+them are in ``tests/e2e/conftest.py``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.logscan import remember
+
+SERVICES = {
+    "ingest_gateway": 8001,
+    "query_api": 8002,
+    "auth": 8003,
+    "writer": 8005,
+}
+
+
+def service_url(name: str, default_port: int) -> str:
+    port = os.environ.get(f"{name.upper()}_PORT", str(default_port))
+    return os.environ.get(f"{name.upper()}_URL", f"http://127.0.0.1:{port}")
+
+
+def create_user(role: str) -> tuple[str, str]:
+    """A new user through the admin CLI, exactly as an operator would create one."""
+    username = f"e2e-{role.lower()}-{uuid.uuid4().hex[:8]}"
+    password = remember(secrets.token_urlsafe(16))
+    result = subprocess.run(
+        [sys.executable, "-m", "services.auth", "create-user", username, "--role", role],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return username, password
+
+
+# A token handed to a test must outlive it (pytest-timeout stops a test after 120 s, the longest
+# e2e test after 390 s): renewed once less than this is left of its life.
+FRESH_FOR_S = 600.0
+
+
+@dataclass
+class _Session:
+    username: str
+    password: str
+    token: str = ""
+    expires_at: float = 0.0  # time.monotonic()
+
+
+class Tokens:
+    """One user per role for the whole run (created once through the admin CLI); its access
+    token is renewed by logging in again whenever it has less than ``FRESH_FOR_S`` to live, so a
+    test late in a long run never gets one about to expire (tokens live 15 minutes)."""
+
+    def __init__(self, auth_url: str) -> None:
+        self.auth_url = auth_url
+        self._sessions: dict[str, _Session] = {}
+
+    def __call__(self, role: str) -> str:
+        session = self._sessions.get(role)
+        if session is None:
+            session = self._sessions[role] = _Session(*create_user(role))
+        if session.expires_at - time.monotonic() < FRESH_FOR_S:
+            asked_at = time.monotonic()
+            resp = httpx.post(
+                f"{self.auth_url}/api/v1/auth/login",
+                json={"username": session.username, "password": session.password},
+                timeout=10,
+            )
+            assert resp.status_code == 200, resp.text
+            body = resp.json()
+            session.token = body["access_token"]
+            session.expires_at = asked_at + float(body["expires_in"])
+        return session.token
+
+
+def poll(fetch: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0) -> Any:
+    """Call ``fetch`` until ``until(result)`` holds; fail with the last result at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if until(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached before the deadline; last result: {result!r}")
+        time.sleep(0.1)
