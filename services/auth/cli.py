@@ -1,8 +1,13 @@
 """``python -m services.auth [COMMAND]``: the server, and the administration commands.
 
     serve (default)                 run the HTTP server
-    create-user NAME --role ROLE    password read from standard input (prompted on a terminal)
-    create-gateway GATEWAY_ID       prints the client id and secret, once
+    create-user NAME --role ROLE [--factory F ...]
+                                    password read from standard input (prompted on a terminal);
+                                    without --factory the user sees every factory
+    create-gateway GATEWAY_ID [--factory F] [--machine ID ...]
+                                    prints the client id and secret, once; without --factory the
+                                    gateway joins INGEST_DEFAULT_FACTORY_ID, without --machine it
+                                    may write for every machine of its factory
     dev-users                       development only: one user per role, passwords generated
     rotate-key                      development only: retire the generated signing key
 
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
-from services.auth import gateways, users
+from services.auth import factories, gateways, users
 from services.auth.app import create_app
 from services.auth.errors import Conflict, InvalidInput
 from services.auth.keys import KeyConfigError, rotate_dev_key
@@ -78,7 +83,13 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-async def create_user(settings: Settings, name: str, role: str, email: str | None) -> None:
+async def create_user(
+    settings: Settings, name: str, role: str, email: str | None, factory: list[str] | None
+) -> None:
+    try:
+        granted = factories.parse_factories(factory, "--factory")
+    except InvalidInput as e:
+        raise CliError(f"refused: {e}") from None
     password = _read_password()
     async with _database(settings) as pool:
         try:
@@ -90,26 +101,43 @@ async def create_user(settings: Settings, name: str, role: str, email: str | Non
                 password=password,
                 role=role,
                 email=email,
+                factories=granted,
                 min_password_length=settings.auth.min_password_length,
             )
         except InvalidInput as e:
             raise CliError(f"refused: {e}") from None
         except Conflict as e:
             raise CliError(str(e)) from None
-    _out(f"created user {user.username} ({user.role}) id={user.id}")
+    scope = ", ".join(user.factories) if user.factories is not None else "every factory"
+    _out(f"created user {user.username} ({user.role}) id={user.id} factories: {scope}")
 
 
-async def create_gateway(settings: Settings, gateway_id: str) -> None:
+async def create_gateway(
+    settings: Settings, gateway_id: str, factory: str | None, machines: list[str] | None
+) -> None:
+    try:
+        factory_id = factories.parse_factory(factory or settings.default_factory_id, "--factory")
+        machine_ids = factories.parse_machine_ids(machines, "--machine")
+    except InvalidInput as e:
+        raise CliError(f"refused: {e}") from None
     async with _database(settings) as pool:
         try:
             gateway, secret = await gateways.register(
-                pool, Hasher(settings.auth), CLI_ACTOR, gateway_id
+                pool,
+                Hasher(settings.auth),
+                CLI_ACTOR,
+                gateway_id,
+                factory_id=factory_id,
+                machine_ids=machine_ids,
             )
         except InvalidInput as e:
             raise CliError(f"refused: {e}") from None
         except Conflict as e:
             raise CliError(str(e)) from None
     _out(f"gateway:       {gateway.gateway_id}")
+    _out(f"factory:       {gateway.factory_id}")
+    machines_line = ", ".join(gateway.machine_ids) if gateway.machine_ids else "every machine"
+    _out(f"machines:      {machines_line}")
     _out(f"client_id:     {gateway.client_id}")
     _out(f"client_secret: {secret}")
     _out("Store the secret now: it is stored hashed and cannot be shown again.")
@@ -197,8 +225,23 @@ def _parser() -> argparse.ArgumentParser:
     user.add_argument("name")
     user.add_argument("--role", required=True, help="Operator, Supervisor or Management")
     user.add_argument("--email")
+    user.add_argument(
+        "--factory",
+        action="append",
+        metavar="F",
+        help="a factory the user sees (repeat for several); without it, every factory",
+    )
     gateway = sub.add_parser("create-gateway", help="register a gateway; prints its credentials")
     gateway.add_argument("gateway_id")
+    gateway.add_argument(
+        "--factory", metavar="F", help="its factory (default: INGEST_DEFAULT_FACTORY_ID)"
+    )
+    gateway.add_argument(
+        "--machine",
+        action="append",
+        metavar="ID",
+        help="a machine of its factory it may write for (repeat); without it, every machine",
+    )
     sub.add_parser("dev-users", help="development: one user per role, generated passwords")
     sub.add_parser("rotate-key", help="development: retire the generated signing key")
     return parser
@@ -213,9 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         if command == "serve":
             serve("auth", settings, create_app)
         elif command == "create-user":
-            asyncio.run(create_user(settings, args.name, args.role, args.email))
+            asyncio.run(create_user(settings, args.name, args.role, args.email, args.factory))
         elif command == "create-gateway":
-            asyncio.run(create_gateway(settings, args.gateway_id))
+            asyncio.run(create_gateway(settings, args.gateway_id, args.factory, args.machine))
         elif command == "dev-users":
             asyncio.run(dev_users(settings))
         elif command == "rotate-key":

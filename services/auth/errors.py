@@ -25,3 +25,7 @@ def field_error(field: str, error: str, value: Any = None) -> dict[str, Any]:
     if value is not None:
         entry["value"] = value
     return entry
+
+
+class OutOfScope(MillraceError):
+    """The change reaches a factory outside the actor's own (HTTP 403)."""

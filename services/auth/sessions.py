@@ -69,6 +69,7 @@ class SessionStore:
             role=user.role,
             permissions=user.permissions,
             ttl_s=self.access_ttl_s,
+            factories=user.factories,
         )
 
     async def _issue(self, conn: AsyncConnection[Any], user: User, family_id: str) -> Session:
@@ -115,7 +116,8 @@ class SessionStore:
             await cur.execute(
                 "SELECT t.id, t.family_id, t.used_at, t.expires_at <= now() AS expired,"
                 " f.revoked_at, u.id AS user_id, u.username, u.email, u.password_hash,"
-                " u.role, u.active, u.created_at, u.updated_at, u.last_login, u.deactivated_at"
+                " u.role, u.active, u.created_at, u.updated_at, u.last_login, u.deactivated_at,"
+                " u.factories"
                 " FROM refresh_tokens t"
                 " JOIN refresh_token_families f ON f.id = t.family_id"
                 " JOIN users u ON u.id = f.user_id"
@@ -156,6 +158,7 @@ class SessionStore:
                             "updated_at",
                             "last_login",
                             "deactivated_at",
+                            "factories",
                         )
                     },
                 }

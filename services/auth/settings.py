@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth.scope import factory_id_error
 from shared.security import UsesSecurity
 from shared.settings import ServiceSettings, UsesJwt, UsesPostgres, UsesRedis
 
@@ -54,6 +55,15 @@ class AuthSettings(BaseSettings):
 class Settings(ServiceSettings, UsesPostgres, UsesRedis, UsesJwt, UsesSecurity):
     port: int = Field(default=8003, validation_alias="AUTH_PORT")
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    # The factory a gateway registered without one joins: the same variable ingest reads.
+    default_factory_id: str = Field(default="default", validation_alias="INGEST_DEFAULT_FACTORY_ID")
+
+    @field_validator("default_factory_id")
+    @classmethod
+    def _plain_factory_id(cls, value: str) -> str:
+        if (problem := factory_id_error(value)) is not None:
+            raise ValueError(f"INGEST_DEFAULT_FACTORY_ID: {problem}")
+        return value
 
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> Settings:

@@ -13,10 +13,12 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.auth.errors import Conflict, InvalidInput, field_error
+from services.auth.factories import Scope
 from services.auth.security.passwords import Hasher, password_problem
 from shared import audit
 from shared.audit import Actor
 from shared.auth.roles import PERMISSIONS, Role
+from shared.auth.scope import covers, factories_claim
 from shared.db import fetch_all, fetch_one
 from shared.timefmt import row_iso as _iso
 
@@ -27,7 +29,7 @@ USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _COLUMNS = (
     "id, username, email, password_hash, role, active, created_at, updated_at,"
-    " last_login, deactivated_at"
+    " last_login, deactivated_at, factories"
 )
 
 
@@ -42,11 +44,20 @@ class User:
     updated_at: datetime
     last_login: datetime | None
     deactivated_at: datetime | None
+    # The factories the user sees and works in; None = every factory.
+    factories: list[str] | None
     password_hash: str = field(repr=False)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> User:
-        return cls(**{**row, "id": str(row["id"])})
+        factories = row["factories"]
+        return cls(
+            **{
+                **row,
+                "id": str(row["id"]),
+                "factories": None if factories is None else sorted(factories),
+            }
+        )
 
     @property
     def permissions(self) -> list[str]:
@@ -59,6 +70,7 @@ class User:
             "email": self.email,
             "role": self.role,
             "permissions": self.permissions,
+            "factories": factories_claim(self.factories),
             "active": self.active,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
@@ -158,9 +170,14 @@ async def list_users(
     offset: int,
     role: Role | None = None,
     active: bool | None = None,
+    scope: Scope = None,
 ) -> tuple[list[User], int]:
+    """Users, by username; with ``scope``, only those wholly inside those factories."""
     where: list[str] = ["TRUE"]
     params: list[Any] = []
+    if scope is not None:
+        where.append("factories IS NOT NULL AND factories <@ %s::text[]")
+        params.append(sorted(scope))
     if role is not None:
         where.append("role = %s")
         params.append(role.value)
@@ -193,9 +210,11 @@ async def create(
     password: Any,
     role: Any,
     email: Any = None,
+    factories: list[str] | None = None,
     min_password_length: int,
 ) -> User:
-    """Validate and insert a user; raises :class:`InvalidInput` or :class:`Conflict`."""
+    """Validate and insert a user (``factories`` None = every factory, already validated);
+    raises :class:`InvalidInput` or :class:`Conflict`."""
     name, secret, parsed_role, clean_email = validate_new_user(
         username, password, role, email, min_password_length
     )
@@ -204,9 +223,9 @@ async def create(
         async with pool.connection() as conn:
             row = await fetch_one(
                 conn,
-                "INSERT INTO users (username, email, password_hash, role)"
-                f" VALUES (%s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (name, clean_email, password_hash, parsed_role.value),
+                "INSERT INTO users (username, email, password_hash, role, factories)"
+                f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (name, clean_email, password_hash, parsed_role.value, factories),
             )
             assert row is not None
             user = User.from_row(row)
@@ -215,7 +234,12 @@ async def create(
                 actor,
                 "user.create",
                 user.username,
-                new_value={"role": user.role, "email": user.email, "active": True},
+                new_value={
+                    "role": user.role,
+                    "email": user.email,
+                    "active": True,
+                    "factories": factories_claim(user.factories),
+                },
             )
     except psycopg.errors.UniqueViolation as e:
         what = "email" if "email" in str(e.diag.constraint_name or "") else "username"
@@ -230,9 +254,12 @@ async def update(
     *,
     role: Role | None = None,
     email: Any = UNSET,
+    factories: Any = UNSET,
     activate: bool = False,
+    scope: Scope = None,
 ) -> tuple[User, User] | None:
-    """Apply the given changes; (before, after), or None if there is no such user."""
+    """Apply the given changes (``factories``: validated list, None = every factory); (before,
+    after), or None if there is no such user inside ``scope``."""
     errors: list[dict[str, Any]] = []
     new_email = UNSET if email is UNSET else _validate_email(email, errors)
     if errors:
@@ -240,9 +267,11 @@ async def update(
     try:
         async with pool.connection() as conn:
             before = await _lock(conn, user_id)
-            if before is None:
+            if before is None or not covers(scope, before.factories):
                 return None
             sets: dict[str, Any] = {}
+            if factories is not UNSET and factories != before.factories:
+                sets["factories"] = factories
             if role is not None and role.value != before.role:
                 sets["role"] = role.value
             if new_email is not UNSET and new_email != before.email:
@@ -266,18 +295,28 @@ async def update(
                 actor,
                 "user.update",
                 after.username,
-                old_value={k: getattr(before, k) for k in sets if k != "deactivated_at"},
-                new_value={k: getattr(after, k) for k in sets if k != "deactivated_at"},
+                old_value=_audited(before, sets),
+                new_value=_audited(after, sets),
             )
     except psycopg.errors.UniqueViolation as e:
         raise Conflict("A user with this email already exists") from e
     return before, after
 
 
-async def deactivate(pool: AsyncConnectionPool, actor: Actor, user_id: str) -> User | None:
+def _audited(user: User, changed: dict[str, Any]) -> dict[str, Any]:
+    out = {k: getattr(user, k) for k in changed if k != "deactivated_at"}
+    if "factories" in out:
+        out["factories"] = factories_claim(user.factories)
+    return out
+
+
+async def deactivate(
+    pool: AsyncConnectionPool, actor: Actor, user_id: str, scope: Scope = None
+) -> User | None:
+    """Deactivate the user; None if there is no such user inside ``scope``."""
     async with pool.connection() as conn:
         before = await _lock(conn, user_id)
-        if before is None:
+        if before is None or not covers(scope, before.factories):
             return None
         if not before.active:
             return before

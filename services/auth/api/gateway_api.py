@@ -1,6 +1,10 @@
 """Gateway credentials for Management: register (client id + secret, shown once), list,
 disable. Gateways are credentials like users, so the user permissions guard them:
-``read:users`` to list, ``write:users`` to register, ``delete:users`` to disable."""
+``read:users`` to list, ``write:users`` to register, ``delete:users`` to disable.
+
+A gateway belongs to one factory (``factory_id``; without it, the caller's only factory, else
+``INGEST_DEFAULT_FACTORY_ID``) and optionally to some machines of it (``machine_ids``). A manager
+of some factories registers, lists and disables only the gateways of those factories."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.auth import gateways
+from services.auth import factories, gateways
 from services.auth.api.bodies import query_bool, read_fields
 from services.auth.api.schemas import (
     GatewayCreatedOut,
@@ -20,7 +24,7 @@ from services.auth.api.schemas import (
     GatewaysOut,
 )
 from services.auth.api.session_api import NO_STORE
-from services.auth.errors import Conflict, InvalidInput
+from services.auth.errors import Conflict, InvalidInput, OutOfScope
 from services.auth.state import state
 from shared.audit import Actor
 from shared.auth.verify import Principal
@@ -39,14 +43,34 @@ log = logging.getLogger(__name__)
 @requires("write:users")
 async def register_gateway(request: Request) -> Response:
     fields = await read_fields(request)
+    unknown = sorted(set(fields) - {"gateway_id", "factory_id", "machine_ids"})
+    if unknown:
+        raise ApiError(
+            400, "Validation failed", [{"field": n, "error": "Unknown field"} for n in unknown]
+        )
     principal: Principal = request.state.principal
+    actor = Actor.of(request, principal)
     hasher = state(request)["hasher"]
+    own = principal.factories
+    fallback = (
+        next(iter(own)) if own and len(own) == 1 else state(request)["settings"].default_factory_id
+    )
     try:
+        factory_id = factories.parse_factory(fields.get("factory_id", fallback))
+        machine_ids = factories.parse_machine_ids(fields.get("machine_ids"))
+        factories.require_grant(own, actor, [factory_id], "register a gateway")
         gateway, secret = await gateways.register(
-            state(request)["pool"], hasher, Actor.of(request, principal), fields.get("gateway_id")
+            state(request)["pool"],
+            hasher,
+            actor,
+            fields.get("gateway_id"),
+            factory_id=factory_id,
+            machine_ids=machine_ids,
         )
     except InvalidInput as e:
         raise ApiError(400, "Validation failed", e.errors) from None
+    except OutOfScope as e:
+        raise ApiError(403, str(e)) from None
     except Conflict as e:
         raise ApiError(409, str(e)) from None
     log.info("gateway %s registered by %s", gateway.gateway_id, principal.username)
@@ -71,8 +95,11 @@ async def register_gateway(request: Request) -> Response:
 )
 @requires("read:users")
 async def list_gateways(request: Request) -> Response:
+    principal: Principal = request.state.principal
     found = await gateways.list_gateways(
-        state(request)["pool"], include_disabled=bool(query_bool(request, "include_disabled"))
+        state(request)["pool"],
+        include_disabled=bool(query_bool(request, "include_disabled")),
+        scope=principal.factories,
     )
     return JSONResponse({"status": "success", "gateways": [g.public() for g in found]})
 
@@ -87,7 +114,7 @@ async def disable_gateway(request: Request) -> Response:
     gateway_id = request.path_params["gateway_id"]
     principal: Principal = request.state.principal
     gateway = await gateways.disable(
-        state(request)["pool"], Actor.of(request, principal), gateway_id
+        state(request)["pool"], Actor.of(request, principal), gateway_id, principal.factories
     )
     if gateway is None:
         raise ApiError(404, f"Gateway {gateway_id} has no active credentials")

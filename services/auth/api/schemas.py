@@ -39,6 +39,9 @@ class UserOut(BaseModel):
     email: str | None
     role: Role
     permissions: list[str]
+    factories: list[str] | Literal["*"] = Field(
+        description='The factories the user sees and works in; "*" = every factory'
+    )
     active: bool
     created_at: str
     updated_at: str
@@ -75,6 +78,11 @@ class TokenInfo(BaseModel):
     permissions: list[str]
     jti: str
     expires_at: int
+    factories: list[str] | Literal["*"]
+    gateway_id: str | None = Field(None, description="Gateway tokens only")
+    machines: list[str] | None = Field(
+        None, description="Gateway tokens limited to some machines of their factory"
+    )
 
 
 class MeOut(BaseModel):
@@ -126,22 +134,38 @@ class UserCreateIn(BaseModel):
     password: str = Field(description="At least AUTH_MIN_PASSWORD_LENGTH (12) characters")
     role: Role
     email: str | None = None
+    factories: list[str] | Literal["*"] | None = Field(
+        None,
+        description='Factory ids, or "*" for every factory; without it, the creator\'s own',
+    )
 
 
 class UserUpdateIn(BaseModel):
     role: Role | None = None
     email: str | None = None
+    factories: list[str] | Literal["*"] | None = Field(
+        None, description='Factory ids, or "*" for every factory (within your own)'
+    )
     active: Literal[True] | None = Field(None, description="true reactivates; DELETE deactivates")
 
 
 class GatewayCreateIn(BaseModel):
     gateway_id: str = Field(description="1-100 of A-Z a-z 0-9 . _ : -")
+    factory_id: str | None = Field(
+        None,
+        description="Its factory; without it, your only factory, else INGEST_DEFAULT_FACTORY_ID",
+    )
+    machine_ids: list[str] | None = Field(
+        None, description="Limit it to these machines of its factory; null = every machine"
+    )
 
 
 class GatewayOut(BaseModel):
     id: str
     gateway_id: str
     client_id: str
+    factory_id: str
+    machine_ids: list[str] | None
     active: bool
     created_at: str
     created_by: str

@@ -226,7 +226,12 @@ async def me(request: Request) -> Response:
         "permissions": sorted(principal.permissions),
         "jti": principal.jti,
         "expires_at": principal.exp,
+        "factories": principal.claims["factories"],
     }
+    if principal.gateway_id is not None:
+        token["gateway_id"] = principal.gateway_id
+    if principal.machines is not None:
+        token["machines"] = sorted(principal.machines)
     if principal.role == Role.GATEWAY:
         return JSONResponse({"status": "success", "user": None, "token": token})
     user = await users.by_id(state(request)["pool"], principal.sub)
@@ -244,7 +249,9 @@ async def me(request: Request) -> Response:
     tags=["gateways"],
 )
 async def client_credentials(request: Request) -> Response:
-    """OAuth2 client-credentials grant for gateways: a token with only ``write:sensor_data``."""
+    """OAuth2 client-credentials grant for gateways: a token with only ``write:sensor_data``,
+    for its factory (``factories``), naming the gateway (``gateway_id``) and, when it is limited
+    to some machines, those (``machines``)."""
     fields = await read_fields(request, optional=True)
     _check_grant(fields, "client_credentials", required=True)
     basic = basic_credentials(request)
@@ -285,7 +292,8 @@ async def client_credentials(request: Request) -> Response:
         role=Role.GATEWAY.value,
         permissions=permissions,
         ttl_s=settings.auth.gateway_ttl_s,
-        extra={"gateway_id": gateway.gateway_id, "client_id": gateway.client_id},
+        factories=[gateway.factory_id],
+        extra=gateway.scope_claims(),
     )
     await gateways.touch(pool, gateway)
     AUTH_SIGN_INS.labels("client_credentials", "success").inc()

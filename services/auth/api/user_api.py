@@ -3,8 +3,11 @@ deactivate. Permissions: ``read:users`` to read, ``write:users`` to create and c
 ``delete:users`` to deactivate (users are never erased: the audit log refers to them).
 
 Tokens follow the changes: deactivation voids every token of the user at once (Redis subject
-marker) and revokes their sessions; a role change denylists their live access tokens, so the next
-refresh carries the new permissions.
+marker) and revokes their sessions; a role or factories change denylists their live access
+tokens, so the next refresh carries the new permissions and scope.
+
+Factory scope: a manager of some factories sees and changes only the users wholly inside them,
+and grants only those factories (a new user without ``factories`` gets the manager's own).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.auth import users
+from services.auth import factories, users
 from services.auth.api.bodies import query_bool, query_int, read_fields
 from services.auth.api.schemas import (
     UserCreateIn,
@@ -25,9 +28,10 @@ from services.auth.api.schemas import (
     UsersOut,
     UserUpdateIn,
 )
-from services.auth.errors import Conflict, InvalidInput
+from services.auth.errors import Conflict, InvalidInput, OutOfScope
 from services.auth.state import state
 from shared.audit import Actor
+from shared.auth.scope import covers
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, requires
 from shared.openapi import doc
@@ -69,6 +73,7 @@ async def list_users(request: Request) -> Response:
         offset=offset,
         role=role,
         active=query_bool(request, "active"),
+        scope=_principal(request).factories,
     )
     return JSONResponse(
         {
@@ -84,9 +89,19 @@ async def list_users(request: Request) -> Response:
 async def get_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     user = await users.by_id(state(request)["pool"], user_id)
-    if user is None:
+    if user is None or not covers(_principal(request).factories, user.factories):
         raise _not_found(user_id)
     return JSONResponse({"status": "success", "user": user.public()})
+
+
+def _granted(request: Request, fields: dict[str, Any], default: list[str] | None) -> Any:
+    """The ``factories`` field validated and within the caller's scope (403 beyond it)."""
+    principal = _principal(request)
+    wanted = factories.parse_factories(fields["factories"]) if "factories" in fields else default
+    factories.require_grant(
+        principal.factories, Actor.of(request, principal), wanted, "grant access"
+    )
+    return wanted
 
 
 @doc(
@@ -101,6 +116,7 @@ async def create_user(request: Request) -> Response:
     settings = state(request)["settings"]
     hasher = state(request)["hasher"]
     try:
+        granted = _granted(request, fields, factories.default_grant(_principal(request).factories))
         user = await users.create(
             state(request)["pool"],
             hasher,
@@ -109,10 +125,13 @@ async def create_user(request: Request) -> Response:
             password=fields.get("password"),
             role=fields.get("role"),
             email=fields.get("email"),
+            factories=granted,
             min_password_length=settings.auth.min_password_length,
         )
     except InvalidInput as e:
         raise invalid(e) from None
+    except OutOfScope as e:
+        raise ApiError(403, str(e)) from None
     except Conflict as e:
         raise ApiError(409, str(e)) from None
     log.info("user %s (%s) created by %s", user.username, user.role, _principal(request).username)
@@ -132,10 +151,11 @@ def _refuse_self(request: Request, user_id: str, what: str) -> None:
 )
 @requires("write:users")
 async def update_user(request: Request) -> Response:
-    """``{role?, email?, active?: true}``; deactivation is ``DELETE`` (``delete:users``)."""
+    """``{role?, email?, factories?, active?: true}``; deactivation is ``DELETE``
+    (``delete:users``)."""
     user_id = request.path_params["user_id"]
     fields = await read_fields(request)
-    unknown = sorted(set(fields) - {"role", "email", "active"})
+    unknown = sorted(set(fields) - {"role", "email", "factories", "active"})
     if unknown:
         raise ApiError(
             400,
@@ -153,8 +173,13 @@ async def update_user(request: Request) -> Response:
         if "role" in fields:
             changes["role"] = users.parse_role(fields["role"])
             _refuse_self(request, user_id, "change the role of")
+        if "factories" in fields:
+            changes["factories"] = _granted(request, fields, None)
+            _refuse_self(request, user_id, "change the factories of")
     except InvalidInput as e:
         raise invalid(e) from None
+    except OutOfScope as e:
+        raise ApiError(403, str(e)) from None
     if "email" in fields:
         changes["email"] = fields["email"]
     try:
@@ -163,6 +188,7 @@ async def update_user(request: Request) -> Response:
             Actor.of(request, _principal(request)),
             user_id,
             activate=fields.get("active") is True,
+            scope=_principal(request).factories,
             **changes,
         )
     except InvalidInput as e:
@@ -172,12 +198,20 @@ async def update_user(request: Request) -> Response:
     if result is None:
         raise _not_found(user_id)
     before, after = result
-    if before.role != after.role:
-        # Live tokens carry the old permissions: void them; refreshing yields the new role.
+    if before.role != after.role or before.factories != after.factories:
+        # Live tokens carry the old permissions and scope: void them; refreshing yields the
+        # new ones.
         sessions = state(request)["sessions"]
         revoker = state(request)["revoker"]
         await revoker.deny(await sessions.live_access_tokens(after.id))
-        log.info("role of %s changed %s -> %s", after.username, before.role, after.role)
+        log.info(
+            "%s changed: role %s -> %s, factories %s -> %s",
+            after.username,
+            before.role,
+            after.role,
+            before.factories,
+            after.factories,
+        )
     return JSONResponse({"status": "success", "user": after.public()})
 
 
@@ -191,7 +225,10 @@ async def deactivate_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     _refuse_self(request, user_id, "deactivate")
     user = await users.deactivate(
-        state(request)["pool"], Actor.of(request, _principal(request)), user_id
+        state(request)["pool"],
+        Actor.of(request, _principal(request)),
+        user_id,
+        scope=_principal(request).factories,
     )
     if user is None:
         raise _not_found(user_id)
