@@ -1,0 +1,615 @@
+"""Live stream at scale, and alert latency (rows of ``make bench``).
+
+Fan-out: ``--live-clients`` stream clients (default 500, spread over a few processes of their
+own) each watch one factory, as a console board filtered to a factory does, while background
+readings flow at half the HTTP maximum into another factory (the query API's feed still decodes
+every one of them). A probe posts a few readings a second into the watched factory, stamped
+with the moment it sent them; every client times every probe reading from that stamp to its
+arrival. In the same run: ingest throughput (closed loop) without clients, then with them
+connected, and the query API's peak resident memory.
+
+Alert latency: a rule on one probe machine; a reading past its threshold is posted, and the
+clock stops when ``GET /api/v1/alerts`` lists the alert and when its ``opened`` event arrives on
+the stream. A reading past the clear threshold ends the episode before the next one.
+
+A client process is ``python -m tools.bench.live <job JSON>``: it keeps its streams open until
+its standard input closes, then prints what it measured as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import orjson
+
+from shared.settings import PostgresSettings
+from tools.bench import http_phase
+from tools.bench.figures import Context, Figure
+from tools.bench.httpload import IngestBodies
+from tools.bench.memory import rss_mb
+from tools.bench.stack import instances, parent_map, tree, url
+from tools.bench.table import Row, ms, num
+from tools.common.auth import access_token, dev_password, login
+from tools.common.stats import percentile
+from tools.simulator.registry import ensure_machines
+
+log = logging.getLogger("tools.bench")
+
+# Stream clients and their processes (BENCH_LIVE_CLIENTS changes the count), probe readings/s.
+CLIENTS = int(os.environ.get("BENCH_LIVE_CLIENTS", "500"))
+CLIENT_PROCESSES = 2
+PROBE_RATE = 10.0
+PROBE_SITE, ALERT_SITE = "bench-live", "bench-alert"
+LATENCY_TARGET_MS = 1000.0
+THROUGHPUT_TOLERANCE = 0.10
+ALERT_TARGET_MS = 2000.0
+API_POLL_S = 0.02
+# The probe's values stay far from every rule (the plant-wide temperature rule included).
+PROBE_FIELDS = {"temperature": 21.5, "speed": 800.0}
+ALERT_FIELD, ALERT_THRESHOLD, ALERT_CLEAR = "pressure", 500.0, 400.0
+HOT, COOL = 600.0, 100.0
+ALERT_TIMEOUT_S = 10.0
+EPISODE_EVERY_S = 0.5
+
+
+# ------------------------------------------------------------------ one stream, raw HTTP/1.1
+async def open_stream(
+    base: str, token: str, params: dict[str, str]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``GET /api/v1/live`` on a connection of its own; returns once the 200 head is read."""
+    parts = urlsplit(base)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    head = (
+        f"GET /api/v1/live?{urlencode(params)} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    status = await reader.readline()
+    if b" 200 " not in status:
+        writer.close()
+        raise OSError(f"live stream answered {status.decode(errors='replace').strip()}")
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    return reader, writer
+
+
+async def read_chunks(
+    reader: asyncio.StreamReader, on_frame: Callable[[bytes, bytes], None]
+) -> None:
+    """Decode the chunked body; the server writes whole SSE frames per chunk, so each chunk is
+    split on blank lines and every frame handed over as (event type, data line)."""
+    while True:
+        size_line = await reader.readline()
+        if not size_line:
+            return
+        size = int(size_line.strip() or b"0", 16)
+        if size == 0:
+            return
+        chunk = await reader.readexactly(size + 2)
+        for block in chunk[:-2].split(b"\n\n"):
+            if not block or block.startswith(b":"):
+                continue
+            kind, data = b"message", b""
+            for line in block.split(b"\n"):
+                if line.startswith(b"event: "):
+                    kind = line[7:]
+                elif line.startswith(b"data: "):
+                    data = line[6:]
+            on_frame(kind, data)
+
+
+def sent_at(data: bytes) -> float:
+    """The probe reading's timestamp (when it was sent), as a Unix time."""
+    return datetime.fromisoformat(orjson.loads(data)["timestamp"]).timestamp()
+
+
+# ------------------------------------------------------------------ client processes
+@dataclass(slots=True)
+class ClientJob:
+    base: str
+    token: str
+    factory_id: str
+    clients: int
+
+
+@dataclass(slots=True)
+class ClientOutcome:
+    connected: int = 0
+    # (arrival Unix time, latency ms) of every probe reading every client got
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    gaps: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def _client(job: ClientJob, out: ClientOutcome) -> None:
+    def on_frame(kind: bytes, data: bytes) -> None:
+        if kind == b"reading":
+            now = time.time()
+            out.samples.append((now, (now - sent_at(data)) * 1000))
+        elif kind == b"gap":
+            out.gaps += 1
+
+    params = {"factory_id": job.factory_id, "types": "reading"}
+    try:
+        reader, writer = await open_stream(job.base, job.token, params)
+    except OSError as e:
+        out.errors.append(str(e))
+        return
+    out.connected += 1
+    try:
+        await read_chunks(reader, on_frame)
+    except (OSError, asyncio.IncompleteReadError) as e:
+        out.errors.append(f"stream ended: {e}")
+    finally:
+        writer.close()
+
+
+async def _listen(job: ClientJob) -> ClientOutcome:
+    out = ClientOutcome()
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for _ in range(job.clients):
+        tasks.append(asyncio.create_task(_client(job, out)))
+        await asyncio.sleep(0.002)  # a ramp, not a thundering herd of TLS-less handshakes
+    # Until the benchmark closes our standard input.
+    await loop.run_in_executor(None, sys.stdin.buffer.read)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return out
+
+
+class ClientFleet:
+    """``clients`` streams over ``processes`` processes (python -m tools.bench.live)."""
+
+    def __init__(self, job: ClientJob, processes: int) -> None:
+        self.jobs = [
+            ClientJob(
+                job.base,
+                job.token,
+                job.factory_id,
+                job.clients // processes + (1 if p < job.clients % processes else 0),
+            )
+            for p in range(processes)
+        ]
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        for job in self.jobs:
+            self.procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "tools.bench.live",
+                    orjson.dumps(asdict(job)).decode(),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+            )
+
+    async def stop(self) -> ClientOutcome:
+        total = ClientOutcome()
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:
+            stdout, _ = await proc.communicate()
+            if proc.returncode != 0 or not stdout:
+                total.errors.append(f"client process exited {proc.returncode}")
+                continue
+            got = orjson.loads(stdout)
+            total.connected += got["connected"]
+            total.samples += [tuple(s) for s in got["samples"]]
+            total.gaps += got["gaps"]
+            total.errors += got["errors"]
+        return total
+
+
+# ------------------------------------------------------------------ what the server says
+async def live_clients(client: httpx.AsyncClient) -> int:
+    """Stream clients connected to the query API (its ``millrace_live_clients`` gauge)."""
+    resp = await client.get(f"{url('query_api')}/metrics")
+    for line in resp.text.splitlines():
+        if line.startswith("millrace_live_clients "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+def query_api_rss() -> float:
+    parents = parent_map()
+    pids = tree({i.pid for i in instances() if i.service == "query_api"}, parents)
+    return max((rss_mb(p) for p in pids), default=0.0)
+
+
+async def sample_rss(stop: asyncio.Event, peak: list[float]) -> None:
+    while not stop.is_set():
+        peak.append(await asyncio.to_thread(query_api_rss))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+# ------------------------------------------------------------------ probes
+async def post_reading(
+    client: httpx.AsyncClient, token: str, factory: str, machine: str, fields: dict[str, float]
+) -> float:
+    """One reading stamped now; returns when it was sent (Unix time)."""
+    now = time.time()
+    stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
+    body = {
+        "gateway_id": "BENCH-LIVE",
+        "factory_id": factory,
+        "batch": [{"machine_id": machine, "readings": [{"timestamp": stamp, **fields}]}],
+    }
+    resp = await client.post(
+        f"{url('ingest_gateway')}/api/v1/data/ingest",
+        content=orjson.dumps(body),
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    if resp.status_code != 202:
+        raise OSError(f"probe reading answered {resp.status_code}: {resp.text[:200]}")
+    return now
+
+
+async def probe_readings(
+    token: str, factory: str, machines: list[str], rate: float, stop: asyncio.Event
+) -> int:
+    """Probe readings at ``rate``/s, round robin over ``machines``, until ``stop``."""
+    sent = 0
+    async with httpx.AsyncClient(timeout=10) as client:
+        start = time.monotonic()
+        while not stop.is_set():
+            await post_reading(client, token, factory, machines[sent % len(machines)], PROBE_FIELDS)
+            sent += 1
+            ahead = start + sent / rate - time.monotonic()
+            if ahead > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ahead)  # the probe's own pace
+    return sent
+
+
+@dataclass(slots=True)
+class AlertTimes:
+    api_ms: list[float] = field(default_factory=list)
+    stream_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def supervisor_token() -> str:
+    """Alert rules are a Supervisor's: the development supervisor (``make up`` creates it)."""
+    password = dev_password("supervisor")
+    if password is None:
+        raise RuntimeError("no development users (.run/dev-users.txt): run `make up`")
+    resp = login(url("auth"), "supervisor", password, timeout=30)
+    resp.raise_for_status()
+    return access_token(resp)
+
+
+class AlertProbe:
+    """A rule on ``machine`` and one stream watching its alerts; ``episode()`` times one."""
+
+    def __init__(self, token: str, factory: str, machine: str) -> None:
+        self.token, self.factory, self.machine = token, factory, machine
+        self.rule_id = ""
+        self.sup = ""
+        self.events: asyncio.Queue[tuple[float, dict[str, object]]] = asyncio.Queue()
+        self._stream: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> AlertProbe:
+        self.sup = await asyncio.to_thread(supervisor_token)
+        async with httpx.AsyncClient(timeout=10) as client:
+            resp = await client.post(
+                f"{url('query_api')}/api/v1/alerts/rules",
+                json={
+                    "name": f"bench live {uuid.uuid4().hex[:6]}",
+                    "field": ALERT_FIELD,
+                    "comparison": ">",
+                    "threshold": ALERT_THRESHOLD,
+                    "clear_threshold": ALERT_CLEAR,
+                    "severity": "minor",
+                    "scope_type": "machine",
+                    "scope_value": self.machine,
+                },
+                headers={"authorization": f"Bearer {self.sup}"},
+            )
+            if resp.status_code != 201:
+                raise OSError(f"alert rule refused: {resp.status_code} {resp.text[:200]}")
+            self.rule_id = resp.json()["rule"]["id"]
+        params = {"machine_id": self.machine, "types": "alert"}
+        reader, self._writer = await open_stream(url("query_api"), self.token, params)
+
+        def on_frame(kind: bytes, data: bytes) -> None:
+            if kind == b"alert":
+                self.events.put_nowait((time.time(), orjson.loads(data)))
+
+        self._stream = asyncio.create_task(read_chunks(reader, on_frame))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        async with httpx.AsyncClient(timeout=10) as client:
+            # The rule goes; its last alert (if the run stopped mid-episode) is cleared by hand.
+            await client.delete(
+                f"{url('query_api')}/api/v1/alerts/rules/{self.rule_id}",
+                headers={"authorization": f"Bearer {self.sup}"},
+            )
+            for a in await self._alerts(client, "open"):
+                await client.post(
+                    f"{url('query_api')}/api/v1/alerts/{a['id']}/clear",
+                    json={},
+                    headers={"authorization": f"Bearer {self.sup}"},
+                )
+
+    async def _alerts(self, client: httpx.AsyncClient, state: str) -> list[dict[str, object]]:
+        resp = await client.get(
+            f"{url('query_api')}/api/v1/alerts",
+            params={"machine_id": self.machine, "rule_id": self.rule_id, "state": state},
+            headers={"authorization": f"Bearer {self.token}"},
+        )
+        resp.raise_for_status()
+        return list(resp.json()["alerts"])
+
+    async def _event(self, event: str, after: float, deadline: float) -> float | None:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                at, data = await asyncio.wait_for(self.events.get(), left)
+            except TimeoutError:
+                return None
+            if data.get("event") == event and at >= after:
+                return at
+        return None
+
+    async def _listed(self, client: httpx.AsyncClient, deadline: float) -> float | None:
+        while time.monotonic() < deadline:
+            if await self._alerts(client, "active"):
+                return time.time()
+            await asyncio.sleep(API_POLL_S)  # the API has no notification: poll as a page would
+        return None
+
+    async def episode(self, client: httpx.AsyncClient, out: AlertTimes, timeout_s: float) -> None:
+        while not self.events.empty():
+            self.events.get_nowait()
+        deadline = time.monotonic() + timeout_s
+        sent = await post_reading(
+            client, self.token, self.factory, self.machine, {ALERT_FIELD: HOT}
+        )
+        on_stream, listed = await asyncio.gather(
+            self._event("opened", sent, deadline), self._listed(client, deadline)
+        )
+        # Not seen within the timeout: counted at the timeout (and named), never left out.
+        late = time.time()
+        if on_stream is None or listed is None:
+            out.failures.append("alert not seen in time")
+        out.stream_ms.append(((on_stream or late) - sent) * 1000)
+        out.api_ms.append(((listed or late) - sent) * 1000)
+        cool = await post_reading(
+            client, self.token, self.factory, self.machine, {ALERT_FIELD: COOL}
+        )
+        if await self._event("cleared", cool, time.monotonic() + timeout_s) is None:
+            out.failures.append("alert not cleared in time")
+
+    async def warm_up(self, client: httpx.AsyncClient, timeout_s: float = 30) -> None:
+        """The alerter loads a new rule within its refresh period: until the first alert."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            scratch = AlertTimes()
+            await self.episode(client, scratch, 3)
+            if not scratch.failures:
+                return
+        raise OSError("the alerter never raised the benchmark rule's alert")
+
+
+async def alert_episodes(probe: AlertProbe, stop: asyncio.Event) -> AlertTimes:
+    """Episodes every ``EPISODE_EVERY_S`` until ``stop``."""
+    out = AlertTimes()
+    async with httpx.AsyncClient(timeout=10) as client:
+        while not stop.is_set():
+            began = time.monotonic()
+            await probe.episode(client, out, ALERT_TIMEOUT_S)
+            rest = EPISODE_EVERY_S - (time.monotonic() - began)
+            if rest > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rest)  # a pace, not a flood of alerts
+    return out
+
+
+# ------------------------------------------------------------------ the measured run
+async def _wait_clients(http: httpx.AsyncClient, n: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (got := await live_clients(http)) < n:
+        if time.monotonic() > deadline:
+            raise OSError(f"only {got} of {n} stream clients connected in {timeout_s:.0f} s")
+        await asyncio.sleep(0.25)  # the gauge has no notification
+
+
+async def measure(ctx: Context) -> dict[str, float]:
+    """One run: throughput without clients, clients connected, half load with probe readings
+    and alert episodes, throughput with clients; query_api's RSS throughout."""
+    a = ctx.args
+    machines = ctx.machines
+    probes = [m.id for m in await ensure_machines(PostgresSettings(), PROBE_SITE, 4)]
+    [alerting_machine] = [m.id for m in await ensure_machines(PostgresSettings(), ALERT_SITE, 1)]
+    watched = ctx.factory("w")
+    per_request = len(machines) * a.readings_per_machine
+    requests = max(1000, a.http_requests // 2)
+
+    async def throughput(kind: str) -> float:
+        t = await http_phase.throughput(
+            ctx.pool,
+            ctx.token,
+            machines,
+            ctx.factory(kind),
+            requests,
+            a.http_processes,
+            a.http_connections,
+            a.readings_per_machine,
+        )
+        if t.stored < t.readings:
+            raise OSError(f"only {t.stored} of {t.readings} readings stored in time")
+        ctx.note_backlog(t.started, t.finished)
+        return t.stored_per_s
+
+    without = await throughput("n")
+    half_load = a.fresh_load or without / 2
+    rss_idle = await asyncio.to_thread(query_api_rss)
+    fleet = ClientFleet(ClientJob(url("query_api"), ctx.token, watched, CLIENTS), CLIENT_PROCESSES)
+    stop_rss, rss = asyncio.Event(), [rss_idle]
+    sampling = asyncio.create_task(sample_rss(stop_rss, rss))
+    async with httpx.AsyncClient(timeout=5) as http:
+        before = await live_clients(http)
+        await fleet.start()
+        try:
+            await _wait_clients(http, before + CLIENTS, 60)
+            stop_probes = asyncio.Event()
+            probing = asyncio.create_task(
+                probe_readings(ctx.token, watched, probes, PROBE_RATE, stop_probes)
+            )
+            async with AlertProbe(ctx.token, ctx.factory("a"), alerting_machine) as alert:
+                await alert.warm_up(http)
+                stop_alerts = asyncio.Event()
+                alerting = asyncio.create_task(alert_episodes(alert, stop_alerts))
+                bodies = IngestBodies(
+                    machines,
+                    ctx.factory("l"),
+                    time.time_ns() // 1000 - 60_000_000,
+                    a.readings_per_machine,
+                )
+                begun = time.time() + 2.0  # the load's start and warm-up excluded
+                load = await http_phase.fixed_rate(
+                    ctx.pool,
+                    http_phase.target("ingest_gateway", ctx.token),
+                    half_load / per_request,
+                    a.fresh_seconds,
+                    a.http_processes,
+                    64,
+                    bodies,
+                )
+                window = (begun, time.time())
+                stop_alerts.set()
+                alerts = await alerting
+            with_clients = await throughput("y")
+            stop_probes.set()
+            await probing
+            connected_at_end = await live_clients(http)
+        finally:
+            outcome = await fleet.stop()
+            stop_rss.set()
+            await sampling
+    if outcome.errors:
+        raise OSError(f"stream clients failed: {outcome.errors[:3]}")
+    if connected_at_end < before + CLIENTS:
+        raise OSError(f"only {connected_at_end - before} stream clients still connected")
+    if set(load.statuses) != {202}:
+        raise OSError(f"answers other than 202 under the half load: {load.statuses}")
+    if len(alerts.stream_ms) < 3:
+        raise OSError(f"only {len(alerts.stream_ms)} alert episodes timed")
+    latencies = [lat for at, lat in outcome.samples if window[0] <= at <= window[1]]
+    expected = CLIENTS * PROBE_RATE * (window[1] - window[0])
+    log.info(
+        "live: %d clients, reading→client p50 %.0f ms p99 %.0f ms at %.0f readings/s; "
+        "stored %.0f/s with clients, %.0f/s without; query_api RSS %.0f MB (%.0f idle); "
+        "alert p99 API %.0f ms, stream %.0f ms (%d episodes, %d missed)",
+        outcome.connected,
+        percentile(latencies, 50),
+        percentile(latencies, 99),
+        load.achieved_rps * per_request,
+        with_clients,
+        without,
+        max(rss),
+        rss_idle,
+        percentile(alerts.api_ms, 99),
+        percentile(alerts.stream_ms, 99),
+        len(alerts.stream_ms),
+        len(alerts.failures),
+    )
+    return {
+        "live.p50": percentile(latencies, 50),
+        "live.p99": percentile(latencies, 99),
+        "live.delivered": len(latencies) / expected if expected else 0.0,
+        "live.gaps": float(outcome.gaps),
+        "live.load": load.achieved_rps * per_request,
+        "live.rss": max(rss),
+        "live.rss.idle": rss_idle,
+        "live.tput.with": with_clients,
+        "live.tput.without": without,
+        "live.alert.api.p50": percentile(alerts.api_ms, 50),
+        "live.alert.api.p99": percentile(alerts.api_ms, 99),
+        "live.alert.stream.p50": percentile(alerts.stream_ms, 50),
+        "live.alert.stream.p99": percentile(alerts.stream_ms, 99),
+        "live.alert.episodes": float(len(alerts.stream_ms)),
+        "live.alert.missed": float(len(alerts.failures)),
+    }
+
+
+def rows(ctx: Context, v: dict[str, float]) -> list[Row]:
+    """The table's rows for what ``measure`` returned (medians over runs)."""
+    if "live.p99" not in v:
+        return []
+    change = v["live.tput.with"] / v["live.tput.without"] - 1
+    worst_alert = max(v["live.alert.api.p99"], v["live.alert.stream.p99"])
+    return [
+        Row(
+            f"live reading→client p50 / p99, {CLIENTS} clients at half load "
+            f"({num(v['live.load'])} readings/s)",
+            f"{ms(v['live.p50'])} / {ms(v['live.p99'])} ms",
+            f"{PROBE_RATE:.0f} probe readings/s to every client; "
+            f"{min(1.0, v['live.delivered']):.0%} delivered, {v['live.gaps']:.0f} gaps",
+            "-",
+            f"p99 ≤ {LATENCY_TARGET_MS:.0f} ms",
+            "yes" if v["live.p99"] <= LATENCY_TARGET_MS else "NO",
+        ),
+        Row(
+            f"HTTP readings/s stored with {CLIENTS} stream clients connected",
+            num(v["live.tput.with"]),
+            f"same run without clients: {num(v['live.tput.without'])}",
+            f"{change:+.0%}",
+            f"within {THROUGHPUT_TOLERANCE:.0%}",
+            "yes" if change >= -THROUGHPUT_TOLERANCE else "NO",
+        ),
+        Row(
+            f"peak RSS query_api with {CLIENTS} stream clients",
+            f"{v['live.rss']:.0f} MB",
+            f"before they connected: {v['live.rss.idle']:.0f} MB",
+            "-",
+            "-",
+            "-",
+        ),
+        Row(
+            "alert p50 / p99, reading posted → listed by the API · on the stream",
+            f"{ms(v['live.alert.api.p50'])} / {ms(v['live.alert.api.p99'])} · "
+            f"{ms(v['live.alert.stream.p50'])} / {ms(v['live.alert.stream.p99'])} ms",
+            f"{v['live.alert.episodes']:.0f} episodes a run at half load, "
+            f"{v['live.alert.missed']:.0f} missed (counted at {ALERT_TIMEOUT_S:.0f} s)",
+            "-",
+            f"p99 ≤ {ALERT_TARGET_MS:.0f} ms",
+            "yes" if worst_alert <= ALERT_TARGET_MS else "NO",
+        ),
+    ]
+
+
+FIGURES = [Figure("live", measure, rows)]
+
+
+def client_main(argv: list[str]) -> None:
+    job = ClientJob(**orjson.loads(argv[0]))
+    out = asyncio.run(_listen(job))
+    sys.stdout.buffer.write(orjson.dumps(asdict(out)))
+
+
+if __name__ == "__main__":
+    client_main(sys.argv[1:])
