@@ -33,6 +33,7 @@ from services.alerter.settings import Settings
 from services.alerter.store import AlertStore
 from shared import alert_events
 from shared.db import DB_UNAVAILABLE
+from shared.edge import service_credentials
 
 log = logging.getLogger(__name__)
 MQTT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, *DB_UNAVAILABLE)
@@ -55,12 +56,10 @@ class MqttNotifier:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"{m.client_id}-{socket.gethostname()}-{os.getpid()}",
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv311,  # what the MQTT edge (RabbitMQ's MQTT plugin) speaks
         )
-        if m.username:
-            self.client.username_pw_set(
-                m.username, m.password.get_secret_value() if m.password else None
-            )
+        if (credentials := service_credentials(m, settings.amqp)) is not None:
+            self.client.username_pw_set(*credentials)
 
     def start(self) -> None:
         m = self.settings.mqtt

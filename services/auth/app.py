@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from starlette.applications import Starlette
 
 from services.auth.api.gateway_api import gateway_routes
+from services.auth.api.mqtt_api import mqtt_routes
 from services.auth.api.session_api import session_routes
 from services.auth.api.user_api import user_routes
 from services.auth.keys import KeySet, load_keyset
@@ -43,7 +44,7 @@ def create_app(settings: Settings) -> Starlette:
         settings,
         opened,
         ready,
-        routes=[*session_routes(keys), *user_routes(), *gateway_routes()],
+        routes=[*session_routes(keys), *user_routes(), *gateway_routes(), *mqtt_routes()],
         openapi_title="Millrace auth",
         security=settings.security,
         # Nearly every answer here is a credential or personal data: never cache by default.

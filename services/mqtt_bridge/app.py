@@ -1,8 +1,9 @@
 """The bridge's process: /health, /ready and /metrics over HTTP; the lifespan owns every
 connection and runs the bridge.
 
-SIGTERM → uvicorn runs the lifespan shutdown → the bridge finishes the groups in flight,
-acknowledges them, publishes ``offline`` and disconnects; then RabbitMQ and the databases close.
+SIGTERM → uvicorn runs the lifespan shutdown → the bridge stops consuming the edge queue,
+finishes the groups in flight, acknowledges them, publishes ``offline``; then RabbitMQ and the
+databases close. What it had prefetched and not finished goes back to the edge queue.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
     name = f"mqtt_bridge {settings.mqtt.client_id}"
     connection = await resources.rabbitmq(stack, settings.amqp, name)
     publisher = await resources.publisher(stack, settings.amqp, connection)
-    bridge = Bridge(settings, publisher, MachineCache(MachineRepository(pool), redis))
+    bridge = Bridge(settings, publisher, MachineCache(MachineRepository(pool), redis), connection)
     # Leave a little of the shutdown budget for closing the connections after it.
     stack.push_async_callback(bridge.stop, max(1.0, settings.shutdown_timeout_s - 2.0))
     await bridge.start()
@@ -38,7 +39,7 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
 
 
 async def ready(state: State) -> dict[str, bool]:
-    return {"mqtt": state["bridge"].mqtt_ready, "rabbitmq": state["publisher"].ready}
+    return {"edge": state["bridge"].edge_ready, "rabbitmq": state["publisher"].ready}
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -1,15 +1,16 @@
-"""The bridge: MQTT messages in groups → validated → confirmed by RabbitMQ → PUBACK.
+"""The bridge: edge messages in groups → validated → confirmed by RabbitMQ → acked.
 
-Pipeline (all on the asyncio loop but the paho thread)::
+Pipeline (all on the asyncio loop)::
 
-    paho thread ──call_soon_threadsafe──▶ inbox ──collect──▶ group ──task──▶ in-flight groups
-                                                                               │ (FIFO)
-                                          PUBACK each message ◀── acker ◀──────┘
+    edge queue (AMQP) ──▶ inbox ──collect──▶ group ──task──▶ in-flight groups
+                                                               │ (FIFO)
+             basic.ack up to the group's last tag ◀── acker ◀──┘
 
 A group is validated once; its readings and its dead letters are published with publisher
 confirms, retried with bounded backoff for as long as RabbitMQ (or the machine registry) is
-unavailable, and only then are its MQTT messages acknowledged, in the order they arrived. Several
-groups may be publishing at once so that confirm latency does not cap throughput.
+unavailable, and only then are its edge messages acknowledged, in the order they arrived. Several
+groups may be publishing at once so that confirm latency does not cap throughput. The edge
+already PUBACKed the gateway when the message reached its quorum queue.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
+from aio_pika.abc import AbstractRobustConnection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from services.mqtt_bridge import metrics
 from services.mqtt_bridge.grouping import collect
-from services.mqtt_bridge.link import Inbound, MqttLink
+from services.mqtt_bridge.link import EdgeLink, Inbound
 from services.mqtt_bridge.settings import Settings
-from services.mqtt_bridge.topics import TopicTemplate
+from services.mqtt_bridge.status import StatusLink
 from services.mqtt_bridge.triage import (
     classify,
     dead_letters,
@@ -41,6 +43,7 @@ from shared.broker import Publisher
 from shared.db import DB_ERRORS
 from shared.errors import BrokerUnavailable
 from shared.machines import Machine, MachineCache
+from shared.mqtt_topics import TopicTemplate
 from shared.readings import ValidationContext
 
 log = logging.getLogger(__name__)
@@ -65,12 +68,19 @@ class Totals:
 
 
 class Bridge:
-    def __init__(self, settings: Settings, publisher: Publisher, machines: MachineCache) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: Publisher,
+        machines: MachineCache,
+        connection: AbstractRobustConnection | None = None,
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
         self.machines = machines
         self.totals = Totals()
-        self._template = TopicTemplate(settings.topic_template)
+        self._connection = connection
+        self._template = TopicTemplate(settings.edge.topic_template)
         limits = settings.limits
         self._ctx = ValidationContext(
             extra_fields=dict(limits.extra_fields),
@@ -82,18 +92,22 @@ class Bridge:
         self._in_flight: asyncio.Queue[tuple[list[Inbound], asyncio.Task[None]]] = asyncio.Queue(
             maxsize=settings.groups_in_flight
         )
-        self._link: MqttLink | None = None
+        self._link: EdgeLink | None = None
+        self._status: StatusLink | None = None
         self._grouper: asyncio.Task[None] | None = None
         self._acker: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Start the pipeline, then connect to MQTT (in the background, retrying)."""
-        link = MqttLink(self.settings, asyncio.get_running_loop(), self._inbox.put_nowait)
+        """Start the pipeline, consume the edge queue, and say ``online`` on the edge."""
+        assert self._connection is not None
+        link = EdgeLink(self.settings, self._connection, self._inbox.put_nowait)
         self.run_pipeline(link)
-        link.start()
+        await link.start()
+        self._status = StatusLink(self.settings)
+        self._status.start()
 
-    def run_pipeline(self, link: MqttLink) -> None:
+    def run_pipeline(self, link: EdgeLink) -> None:
         """Start grouping, publishing and acknowledging for ``link`` (tests pass a fake)."""
         self._link = link
         self._grouper = asyncio.create_task(self._group_loop(), name="mqtt-bridge-grouper")
@@ -103,9 +117,11 @@ class Bridge:
         """Stop taking messages, finish the groups in flight (ack them), then go ``offline``.
 
         Groups that cannot be confirmed within the timeout (RabbitMQ down) are abandoned
-        unacknowledged: Mosquitto keeps them in the session and redelivers them.
+        unacknowledged: the edge queue keeps them and redelivers them.
         """
         deadline = time.monotonic() + timeout_s
+        if self._link is not None:
+            await self._link.stop_consuming()
         if self._grouper is not None:
             self._grouper.cancel()
             await asyncio.gather(self._grouper, return_exceptions=True)
@@ -121,13 +137,17 @@ class Bridge:
             while not self._in_flight.empty():
                 group, task = self._in_flight.get_nowait()
                 task.cancel()
-                self._abandon(group)
+                await self._abandon(group)
                 self._in_flight.task_done()
         if self._acker is not None:
             self._acker.cancel()
             await asyncio.gather(self._acker, return_exceptions=True)
+        # Messages still in the inbox were never grouped: closing the channel returns them.
+        self.totals.abandoned += self._inbox.qsize()
         if self._link is not None:
-            await self._link.stop(max(1.0, deadline - time.monotonic()))
+            await self._link.close()
+        if self._status is not None:
+            await self._status.stop(max(1.0, deadline - time.monotonic()))
         t = self.totals
         log.info(
             "bridge stopped: %d messages published (%d readings), %d dead-lettered,"
@@ -140,7 +160,7 @@ class Bridge:
         )
 
     @property
-    def mqtt_ready(self) -> bool:
+    def edge_ready(self) -> bool:
         return self._link is not None and self._link.ready
 
     # ------------------------------------------------------------------ pipeline
@@ -154,7 +174,7 @@ class Bridge:
                 await self._in_flight.put((group, task))
             except asyncio.CancelledError:  # stopping while the pipeline was full
                 task.cancel()
-                self._abandon(group)
+                await asyncio.shield(self._abandon(group))
                 raise
 
     async def _ack_loop(self) -> None:
@@ -165,30 +185,32 @@ class Bridge:
                 await asyncio.wait([task])
             except asyncio.CancelledError:  # shutdown gave up on this group
                 task.cancel()
-                self._abandon(group)
+                await asyncio.shield(self._abandon(group))
                 self._in_flight.task_done()
                 raise
             if task.cancelled():
-                self._abandon(group)
+                await self._abandon(group)
             elif (error := task.exception()) is not None:
                 log.error(
                     "group of %d MQTT messages failed unexpectedly; not acknowledged",
                     len(group),
                     exc_info=error,
                 )
-                self._abandon(group)
+                await self._abandon(group)
             else:
-                self._link.ack(group)
+                await self._link.ack(group)
             self._in_flight.task_done()
 
-    def _abandon(self, group: list[Inbound]) -> None:
+    async def _abandon(self, group: list[Inbound]) -> None:
         self.totals.abandoned += len(group)
         if self._link is not None:
-            self._link.release(len(group))
+            await self._link.release(group)
 
     async def _process(self, group: list[Inbound]) -> None:
         started = time.perf_counter()
         request_id = new_request_id()
+        # The edge authorised the publishing gateway for these machines; which gateway it was
+        # does not travel with the message, so readings are stamped with the bridge's id.
         gateway_id = self.settings.mqtt.client_id
         triage = classify(group, self._template, self._ctx.with_now())
         ids = triage.machine_ids()

@@ -1,300 +1,163 @@
-"""The MQTT side of the bridge: a paho client in its own thread, feeding the asyncio loop.
+"""The edge side of the bridge: an AMQP consumer of the edge queue ``mqtt.telemetry``.
 
-paho runs its network loop in a thread of its own (``loop_start``) and reconnects by itself with
-exponential backoff. Messages are handed to the asyncio loop with ``call_soon_threadsafe``. QoS 1
-messages are acknowledged manually (``manual_ack=True``), and only through :meth:`MqttLink.ack`.
+Gateways publish over MQTT to RabbitMQ's MQTT plugin, which routes each message into the quorum
+queue and PUBACKs once it is stored. Every bridge consumes that queue (competing consumers, so
+bridges scale by running more), with a prefetch window of ``MQTT_BRIDGE_MAX_INFLIGHT`` messages.
 
-Two rules keep acknowledgements correct across reconnects:
+Acknowledgements follow two rules:
 
-- Every (re)connection starts a new *generation*. A message is acknowledged only on the
-  connection it arrived on; one from an earlier connection is not acknowledged at all — the
-  broker redelivers it in the resumed session, and that copy is acknowledged. An acknowledgement
-  sent on the wrong connection could otherwise free a message id the broker has already reused
-  for another message.
-- The number of messages received and not yet finished is bounded (MQTT 5 Receive Maximum asks
-  the broker; a semaphore enforces it here), far below the 65,535 message ids MQTT has.
+- A message is acknowledged only on the channel it arrived on. After a reconnection the broker
+  redelivers everything unacknowledged of the old channel; those copies are acknowledged, the old
+  ones are not (their delivery tags mean nothing on the new channel).
+- Groups finish in arrival order, so one ``basic.ack(multiple)`` up to a group's last tag covers
+  it; a group given up on is returned (``basic.nack(requeue)``) before any later group is acked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+import aiormq
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from services.mqtt_bridge import metrics
 from services.mqtt_bridge.settings import Settings
+from shared import edge
+from shared.broker import PUBLISH_ERRORS
+from shared.mqtt_topics import topic_of
 
 log = logging.getLogger(__name__)
-
-ONLINE = b"online"
-OFFLINE = b"offline"
 
 
 @dataclass(slots=True)
 class Inbound:
-    """One MQTT message as the asyncio side sees it."""
+    """One MQTT message as the bridge sees it: its topic, its payload, where to ack it."""
 
-    mid: int
-    qos: int
-    topic: str | None  # None when the topic is not valid UTF-8
+    tag: int
+    topic: str | None  # None when the routing key is not a topic the edge could have made
     payload: bytes
-    generation: int
+    channel: Any = None  # the AMQP channel it arrived on (tests pass None)
+    qos: int = 1  # as the gateway published it
 
 
-class MqttLink:
+def _qos(headers: Any) -> int:
+    value = headers.get("x-mqtt-publish-qos", 1) if headers else 1
+    return value if isinstance(value, int) else 1
+
+
+def inbound(message: AbstractIncomingMessage) -> Inbound:
+    key = message.routing_key
+    return Inbound(
+        message.delivery_tag or 0,
+        topic_of(key) if key else None,
+        message.body,
+        message.channel,
+        _qos(message.headers),
+    )
+
+
+class EdgeLink:
     def __init__(
         self,
         settings: Settings,
-        loop: asyncio.AbstractEventLoop,
+        connection: AbstractRobustConnection,
         deliver: Callable[[Inbound], None],
     ) -> None:
         self.settings = settings
-        self._loop = loop
+        self._connection = connection
         self._deliver = deliver
-        self._lock = threading.Lock()
-        self._generation = 0
-        self._connected = False
-        self._subscribed = False
-        self._subscribe_mid: int | None = None
-        self._closing = threading.Event()
-        self._slots = threading.BoundedSemaphore(settings.max_inflight)
+        self._channel: AbstractRobustChannel | None = None
+        self._consumer_tag: str | None = None
         self._pending = 0
-        # Messages cross from paho's thread in batches: one loop wake-up for all that arrived
-        # since the last one, not a self-pipe write per message.
-        self._handoff: deque[Inbound] = deque()
-        self._wake_pending = False
-        self._client = self._build_client()
 
-    # ------------------------------------------------------------------ life cycle
-    def _build_client(self) -> mqtt.Client:
+    async def start(self) -> None:
         s = self.settings
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.mqtt.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if s.mqtt.username:
-            password = s.mqtt.password.get_secret_value() if s.mqtt.password else None
-            client.username_pw_set(s.mqtt.username, password)
-        client.will_set(s.status_topic, OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
-        # Outgoing traffic is only the status topic; keep paho's own queue bounded too.
-        client.max_inflight_messages_set(20)
-        client.max_queued_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
-
-    def start(self) -> None:
-        """Connect in the background; paho keeps reconnecting until :meth:`stop`."""
-        s = self.settings
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = s.session_expiry_s
-        props.ReceiveMaximum = s.max_inflight
-        self._client.connect_async(
-            s.mqtt.host,
-            s.mqtt.port,
-            keepalive=s.mqtt.keepalive_s,
-            clean_start=False,  # resume the session: readings queued while we were away
-            properties=props,
-        )
-        self._client.loop_start()
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=s.max_inflight)
+        queue = await edge.declare(channel, s.edge, s.amqp)
+        self._consumer_tag = await queue.consume(self._on_message)
+        self._queue = queue
+        self._channel = channel
         log.info(
-            "connecting to MQTT %s:%d as %s, topics %s",
-            s.mqtt.host,
-            s.mqtt.port,
-            s.mqtt.client_id,
-            ", ".join(s.mqtt.topics),
+            "consuming the MQTT edge queue %s (topics %s), prefetch %d",
+            s.edge.queue,
+            s.edge.topic_template,
+            s.max_inflight,
         )
 
-    async def stop(self, timeout_s: float) -> None:
-        """Publish ``offline`` (retained), disconnect cleanly, stop paho's thread."""
-        self._closing.set()
-        if self.connected:
-            info = self._client.publish(self.settings.status_topic, OFFLINE, qos=1, retain=True)
+    async def stop_consuming(self) -> None:
+        """No new deliveries; what was prefetched and not taken returns to the queue on close."""
+        if self._consumer_tag is not None and self._channel is not None:
             try:
-                await asyncio.to_thread(info.wait_for_publish, timeout_s)
-            except (RuntimeError, ValueError) as e:
-                log.warning("could not publish offline status: %s", e)
-            if not info.is_published():
-                log.warning("offline status not confirmed within %.1f s", timeout_s)
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
-        metrics.CONNECTED.set(0)
-        log.info("MQTT disconnected")
+                await self._queue.cancel(self._consumer_tag)
+            except PUBLISH_ERRORS as e:
+                log.warning("could not cancel the edge consumer: %s", e)
+            self._consumer_tag = None
 
-    # ------------------------------------------------------------------ state
-    @property
-    def connected(self) -> bool:
-        return self._connected
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
 
     @property
     def ready(self) -> bool:
-        return self._connected and self._subscribed
+        return (
+            self._channel is not None
+            and not self._channel.is_closed
+            and self._consumer_tag is not None
+        )
 
     @property
     def pending(self) -> int:
-        """Messages received and not finished (acknowledged or abandoned)."""
         return self._pending
 
-    # ------------------------------------------------------------------ acknowledgement
-    def ack(self, messages: Iterable[Inbound]) -> tuple[int, int]:
-        """PUBACK what came on the current connection; free the slot of every message.
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._pending += 1
+        metrics.UNACKED.set(self._pending)
+        self._deliver(inbound(message))
 
-        Returns (acknowledged, stale): stale messages arrived on an earlier connection and the
-        broker will redeliver them.
-        """
-        acked = stale = 0
-        with self._lock:
-            for m in messages:
-                if self._connected and m.generation == self._generation:
-                    if m.qos > 0:
-                        self._client.ack(m.mid, m.qos)
-                    acked += 1
+    # ------------------------------------------------------------------ acknowledgement
+    async def ack(self, messages: Iterable[Inbound]) -> tuple[int, int]:
+        """Acknowledge a finished group; returns (acknowledged, stale)."""
+        return await self._settle(list(messages), requeue=None)
+
+    async def release(self, messages: Iterable[Inbound]) -> None:
+        """Return a group given up on to the queue (redelivered to some bridge)."""
+        await self._settle(list(messages), requeue=True)
+
+    async def _settle(self, messages: list[Inbound], requeue: bool | None) -> tuple[int, int]:
+        last: dict[int, tuple[Any, int]] = {}
+        for m in messages:
+            if m.channel is None:
+                continue
+            held = last.get(id(m.channel))
+            if held is None or m.tag > held[1]:
+                last[id(m.channel)] = (m.channel, m.tag)
+        done = stale = 0
+        for channel, _ in last.values():
+            mine = [m for m in messages if m.channel is channel]
+            if channel.is_closed:
+                stale += len(mine)
+                continue
+            try:
+                if requeue is None:
+                    await channel.basic_ack(max(m.tag for m in mine), multiple=True)
                 else:
-                    stale += 1
-        self.release(acked + stale)
+                    for m in mine:
+                        await channel.basic_nack(m.tag, multiple=False, requeue=True)
+                done += len(mine)
+            except (
+                aiormq.exceptions.AMQPError,
+                aiormq.exceptions.ChannelInvalidStateError,
+                ConnectionError,
+                RuntimeError,
+            ) as e:
+                log.warning("could not settle %d edge messages (%s); redelivered", len(mine), e)
+                stale += len(mine)
+        self._pending = max(0, self._pending - len(messages))
+        metrics.UNACKED.set(self._pending)
         if stale:
             metrics.STALE.inc(stale)
-        return acked, stale
-
-    def release(self, count: int) -> None:
-        """Free the slots of messages abandoned without acknowledgement (redelivered later)."""
-        for _ in range(count):
-            self._slots.release()
-        with self._lock:
-            self._pending -= count
-            metrics.UNACKED.set(self._pending)
-
-    # ------------------------------------------------------------ paho callbacks (paho thread)
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.warning(
-                "MQTT broker refused the connection: %s; retrying",
-                reason_code,
-                extra={"dependency": "mqtt"},
-            )
-            return
-        with self._lock:
-            self._generation += 1
-            self._connected = True
-            self._subscribed = False
-        metrics.CONNECTED.set(1)
-        log.info(
-            "connected to MQTT (session resumed: %s)",
-            flags.session_present,
-            extra={"dependency": "mqtt"},
-        )
-        if not flags.session_present:
-            log.warning(
-                "MQTT session %s was not resumed: readings published while the bridge was away"
-                " (if any) were not kept by the broker",
-                self.settings.mqtt.client_id,
-            )
-        topics = [
-            (t, SubscribeOptions(qos=self.settings.mqtt.qos)) for t in self.settings.mqtt.topics
-        ]
-        _, mid = client.subscribe(topics)
-        self._subscribe_mid = mid
-        client.publish(self.settings.status_topic, ONLINE, qos=1, retain=True)
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        log.warning(
-            "cannot connect to MQTT %s:%d; retrying with backoff (max %d s)",
-            self.settings.mqtt.host,
-            self.settings.mqtt.port,
-            self.settings.reconnect_max_s,
-            extra={"dependency": "mqtt"},
-        )
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._lock:
-            self._connected = False
-            self._subscribed = False
-        metrics.CONNECTED.set(0)
-        if not self._closing.is_set():
-            log.warning(
-                "MQTT connection lost (%s); reconnecting, unacknowledged messages will be"
-                " redelivered",
-                reason_code,
-                extra={"dependency": "mqtt"},
-            )
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        failed = [
-            (topic, rc)
-            for topic, rc in zip(self.settings.mqtt.topics, reason_codes, strict=False)
-            if rc.is_failure
-        ]
-        if failed:
-            log.error("MQTT subscription refused: %s", ", ".join(f"{t} ({rc})" for t, rc in failed))
-            return
-        if mid == self._subscribe_mid:
-            self._subscribed = True
-            log.info("subscribed to %s at QoS %d", ", ".join(self.settings.mqtt.topics), 1)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # Blocking here stops paho reading from the socket: back-pressure on the broker. It only
-        # happens if the broker ignores our Receive Maximum.
-        while not self._slots.acquire(timeout=0.5):
-            if self._closing.is_set():
-                return  # not acknowledged: redelivered on the next session
-        try:
-            topic: str | None = message.topic
-        except UnicodeDecodeError:
-            topic = None
-        item = Inbound(message.mid, message.qos, topic, bytes(message.payload), self._generation)
-        with self._lock:
-            self._pending += 1
-        self._handoff.append(item)
-        if self._wake_pending:
-            return
-        self._wake_pending = True
-        try:
-            self._loop.call_soon_threadsafe(self._hand_over)
-        except RuntimeError:  # the event loop is closed: we are shutting down
-            dropped = len(self._handoff)
-            self._handoff.clear()
-            self.release(dropped)  # not acknowledged: redelivered on the next session
-
-    def _hand_over(self) -> None:
-        """On the asyncio loop: pass on everything paho's thread queued so far."""
-        self._wake_pending = False
-        handoff = self._handoff
-        while handoff:
-            self._deliver(handoff.popleft())
+        return done, stale

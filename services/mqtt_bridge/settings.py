@@ -3,7 +3,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.mqtt_bridge.topics import status_topic
+from shared.edge import EdgeSettings
+from shared.mqtt_topics import TopicTemplate, status_topic
 from shared.settings import (
     ServiceSettings,
     UsesAmqp,
@@ -13,7 +14,7 @@ from shared.settings import (
     UsesRedis,
 )
 
-# paho (and MQTT itself) number in-flight QoS 1 messages with 16-bit ids: stay far below 65,535.
+# Edge messages prefetched and not yet acknowledged, at most (bounds the bridge's memory).
 MAX_INFLIGHT_CEILING = 20_000
 
 
@@ -22,13 +23,9 @@ class Settings(ServiceSettings, UsesAmqp, UsesPostgres, UsesRedis, UsesMqtt, Use
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
     port: int = Field(default=8004, validation_alias="MQTT_BRIDGE_PORT")
-    # Where factory and machine ids sit in a telemetry topic.
-    topic_template: str = Field(
-        default="factory/{factory_id}/machine/{machine_id}/telemetry",
-        validation_alias="MQTT_BRIDGE_TOPIC_TEMPLATE",
-    )
-    # Unacknowledged QoS 1 messages the broker may have in flight to the bridge (MQTT 5 Receive
-    # Maximum, also enforced locally). Bounds memory and keeps message ids far from wrapping.
+    # The edge queue, its bound, and the telemetry topic template (MQTT_BRIDGE_TOPIC_TEMPLATE).
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    # Unacknowledged edge messages the broker may have in flight to this bridge (AMQP prefetch).
     max_inflight: int = Field(
         default=2000, ge=1, le=MAX_INFLIGHT_CEILING, validation_alias="MQTT_BRIDGE_MAX_INFLIGHT"
     )
@@ -42,11 +39,6 @@ class Settings(ServiceSettings, UsesAmqp, UsesPostgres, UsesRedis, UsesMqtt, Use
     )
     # Groups being published at once; PUBACKs still go out in the order messages arrived.
     groups_in_flight: int = Field(default=4, ge=1, validation_alias="MQTT_BRIDGE_GROUPS_IN_FLIGHT")
-    # MQTT 5 session expiry: how long Mosquitto keeps the subscriptions and queues readings
-    # for a bridge that is down.
-    session_expiry_s: int = Field(
-        default=7 * 24 * 3600, ge=1, validation_alias="MQTT_BRIDGE_SESSION_EXPIRY_S"
-    )
     reconnect_min_s: int = Field(default=1, ge=1, validation_alias="MQTT_BRIDGE_RECONNECT_MIN_S")
     reconnect_max_s: int = Field(default=30, ge=1, validation_alias="MQTT_BRIDGE_RECONNECT_MAX_S")
     # Longest wait between two attempts at publishing a group RabbitMQ refused.
@@ -54,10 +46,7 @@ class Settings(ServiceSettings, UsesAmqp, UsesPostgres, UsesRedis, UsesMqtt, Use
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.mqtt.qos != 1:
-            raise ValueError("MQTT_QOS must be 1: the bridge acknowledges after RabbitMQ confirmed")
-        if "{factory_id}" not in self.topic_template or "{machine_id}" not in self.topic_template:
-            raise ValueError("MQTT_BRIDGE_TOPIC_TEMPLATE needs {factory_id} and {machine_id}")
+        TopicTemplate(self.edge.topic_template)  # refuses a template without both ids
         return self
 
     @property

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.mqtt_bridge.link import Inbound
-from services.mqtt_bridge.topics import BadTopic, TopicIds, TopicTemplate, is_status_topic
 from shared.envelope import Envelope, dead_letter
 from shared.ingest import pack
 from shared.machines import Machine, valid_uuid
 from shared.mqtt_payload import DeadReason, Payload, PayloadError, parse_payload
+from shared.mqtt_topics import BadTopic, TopicIds, TopicTemplate, is_status_topic
 from shared.readings import ValidationContext
 
 SOURCE = "mqtt"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.mqtt_bridge.topics import BadTopic, TopicIds, TopicTemplate, is_status_topic
+from shared.mqtt_topics import BadTopic, TopicIds, TopicTemplate, is_status_topic
 
 DEFAULT = TopicTemplate("factory/{factory_id}/machine/{machine_id}/telemetry")
 MID = "e21c1cfa-4af9-4ccc-a53c-78a967195439"

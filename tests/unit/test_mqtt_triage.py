@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from services.mqtt_bridge.link import Inbound
-from services.mqtt_bridge.topics import TopicTemplate
+from shared.mqtt_topics import TopicTemplate
 from services.mqtt_bridge.triage import classify, dead_letters, envelopes, resolve
 from shared.machines import Machine
 from shared.mqtt_payload import DeadReason

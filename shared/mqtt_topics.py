@@ -1,4 +1,5 @@
-"""Telemetry topics: which levels name the factory and the machine."""
+"""MQTT topics: which levels of a telemetry topic name the factory and the machine; how MQTT
+topics and AMQP routing keys map onto each other on the MQTT edge."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class TopicTemplate:
             raise ValueError(
                 f"topic template {template!r} needs {{factory_id}} and {{machine_id}} levels"
             ) from None
+        self.id_levels = (self._factory, self._machine)
         self._literal = [
             (i, level)
             for i, level in enumerate(self.levels)
@@ -72,3 +74,24 @@ def is_status_topic(topic: str) -> bool:
         and levels[1] == "bridge"
         and levels[3] == "status"
     )
+
+
+# RabbitMQ's MQTT plugin publishes to a topic exchange: MQTT "/" becomes "." in the routing key,
+# and a "." inside an MQTT level becomes "/" (so the mapping is reversible).
+_TO_KEY = str.maketrans({"/": ".", ".": "/"})
+
+
+def routing_key_of(topic: str) -> str:
+    """``factory/F/machine/M/telemetry`` → ``factory.F.machine.M.telemetry``."""
+    return topic.translate(_TO_KEY)
+
+
+def topic_of(routing_key: str) -> str:
+    """The inverse of :func:`routing_key_of`."""
+    return routing_key.translate(_TO_KEY)
+
+
+def binding_key(template: TopicTemplate) -> str:
+    """The routing-key pattern of every telemetry topic: ids replaced by ``*``."""
+    levels = ["*" if i in template.id_levels else level for i, level in enumerate(template.levels)]
+    return ".".join(level.replace(".", "/") if level != "*" else level for level in levels)

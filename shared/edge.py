@@ -1,0 +1,83 @@
+"""The MQTT edge: RabbitMQ's MQTT plugin is the broker gateways connect to.
+
+A gateway's QoS 1 PUBLISH goes to the topic exchange ``amq.topic`` (routing key = the topic with
+"/" as "."), which routes it to the quorum queue ``mqtt.telemetry``; the plugin sends PUBACK only
+after that queue confirmed it, so a PUBACK means the reading is on disk (a broker crash loses
+nothing acknowledged). The bridges consume that queue as competing consumers, publish what they
+validated to the ``telemetry`` exchange with confirms, and only then ack. When the queue is full
+(``MQTT_EDGE_MAX_BYTES``) it refuses publishes (``reject-publish``): the gateway's connection is
+closed without a PUBACK and the gateway keeps the reading. See docs/architecture.md.
+
+Whoever starts first declares the queue and its binding (the bridge at start-up, and
+``python -m tools.edge`` in ``make up``), idempotently and with the same arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from aio_pika.abc import AbstractChannel, AbstractQueue
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.broker import DEAD_LETTER_ROUTING_KEY, declare_topology
+from shared.mqtt_topics import TopicTemplate, binding_key
+from shared.settings import AmqpSettings, MqttSettings
+
+MQTT_EXCHANGE = "amq.topic"
+DEFAULT_TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    queue: str = Field(default="mqtt.telemetry", validation_alias="MQTT_EDGE_QUEUE")
+    # What the edge keeps for bridges that are down or behind, in bytes of message bodies. Past
+    # it, publishes are refused (no PUBACK) rather than dropped.
+    max_bytes: int = Field(default=2 * 1024**3, ge=1, validation_alias="MQTT_EDGE_MAX_BYTES")
+    # Where factory and machine ids sit in a telemetry topic (the bridge parses it, auth
+    # authorises publishes with it).
+    topic_template: str = Field(
+        default=DEFAULT_TEMPLATE, validation_alias="MQTT_BRIDGE_TOPIC_TEMPLATE"
+    )
+
+    @property
+    def template(self) -> TopicTemplate:
+        return TopicTemplate(self.topic_template)
+
+
+def queue_arguments(edge: EdgeSettings, amqp: AmqpSettings) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-max-length-bytes": edge.max_bytes,
+        "x-overflow": "reject-publish",
+        # A message that keeps failing (a bridge crashing on it) ends in telemetry.dead.
+        "x-delivery-limit": amqp.delivery_limit,
+        "x-dead-letter-exchange": amqp.dead_letter,
+        "x-dead-letter-routing-key": DEAD_LETTER_ROUTING_KEY,
+    }
+
+
+async def declare(
+    channel: AbstractChannel, edge: EdgeSettings, amqp: AmqpSettings
+) -> AbstractQueue:
+    """The edge queue, bound to every telemetry topic of the template (and the topology it
+    dead-letters into)."""
+    await declare_topology(channel, amqp)
+    queue = await channel.declare_queue(
+        edge.queue, durable=True, arguments=queue_arguments(edge, amqp)
+    )
+    await queue.bind(MQTT_EXCHANGE, binding_key(edge.template))
+    return queue
+
+
+def service_credentials(mqtt: MqttSettings, amqp: AmqpSettings) -> tuple[str, str | None] | None:
+    """How a Millrace service signs in to the edge: ``MQTT_USERNAME``/``MQTT_PASSWORD`` when set,
+    else the broker user of ``AMQP_URL`` (the edge is the same RabbitMQ)."""
+    if mqtt.username:
+        return mqtt.username, mqtt.password.get_secret_value() if mqtt.password else None
+    url = urlsplit(amqp.url.get_secret_value())
+    if not url.username:
+        return None
+    return unquote(url.username), unquote(url.password) if url.password else None
