@@ -18,6 +18,7 @@ from services.alerter.rules import Evaluator
 from services.alerter.settings import Settings
 from services.alerter.store import AlertStore
 from shared.db import DB_UNAVAILABLE
+from shared.machines import MachineCache, MachineRepository
 from shared.service import postgres_ready, resources, service_app
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
     rules = await store.rules()
     evaluator.set_rules(rules)
     offline.rules = rules
-    evaluation = RuleEvaluation(settings, connection, store, evaluator)
+    machines = MachineCache(MachineRepository(pool), redis)
+    evaluation = RuleEvaluation(settings, connection, store, evaluator, machines)
     stack.push_async_callback(evaluation.stop)
     await evaluation.start()
     notifier = Notifier(settings, connection, store)

@@ -30,6 +30,7 @@ from services.alerter.store import AlertStore
 from shared import alert_events, broker
 from shared.db import DB_UNAVAILABLE
 from shared.envelope import Envelope
+from shared.machines import MachineCache, valid_uuid
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,13 @@ class RuleEvaluation:
         connection: AbstractRobustConnection,
         store: AlertStore,
         evaluator: Evaluator,
+        machines: MachineCache,
     ) -> None:
         self.settings = settings
         self.connection = connection
         self.store = store
         self.evaluator = evaluator
+        self.machines = machines
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
@@ -118,11 +121,20 @@ class RuleEvaluation:
             return
         await message.ack()
 
+    async def registered(self, readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The readings to judge, in order per machine, each with its machine's registered
+        factory (None for a machine no longer registered: only rules of every factory apply)."""
+        usable = [r for r in readings if "machine_id" in r and "ts" in r]
+        ids = sorted({m for r in usable if valid_uuid(m := str(r["machine_id"]))})
+        machines = await self.machines.get_many(ids)
+        out = []
+        for r in sorted(usable, key=lambda r: (str(r["machine_id"]), int(r["ts"]))):
+            machine = machines.get(str(r["machine_id"]))
+            out.append({**r, "factory_id": machine.factory_id if machine else None})
+        return out
+
     async def evaluate(self, readings: list[dict[str, Any]]) -> None:
-        ordered = sorted(readings, key=lambda r: (str(r.get("machine_id")), int(r.get("ts", 0))))
-        for reading in ordered:
-            if "machine_id" not in reading or "ts" not in reading:
-                continue
+        for reading in await self.registered(readings):
             READINGS.inc()
             for action in self.evaluator.evaluate(reading):
                 try:

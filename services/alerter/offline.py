@@ -1,7 +1,7 @@
 """Offline rules: a machine silent longer than ``offline_after_s`` raises an alert; its next
 reading clears it.
 
-"Last seen" is the newest reading the write path recorded (Redis ``millrace:status:<id>``, the
+"Last seen" is the newest reading the write path recorded (Redis, ``shared.keys.status_key``: the
 hash the query API's status endpoint reads), so it does not depend on which alerter replica
 consumes readings. One replica sweeps at a time: the holder of a PostgreSQL advisory lock.
 """
@@ -22,6 +22,7 @@ from services.alerter.rules import Action, Rule
 from services.alerter.store import AlertStore
 from shared import alert_events, broker
 from shared.db import DB_UNAVAILABLE
+from shared.keys import status_key
 from shared.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ SWEEP_ERRORS: tuple[type[BaseException], ...] = (
     *broker.PUBLISH_ERRORS,
 )
 _LEADER_LOCK = 0x416C7274  # "Alrt"
-
-
-def status_key(machine_id: str) -> str:
-    return f"millrace:status:{machine_id}"
 
 
 def offline_actions(
@@ -99,13 +96,11 @@ class OfflineWatch:
     async def _last_seen(self, machines: list[dict[str, Any]]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for m in machines:
-                pipe.hmget(status_key(m["machine_id"]), "ts_ms", "factory_id", "location")
+                pipe.hget(status_key(m["machine_id"]), "ts_ms")
             results = await pipe.execute()
-        for m, (ts_ms, factory, location) in zip(machines, results, strict=True):
+        # The machines keep their registered factory and location (the registry's).
+        for m, ts_ms in zip(machines, results, strict=True):
             m["last_seen_ns"] = int(ts_ms) * 1_000_000 if ts_ms else None
-            m["factory_id"] = factory.decode() if factory else None
-            if location:
-                m["location"] = location.decode()
 
     async def sweep_once(self, exchange: AbstractExchange) -> int:
         if not any(r.kind == "offline" for r in self.rules) or not await self._is_leader():

@@ -5,6 +5,10 @@ A threshold rule opens an alert when ``field <comparison> threshold`` has held f
 clear threshold (hysteresis: a value hovering at the threshold does not flap). Readings of one
 machine are evaluated in reading-time order; one older than the newest already evaluated (late,
 or delivered again) changes nothing.
+
+A rule may belong to a factory: it then applies only to machines registered in that factory.
+The machine a rule looks at carries its registered factory (``factory_id``), never the factory
+a reading's sender claimed.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Rule:
     clear_threshold: float | None = None
     duration_s: int = 0
     offline_after_s: int | None = None
+    factory_id: str | None = None  # None: every factory
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Rule:
@@ -59,9 +64,13 @@ class Rule:
             clear_threshold=row["clear_threshold"],
             duration_s=row["duration_s"],
             offline_after_s=row["offline_after_s"],
+            factory_id=row.get("factory_id"),
         )
 
     def applies(self, machine: dict[str, Any]) -> bool:
+        """Whether the rule watches ``machine`` (its registered factory in ``factory_id``)."""
+        if self.factory_id is not None and machine.get("factory_id") != self.factory_id:
+            return False
         if self.scope_type == "all":
             return True
         return str(machine.get(_SCOPE_KEY[self.scope_type]) or "") == self.scope_value

@@ -148,7 +148,9 @@ class AlertStore:
     async def machines(self) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute("SELECT id, name, location, sensor_type FROM machine_metadata")
+            await cur.execute(
+                "SELECT id, name, location, sensor_type, factory_id FROM machine_metadata"
+            )
             return [{**m, "machine_id": str(m["id"])} for m in await cur.fetchall()]
 
     async def log_delivery(

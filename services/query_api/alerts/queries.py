@@ -5,14 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from starlette.datastructures import QueryParams
+from services.query_api.alerts.schemas import AlertParams
+from shared.auth.verify import Principal
 
-from shared.alert_events import SEVERITIES
-from shared.http import ApiError
-from shared.machines import valid_uuid
-
-STATES = ("active", "acknowledged", "cleared", "open")
-MAX_LIMIT = 500
 # Open before cleared, the most severe first, the newest first.
 URGENCY = (
     "(state = 'cleared'), array_position(ARRAY['critical','major','minor','warning']::text[],"
@@ -38,75 +33,43 @@ def rule_out(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _time(value: str, name: str, errors: list[dict[str, Any]]) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        errors.append({"parameter": name, "error": "ISO 8601 with a zone", "value": value})
-        return None
-    return parsed
+def alert_scope(p: Principal) -> tuple[str, list[Any]]:
+    """Alerts of the caller's factories (an alert recorded without a factory: every factory's)."""
+    factories = p.factory_list
+    return ("true", []) if factories is None else ("factory_id = ANY(%s)", [factories])
 
 
-def alert_filters(params: QueryParams) -> tuple[str, list[Any], int, int]:
-    """(WHERE clause, its arguments, limit, offset); 400 naming every bad parameter."""
-    errors: list[dict[str, Any]] = []
-    where: list[str] = ["true"]
-    args: list[Any] = []
-    state = params.get("state")
-    if state:
-        if state not in STATES:
-            errors.append(
-                {"parameter": "state", "error": "One of: " + ", ".join(STATES), "value": state}
-            )
-        elif state == "open":
-            where.append("state <> 'cleared'")
-        else:
-            where.append("state = %s")
-            args.append(state)
-    severity = params.get("severity")
-    if severity:
-        wanted = [s.strip() for s in severity.split(",") if s.strip()]
-        bad = [s for s in wanted if s not in SEVERITIES]
-        if bad:
-            errors.append(
-                {
-                    "parameter": "severity",
-                    "error": "One of: " + ", ".join(SEVERITIES),
-                    "value": bad[0],
-                }
-            )
-        else:
-            where.append("severity = ANY(%s)")
-            args.append(wanted)
-    for name in ("machine_id", "rule_id"):
-        value = params.get(name)
-        if value:
-            if not valid_uuid(value):
-                errors.append({"parameter": name, "error": "Must be a UUID", "value": value})
-            else:
-                where.append(f"{name} = %s")
-                args.append(value)
-    for name, op in (("since", ">="), ("until", "<")):
-        value = params.get(name)
-        if value:
-            at = _time(value, name, errors)
-            if at is not None:
-                where.append(f"raised_at {op} %s")
-                args.append(at)
-    limit = offset = 0
-    for name, default, high in (("limit", 100, MAX_LIMIT), ("offset", 0, 10**9)):
-        raw = params.get(name, str(default))
-        if not raw.isdigit() or int(raw) > high or (name == "limit" and int(raw) < 1):
-            errors.append({"parameter": name, "error": f"Integer up to {high}", "value": raw})
-        elif name == "limit":
-            limit = int(raw)
-        else:
-            offset = int(raw)
-    if errors:
-        raise ApiError(400, "Invalid query parameters", errors)
-    return " AND ".join(where), args, limit, offset
+def rule_scope(p: Principal) -> tuple[str, list[Any]]:
+    """Rules the caller sees: its factories' and those of every factory (which apply to its
+    machines too; changing them needs a token of every factory)."""
+    factories = p.factory_list
+    if factories is None:
+        return "true", []
+    return "(factory_id IS NULL OR factory_id = ANY(%s))", [factories]
+
+
+def alert_filters(q: AlertParams, p: Principal) -> tuple[str, list[Any]]:
+    """(WHERE clause, its arguments) of a list of alerts, within the caller's factories."""
+    scope, args = alert_scope(p)
+    where = [scope]
+    if q.state == "open":
+        where.append("state <> 'cleared'")
+    elif q.state is not None:
+        where.append("state = %s")
+        args.append(q.state)
+    if q.severity is not None:
+        where.append("severity = ANY(%s)")
+        args.append(q.severity.split(","))
+    for column in ("machine_id", "rule_id", "factory_id"):
+        value = getattr(q, column)
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    for value, op in ((q.since, ">="), (q.until, "<")):
+        if value is not None:
+            where.append(f"raised_at {op} %s")
+            args.append(value)
+    return " AND ".join(where), args
 
 
 def transition_problem(state: str, target: str) -> str | None:

@@ -1,4 +1,10 @@
-"""Alert and rule endpoints; the decisions (filters, transitions) are in :mod:`.queries`."""
+"""Alert and rule endpoints; the decisions (filters, transitions) are in :mod:`.queries`.
+
+Factories: a caller sees the alerts of its factories, and the rules of its factories plus those
+of every factory; an alert or rule of another factory answers 404 as an unknown one. A rule of
+every factory is changed only with a token of every factory (403); a new or changed rule names
+a factory of the caller (403 otherwise), or is a machine's rule and takes the machine's factory.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +27,17 @@ from services.query_api.alerts.schemas import (
     RuleIn,
     RuleListOut,
 )
+from services.query_api.params import path_uuid
+from services.query_api.scope import principal, require_every_factory, require_factory
+from services.query_api.state import state
 from shared import alert_events, audit
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.machines import valid_uuid
 from shared.openapi import doc
+from shared.params import parse_query
 from shared.readings import field_errors
+from shared.schemas import page
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -39,17 +50,6 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         return model.model_validate_json(raw)
     except ValidationError as e:
         raise ApiError(400, "Validation failed", [f.as_dict() for f in field_errors(e)]) from None
-
-
-def _rule_id(request: Request) -> str:
-    rid = str(request.path_params["rule_id"])
-    if not valid_uuid(rid):
-        raise ApiError(
-            400,
-            "Invalid path parameter",
-            [{"parameter": "rule_id", "error": "Must be a UUID", "value": rid}],
-        )
-    return rid
 
 
 def _alert_id(request: Request) -> int:
@@ -65,7 +65,7 @@ def _alert_id(request: Request) -> int:
 
 async def _announce(request: Request, event: str, alert: dict[str, Any]) -> None:
     # After the commit: the live stream and the notifier see what PostgreSQL holds.
-    await alert_events.publish(request.state.live.exchange, event, alert)
+    await alert_events.publish(state(request)["live"].exchange, event, alert)
 
 
 @doc(
@@ -76,63 +76,68 @@ async def _announce(request: Request, event: str, alert: dict[str, Any]) -> None
 )
 @requires("read:alerts")
 async def list_alerts(request: Request) -> Response:
-    where, args, limit, offset = queries.alert_filters(request.query_params)
-    async with request.state.pool.connection() as conn:
+    q = parse_query(AlertParams, request.query_params)
+    caller = principal(request)
+    if q.factory_id is not None:
+        require_factory(caller, q.factory_id)
+    where, args = queries.alert_filters(q, caller)
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(f"SELECT count(*) AS n FROM alerts WHERE {where}", args)
-        total = (await cur.fetchone())["n"]
+        counted = await cur.fetchone()
+        total = int(counted["n"]) if counted else 0
         await cur.execute(
             f"SELECT * FROM alerts WHERE {where} ORDER BY {queries.URGENCY} LIMIT %s OFFSET %s",
-            [*args, limit, offset],
+            [*args, q.limit, q.offset],
         )
         rows = [queries.alert_out(r) for r in await cur.fetchall()]
     return JSONResponse(
         {
             "status": "success",
             "alerts": rows,
-            "pagination": {
-                "limit": limit,
-                "offset": offset,
-                "returned_records": len(rows),
-                "total_records": total,
-                "has_more": offset + len(rows) < total,
-            },
+            "pagination": page(q.limit, q.offset, len(rows), total),
         }
     )
+
+
+async def _alert(cur: Any, request: Request, alert_id: int, *, lock: bool = False) -> Any:
+    """The alert when the caller may see it; 404 otherwise (another factory's too)."""
+    scope, args = queries.alert_scope(principal(request))
+    await cur.execute(
+        f"SELECT * FROM alerts WHERE id = %s AND {scope}" + (" FOR UPDATE" if lock else ""),
+        [alert_id, *args],
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise ApiError(404, "Alert not found")
+    return row
 
 
 @doc("One alert", responses={200: AlertEnvelope, 404: "No such alert"}, tags=["alerts"])
 @requires("read:alerts")
 async def get_alert(request: Request) -> Response:
-    async with request.state.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT * FROM alerts WHERE id = %s", (_alert_id(request),))
-        row = await cur.fetchone()
-    if row is None:
-        raise ApiError(404, "Alert not found")
+    async with state(request)["pool"].connection() as conn:
+        row = await _alert(conn.cursor(row_factory=dict_row), request, _alert_id(request))
     return JSONResponse({"status": "success", "alert": queries.alert_out(row)})
 
 
 async def _transition(request: Request, target: str) -> Response:
     alert_id = _alert_id(request)
     body: AlertActionIn = await _body(request, AlertActionIn)
-    principal: Principal = request.state.principal
-    async with request.state.pool.connection() as conn:
+    caller = principal(request)
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT * FROM alerts WHERE id = %s FOR UPDATE", (alert_id,))
-        before = await cur.fetchone()
-        if before is None:
-            raise ApiError(404, "Alert not found")
+        before = await _alert(cur, request, alert_id, lock=True)
         problem = queries.transition_problem(before["state"], target)
         if problem:
             raise ApiError(409, problem, state=before["state"])
-        sql, args = queries.transition_sql(target, alert_id, principal.username, body.note)
+        sql, args = queries.transition_sql(target, alert_id, caller.username, body.note)
         await cur.execute(sql, args)
         after = await cur.fetchone()
         assert after is not None
         await audit.record(
             conn,
-            audit.Actor.of(request, principal),
+            audit.Actor.of(request, caller),
             f"alert.{'acknowledge' if target == 'acknowledged' else 'clear'}",
             f"alert:{alert_id}",
             {"state": before["state"]},
@@ -165,40 +170,71 @@ async def clear(request: Request) -> Response:
     return await _transition(request, "cleared")
 
 
-@doc("Alert rules", responses={200: RuleListOut}, tags=["alerts"])
+@doc(
+    "Alert rules of your factories, and those of every factory",
+    responses={200: RuleListOut},
+    tags=["alerts"],
+)
 @requires("read:alerts")
 async def list_rules(request: Request) -> Response:
-    async with request.state.pool.connection() as conn:
+    scope, args = queries.rule_scope(principal(request))
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute("SELECT * FROM alert_rules ORDER BY created_at, id")
+        await cur.execute(f"SELECT * FROM alert_rules WHERE {scope} ORDER BY created_at, id", args)
         rows = [queries.rule_out(r) for r in await cur.fetchall()]
     return JSONResponse({"status": "success", "rules": rows})
+
+
+async def _rule_factory(cur: Any, caller: Principal, rule: RuleIn) -> str | None:
+    """The factory a new or changed rule belongs to, within the caller's scope: the one it
+    names, or its machine's (a machine of another factory is unknown: 404)."""
+    factory = rule.factory_id
+    if rule.scope_type == "machine" and rule.scope_value is not None:
+        if not valid_uuid(rule.scope_value):
+            error = {"field": "scope_value", "error": "Must be a machine id (UUID)"}
+            raise ApiError(400, "Validation failed", [error])
+        await cur.execute(
+            "SELECT factory_id FROM machine_metadata WHERE id = %s", (rule.scope_value,)
+        )
+        row = await cur.fetchone()
+        if row is not None and caller.sees_factory(row["factory_id"]):
+            if factory not in (None, row["factory_id"]):
+                error = {"field": "factory_id", "error": "Must be the machine's factory"}
+                raise ApiError(400, "Validation failed", [error])
+            return str(row["factory_id"])
+        if row is not None or caller.factories is not None:
+            raise ApiError(404, "Machine not found", machine_id=rule.scope_value)
+    if factory is None:
+        require_every_factory(caller, "a rule of every factory (name a factory_id)")
+    else:
+        require_factory(caller, factory)
+    return factory
 
 
 @doc(
     "Create an alert rule (the alerter applies it within seconds)",
     body=RuleIn,
-    responses={201: RuleEnvelope},
+    responses={201: RuleEnvelope, 403: "The factory is outside your scope"},
     tags=["alerts"],
 )
 @requires("write:alert_rules")
 async def create_rule(request: Request) -> Response:
     rule: RuleIn = await _body(request, RuleIn)
-    principal: Principal = request.state.principal
-    values = rule.model_dump()
-    async with request.state.pool.connection() as conn:
+    caller = principal(request)
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
+        values = {**rule.model_dump(), "factory_id": await _rule_factory(cur, caller, rule)}
         cols = ", ".join(values)
         marks = ", ".join(["%s"] * len(values))
         await cur.execute(
             f"INSERT INTO alert_rules ({cols}, created_by) VALUES ({marks}, %s) RETURNING *",
-            [*values.values(), principal.username],
+            [*values.values(), caller.username],
         )
         row = await cur.fetchone()
         assert row is not None
         await audit.record(
             conn,
-            audit.Actor.of(request, principal),
+            audit.Actor.of(request, caller),
             "alert_rule.create",
             f"rule:{row['id']}",
             None,
@@ -207,11 +243,18 @@ async def create_rule(request: Request) -> Response:
     return JSONResponse({"status": "success", "rule": queries.rule_out(row)}, status_code=201)
 
 
-async def _managed_guard(cur: Any, rule_id: str) -> dict[str, Any]:
-    await cur.execute("SELECT * FROM alert_rules WHERE id = %s FOR UPDATE", (rule_id,))
+async def _rule_to_change(cur: Any, caller: Principal, rule_id: str) -> dict[str, Any]:
+    """The rule, locked, when the caller may change it: 404 when it cannot see it, 403 for a
+    rule of every factory without a token of every factory, 409 for a setting's rule."""
+    scope, args = queries.rule_scope(caller)
+    await cur.execute(
+        f"SELECT * FROM alert_rules WHERE id = %s AND {scope} FOR UPDATE", [rule_id, *args]
+    )
     before = await cur.fetchone()
     if before is None:
         raise ApiError(404, "Rule not found")
+    if before["factory_id"] is None:
+        require_every_factory(caller, "a rule of every factory")
     if before["managed_by"]:
         raise ApiError(
             409,
@@ -221,7 +264,7 @@ async def _managed_guard(cur: Any, rule_id: str) -> dict[str, Any]:
 
 
 async def _close_open_alerts(
-    cur: Any, request: Request, rule_id: str, username: str, why: str
+    cur: Any, rule_id: str, username: str, why: str
 ) -> list[dict[str, Any]]:
     await cur.execute(
         "UPDATE alerts SET state = 'cleared', cleared_at = now(), cleared_by = %s,"
@@ -240,14 +283,14 @@ async def _close_open_alerts(
 )
 @requires("write:alert_rules")
 async def update_rule(request: Request) -> Response:
-    rule_id = _rule_id(request)
+    rule_id = path_uuid(request, "rule_id")
     rule: RuleIn = await _body(request, RuleIn)
-    principal: Principal = request.state.principal
-    values = rule.model_dump()
+    caller = principal(request)
     cleared: list[dict[str, Any]] = []
-    async with request.state.pool.connection() as conn:
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        before = await _managed_guard(cur, rule_id)
+        before = await _rule_to_change(cur, caller, rule_id)
+        values = {**rule.model_dump(), "factory_id": await _rule_factory(cur, caller, rule)}
         sets = ", ".join(f"{k} = %s" for k in values)
         await cur.execute(
             f"UPDATE alert_rules SET {sets}, updated_at = now() WHERE id = %s RETURNING *",
@@ -256,12 +299,10 @@ async def update_rule(request: Request) -> Response:
         row = await cur.fetchone()
         assert row is not None
         if not rule.enabled:
-            cleared = await _close_open_alerts(
-                cur, request, rule_id, principal.username, "rule disabled"
-            )
+            cleared = await _close_open_alerts(cur, rule_id, caller.username, "rule disabled")
         await audit.record(
             conn,
-            audit.Actor.of(request, principal),
+            audit.Actor.of(request, caller),
             "alert_rule.update",
             f"rule:{rule_id}",
             orjson.loads(orjson.dumps(queries.rule_out(before))),
@@ -279,18 +320,16 @@ async def update_rule(request: Request) -> Response:
 )
 @requires("delete:alert_rules")
 async def delete_rule(request: Request) -> Response:
-    rule_id = _rule_id(request)
-    principal: Principal = request.state.principal
-    async with request.state.pool.connection() as conn:
+    rule_id = path_uuid(request, "rule_id")
+    caller = principal(request)
+    async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
-        before = await _managed_guard(cur, rule_id)
-        cleared = await _close_open_alerts(
-            cur, request, rule_id, principal.username, "rule deleted"
-        )
+        before = await _rule_to_change(cur, caller, rule_id)
+        cleared = await _close_open_alerts(cur, rule_id, caller.username, "rule deleted")
         await cur.execute("DELETE FROM alert_rules WHERE id = %s", (rule_id,))
         await audit.record(
             conn,
-            audit.Actor.of(request, principal),
+            audit.Actor.of(request, caller),
             "alert_rule.delete",
             f"rule:{rule_id}",
             queries.rule_out(before),

@@ -1,8 +1,23 @@
+"""Request and answer models of the alerts API (the OpenAPI document and validation)."""
+
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticUseDefault
+
+from services.query_api.params import MAX_OFFSET, FactoryId, bounded, refuse
+from shared.alert_events import SEVERITIES
+from shared.machines import valid_uuid
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -29,6 +44,9 @@ class RuleIn(BaseModel):
     severity: Severity = "major"
     scope_type: Scope = "all"
     scope_value: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    factory_id: FactoryId | None = Field(
+        None, description="The factory whose machines it watches (one of yours); none = every one"
+    )
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -49,6 +67,10 @@ class RuleIn(BaseModel):
             raise ValueError("an offline rule needs offline_after_s")
         if (self.scope_type == "all") != (self.scope_value is None):
             raise ValueError("scope_value is required for a scope other than all (only then)")
+        if self.scope_type == "factory":
+            if self.factory_id not in (None, self.scope_value):
+                raise ValueError("factory_id must be the factory the scope names")
+            self.factory_id = self.scope_value
         return self
 
 
@@ -65,6 +87,7 @@ class RuleOut(BaseModel):
     severity: str
     scope_type: str
     scope_value: str | None
+    factory_id: str | None = Field(description="The factory it belongs to; null = every factory")
     enabled: bool
     managed_by: str | None = Field(description="Set when a config setting keeps this rule")
     created_by: str
@@ -86,15 +109,65 @@ class RuleListOut(BaseModel):
     rules: list[RuleOut]
 
 
+STATES = ("active", "acknowledged", "cleared", "open")
+MAX_LIMIT = 500
+
+
+def _state(value: Any) -> Any:
+    if value == "":
+        raise PydanticUseDefault()
+    if value not in STATES:
+        raise refuse("One of: " + ", ".join(STATES))
+    return value
+
+
+def _severities(value: Any) -> Any:
+    wanted = [s.strip() for s in str(value).split(",") if s.strip()]
+    if not wanted:
+        raise PydanticUseDefault()
+    if any(s not in SEVERITIES for s in wanted):
+        raise refuse("One of: " + ", ".join(SEVERITIES))
+    return ",".join(wanted)
+
+
+def _uuid(value: Any) -> Any:
+    if value == "":
+        raise PydanticUseDefault()
+    if not valid_uuid(str(value)):
+        raise refuse("Must be a UUID")
+    return value
+
+
+def _instant(value: Any) -> Any:
+    if value == "":
+        raise PydanticUseDefault()
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise refuse("ISO 8601 with a zone")
+    return parsed
+
+
 class AlertParams(BaseModel):
-    state: str | None = Field(None, description="active, acknowledged, cleared or open")
-    severity: str | None = Field(None, description="Comma-separated severities")
-    machine_id: str | None = None
-    rule_id: str | None = None
-    since: str | None = Field(None, description="Raised at or after (ISO 8601 with zone)")
-    until: str | None = Field(None, description="Raised before (ISO 8601 with zone)")
-    limit: int = Field(100, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    state: Annotated[
+        Literal["active", "acknowledged", "cleared", "open"] | None, BeforeValidator(_state)
+    ] = Field(None, description="active, acknowledged, cleared or open")
+    severity: Annotated[str | None, BeforeValidator(_severities)] = Field(
+        None, description="Comma-separated severities"
+    )
+    machine_id: Annotated[str | None, BeforeValidator(_uuid)] = None
+    rule_id: Annotated[str | None, BeforeValidator(_uuid)] = None
+    factory_id: FactoryId | None = Field(None, description="Only alerts of this factory")
+    since: Annotated[datetime | None, BeforeValidator(_instant)] = Field(
+        None, description="Raised at or after (ISO 8601 with zone)"
+    )
+    until: Annotated[datetime | None, BeforeValidator(_instant)] = Field(
+        None, description="Raised before (ISO 8601 with zone)"
+    )
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(bounded(1, MAX_LIMIT))] = 100
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET), BeforeValidator(bounded(0, MAX_OFFSET))] = 0
 
 
 class AlertOut(BaseModel):

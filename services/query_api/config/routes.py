@@ -12,6 +12,10 @@ The audit log is guarded by ``read:users`` (Management only): it records persona
 users (who did what, from which address), and it also holds user and gateway administration
 entries written by the auth service. The role table has no dedicated audit permission.
 
+Factories: settings and the audit log span every factory. Reading the settings needs only
+``read:config``; changing one, or reading the audit log, needs a token of every factory too
+(403 otherwise; README "Factories: what a token sees").
+
 Needs ``request.state.pool`` (psycopg ``AsyncConnectionPool``) and ``request.state.authorizer``.
 """
 
@@ -37,6 +41,7 @@ from services.query_api.config.schemas import (
     ConfigUpdateIn,
     ConfigUpdateOut,
 )
+from services.query_api.scope import require_every_factory
 from services.query_api.state import state
 from shared import audit
 from shared.auth.verify import Principal
@@ -134,8 +139,9 @@ async def get_config(request: Request) -> Response:
 )
 @requires("write:config")
 async def update_config(request: Request) -> Response:
-    name, value = parse_update(await _json_body(request))
     principal: Principal = request.state.principal
+    require_every_factory(principal, "configuration changes apply to every factory")
+    name, value = parse_update(await _json_body(request))
     async with state(request)["pool"].connection() as conn:
         # Serialize writers of one setting, including its first insert (nothing to row-lock),
         # so that every audit entry's old value is the value it really replaced.
@@ -225,6 +231,7 @@ def _audit_filters(request: Request) -> tuple[int, int, list[str], list[Any]]:
 @doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut}, tags=["config"])
 @requires("read:users")
 async def audit_log(request: Request) -> Response:
+    require_every_factory(request.state.principal, "the audit log spans every factory")
     limit, offset, where, values = _audit_filters(request)
     clause = " AND ".join(where) or "TRUE"
     async with state(request)["pool"].connection() as conn:

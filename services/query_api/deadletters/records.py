@@ -52,6 +52,16 @@ class LetterRecord:
     raw: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     attempts: int = 1
+    # Kept by a stripped record, which has neither details nor readings left to tell it.
+    known_factory: str | None = None
+
+    @property
+    def factory_id(self) -> str | None:
+        """The factory its topic or first reading names; None when none can be told."""
+        named = self.known_factory or self.details.get("factory_id")
+        if not isinstance(named, str) and self.readings and isinstance(self.readings[0], dict):
+            named = self.readings[0].get("factory_id")
+        return named[:100] if isinstance(named, str) and named else None
 
     def stripped(self, why: str) -> LetterRecord:
         """The same letter without its bulky parts, for when PostgreSQL refuses the full row."""
@@ -66,6 +76,7 @@ class LetterRecord:
             request_id=self.request_id,
             topic=self.topic,
             details={"archive_error": clean(why)[: _SHORT * 5]},
+            known_factory=self.factory_id,
             attempts=self.attempts,
         )
 

@@ -18,6 +18,11 @@ its readings; the selected rows stay locked meanwhile, so concurrent replays nev
 letter twice. Should the commit fail after the confirm, a later replay publishes the same
 readings again, which InfluxDB stores as the same points (no duplicate).
 
+Factories: every list, count, read, replay and purge keeps to the letters of the caller's
+factories (a letter's factory is the one its topic or readings name); a letter of another
+factory, or one whose factory cannot be told, answers as an unknown id to a caller of some
+factories only (README "Factories: what a token sees").
+
 Needs ``request.state``: ``pool``, ``publisher`` (:class:`shared.broker.Publisher`),
 ``settings`` (query_api settings: validation limits) and ``authorizer``.
 """
@@ -56,6 +61,7 @@ from services.query_api.deadletters.schemas import (
     ReplayOut,
 )
 from services.query_api.deadletters.store import LetterFilter
+from services.query_api.scope import principal, require_factory
 from services.query_api.state import state
 from shared.audit import record_request as record_audit
 from shared.broker import Publisher
@@ -79,6 +85,11 @@ _ROW_TIMES = ("first_seen", "archived_at", "replayed_at", "last_replay_at")
 
 def letter_out(row: dict[str, Any]) -> dict[str, Any]:
     return {k: _iso(v) if k in _ROW_TIMES else v for k, v in row.items()}
+
+
+def _scope(request: Request) -> LetterFilter:
+    """The letters the caller's factories hold."""
+    return LetterFilter(factories=principal(request).factory_list)
 
 
 def _letter_id(request: Request) -> int:
@@ -114,10 +125,14 @@ def _target(ids: list[int] | None, **selector: Any) -> str:
 @requires("read:config")
 async def list_dead_letters(request: Request) -> Response:
     q = parse_query(DeadLetterListParams, request.query_params)
+    if q.factory_id is not None:
+        require_factory(principal(request), q.factory_id)
     flt = LetterFilter(
         reason=q.reason,
         source=q.source,
         gateway_id=q.gateway_id,
+        factory_id=q.factory_id,
+        factories=principal(request).factory_list,
         machine_id=q.machine_id,
         replayed=q.replayed,
         since=q.since,
@@ -140,8 +155,10 @@ async def list_dead_letters(request: Request) -> Response:
 )
 @requires("read:config")
 async def dead_letter_stats(request: Request) -> Response:
-    s = await store.stats(state(request)["pool"])
-    set_pending({r["key"]: int(r["pending"]) for r in s["by_reason"] if r["pending"]})
+    scope = _scope(request)
+    s = await store.stats(state(request)["pool"], scope)
+    if scope.factories is None:  # the gauge counts every factory's letters
+        set_pending({r["key"]: int(r["pending"]) for r in s["by_reason"] if r["pending"]})
     return JSONResponse(
         {
             "status": "success",
@@ -168,7 +185,7 @@ async def dead_letter_stats(request: Request) -> Response:
 @requires("read:config")
 async def get_dead_letter(request: Request) -> Response:
     letter_id = _letter_id(request)
-    row = await store.get(state(request)["pool"], letter_id)
+    row = await store.get(state(request)["pool"], letter_id, _scope(request))
     if row is None:
         raise ApiError(404, "Dead letter not found", id=letter_id)
     return JSONResponse({"status": "success", "dead_letter": letter_out(row)})
@@ -230,17 +247,17 @@ class _Replay:
 
 
 async def _locked(
-    conn: AsyncConnection[Any], body: ReplayIn, run: _Replay
+    conn: AsyncConnection[Any], body: ReplayIn, run: _Replay, scope: LetterFilter
 ) -> list[tuple[dict[str, Any], Letter]]:
-    """The letters this request may replay, locked; the others answered (busy, not found,
-    already replayed)."""
+    """The letters this request may replay (of the caller's factories), locked; the others
+    answered (busy, not found, already replayed)."""
     rows = await store.lock_for_replay(
-        conn, ids=body.ids, reason=body.reason, limit=body.limit, force=body.force
+        conn, ids=body.ids, reason=body.reason, limit=body.limit, force=body.force, scope=scope
     )
     if body.ids is not None:
         locked = {r["id"] for r in rows}
         missing = [i for i in dict.fromkeys(body.ids) if i not in locked]
-        exist = await store.existing_ids(conn, missing) if missing else set()
+        exist = await store.existing_ids(conn, missing, scope) if missing else set()
         for i in missing:
             run.results[i] = {"id": i, "outcome": "busy" if i in exist else "not_found"}
     todo: list[tuple[dict[str, Any], Letter]] = []
@@ -345,7 +362,7 @@ async def replay_dead_letters(request: Request) -> Response:
     rid = request_id.get() or ""
     run = _Replay()
     async with pool.connection() as conn, conn.transaction():
-        todo = await _locked(conn, body, run)
+        todo = await _locked(conn, body, run, _scope(request))
         wanted: set[str] = set()
         for _, letter in todo:
             wanted |= machine_ids(letter)
@@ -380,7 +397,12 @@ async def replay_dead_letters(request: Request) -> Response:
 @requires("delete:sensor_data")
 async def purge_dead_letters(request: Request) -> Response:
     body = await parse_body(request, PurgeIn, MAX_BODY_BYTES)
-    flt = LetterFilter(reason=body.reason, before=body.before, replayed=body.replayed)
+    flt = LetterFilter(
+        reason=body.reason,
+        before=body.before,
+        replayed=body.replayed,
+        factories=principal(request).factory_list,
+    )
     pool = state(request)["pool"]
     async with pool.connection() as conn, conn.transaction():
         by_reason = await store.purge(conn, ids=body.ids, flt=flt)

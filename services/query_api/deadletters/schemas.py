@@ -34,6 +34,7 @@ class DeadLetterListParams(BaseModel):
         None, description="Who dead-lettered it"
     )
     gateway_id: Text | None = None
+    factory_id: Text | None = Field(None, description="Letters of this factory")
     machine_id: Text | None = Field(None, description="Letters about this machine")
     replayed: bool | None = Field(None, description="true: replayed already; false: pending")
     since: AwareDatetime | None = Field(
@@ -56,6 +57,7 @@ class DeadLetterOut(BaseModel):
     gateway_id: str
     request_id: str
     topic: str | None = Field(None, description="MQTT topic the payload came on")
+    factory_id: str | None = Field(description="The factory its topic or readings name")
     machine_id: str | None
     readings_count: int
     has_raw: bool = Field(description="The original payload is kept (see the detail view)")

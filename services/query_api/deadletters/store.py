@@ -20,6 +20,7 @@ from services.query_api.deadletters.records import LetterRecord
 # Columns of the list (the bulky readings/raw/details only in the detail view).
 _SUMMARY = (
     "id, message_id, reason, error, source, origin_source, gateway_id, request_id, topic,"
+    " factory_id,"
     " COALESCE(details->>'machine_id', readings->0->>'machine_id') AS machine_id,"
     " jsonb_array_length(readings) AS readings_count, raw IS NOT NULL AS has_raw,"
     " first_seen, archived_at, attempts, replayed_at, replay_count, last_replay_at,"
@@ -30,11 +31,14 @@ _DETAIL = _SUMMARY + ", readings, raw, details"
 
 @dataclass(frozen=True, slots=True)
 class LetterFilter:
-    """Which letters a list, a purge or a replay-by-reason applies to."""
+    """Which letters a list, a purge or a replay applies to; ``factories`` is the caller's scope
+    (None = every factory; a letter whose factory cannot be told belongs to none of them)."""
 
     reason: str | None = None
     source: str | None = None
     gateway_id: str | None = None
+    factory_id: str | None = None
+    factories: list[str] | None = None
     machine_id: str | None = None
     replayed: bool | None = None
     since: datetime | None = None
@@ -45,7 +49,7 @@ class LetterFilter:
         """A SQL condition and its parameters; ``TRUE`` when nothing is filtered."""
         clauses: list[str] = []
         params: list[Any] = []
-        for column in ("reason", "source", "gateway_id"):
+        for column in ("reason", "source", "gateway_id", "factory_id"):
             value = getattr(self, column)
             if value is not None:
                 clauses.append(f"{column} = %s")
@@ -53,6 +57,9 @@ class LetterFilter:
         if self.machine_id is not None:
             clauses.append("(details->>'machine_id' = %s OR readings @> %s)")
             params += [self.machine_id, Jsonb([{"machine_id": self.machine_id}])]
+        if self.factories is not None:
+            clauses.append("factory_id = ANY(%s)")
+            params.append(self.factories)
         if self.replayed is not None:
             clauses.append("replayed_at IS NOT NULL" if self.replayed else "replayed_at IS NULL")
         if self.since is not None:
@@ -72,8 +79,8 @@ async def insert(pool: AsyncConnectionPool, rec: LetterRecord) -> bool:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "INSERT INTO dead_letters (message_id, reason, error, source, origin_source,"
-            " gateway_id, request_id, topic, readings, raw, details, first_seen, attempts)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " gateway_id, request_id, topic, readings, raw, details, first_seen, attempts,"
+            " factory_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (message_id) DO NOTHING",
             (
                 rec.message_id,
@@ -89,6 +96,7 @@ async def insert(pool: AsyncConnectionPool, rec: LetterRecord) -> bool:
                 Jsonb(rec.details),
                 rec.first_seen,
                 rec.attempts,
+                rec.factory_id,
             ),
         )
         return cur.rowcount > 0
@@ -110,18 +118,28 @@ async def list_letters(
     return rows, int(counted["n"]) if counted else 0
 
 
-async def get(pool: AsyncConnectionPool, letter_id: int) -> dict[str, Any] | None:
+async def get(
+    pool: AsyncConnectionPool, letter_id: int, scope: LetterFilter
+) -> dict[str, Any] | None:
+    """One letter of the caller's factories (``scope``), or None."""
+    where, params = scope.where()
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_DETAIL} FROM dead_letters WHERE id = %s", (letter_id,))
+        await cur.execute(
+            f"SELECT {_DETAIL} FROM dead_letters WHERE id = %s AND {where}", [letter_id, *params]
+        )
         return await cur.fetchone()
 
 
-async def stats(pool: AsyncConnectionPool) -> dict[str, Any]:
-    """Totals, pending (not replayed) counts, by reason and by source, oldest and newest."""
+async def stats(pool: AsyncConnectionPool, scope: LetterFilter) -> dict[str, Any]:
+    """Totals, pending (not replayed) counts, by reason and by source, oldest and newest, of
+    the letters ``scope`` selects."""
+    where, params = scope.where()
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT count(*) AS total, count(*) FILTER (WHERE replayed_at IS NULL) AS pending,"
-            " min(first_seen) AS oldest, max(first_seen) AS newest FROM dead_letters"
+            " min(first_seen) AS oldest, max(first_seen) AS newest"
+            f" FROM dead_letters WHERE {where}",
+            params,
         )
         totals = await cur.fetchone()
         groups: dict[str, list[dict[str, Any]]] = {}
@@ -129,7 +147,8 @@ async def stats(pool: AsyncConnectionPool) -> dict[str, Any]:
             await cur.execute(
                 f"SELECT {column} AS key, count(*) AS total,"
                 " count(*) FILTER (WHERE replayed_at IS NULL) AS pending"
-                f" FROM dead_letters GROUP BY {column} ORDER BY total DESC, {column}"
+                f" FROM dead_letters WHERE {where} GROUP BY {column} ORDER BY total DESC, {column}",
+                params,
             )
             groups[column] = await cur.fetchall()
     assert totals is not None
@@ -151,6 +170,7 @@ async def lock_for_replay(
     reason: str | None = None,
     limit: int = 100,
     force: bool = False,
+    scope: LetterFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Rows to replay, locked until the caller's transaction ends.
 
@@ -158,24 +178,30 @@ async def lock_for_replay(
     never publish the same letter twice. By reason: the oldest ``limit`` not yet replayed.
     """
     cur = conn.cursor(row_factory=dict_row)
+    where, params = (scope or LetterFilter()).where()
     if ids is not None:
         await cur.execute(
-            f"SELECT {_DETAIL} FROM dead_letters WHERE id = ANY(%s)"
+            f"SELECT {_DETAIL} FROM dead_letters WHERE id = ANY(%s) AND {where}"
             " ORDER BY id FOR UPDATE SKIP LOCKED",
-            (ids,),
+            [ids, *params],
         )
     else:
         condition = "" if force else " AND replayed_at IS NULL"
         await cur.execute(
-            f"SELECT {_DETAIL} FROM dead_letters WHERE reason = %s{condition}"
+            f"SELECT {_DETAIL} FROM dead_letters WHERE reason = %s{condition} AND {where}"
             " ORDER BY first_seen, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (reason, limit),
+            [reason, *params, limit],
         )
     return await cur.fetchall()
 
 
-async def existing_ids(conn: AsyncConnection[Any], ids: list[int]) -> set[int]:
-    cur = await conn.execute("SELECT id FROM dead_letters WHERE id = ANY(%s)", (ids,))
+async def existing_ids(
+    conn: AsyncConnection[Any], ids: list[int], scope: LetterFilter | None = None
+) -> set[int]:
+    where, params = (scope or LetterFilter()).where()
+    cur = await conn.execute(
+        f"SELECT id FROM dead_letters WHERE id = ANY(%s) AND {where}", [ids, *params]
+    )
     return {int(r[0]) for r in await cur.fetchall()}
 
 
@@ -201,10 +227,9 @@ async def purge(
     conn: AsyncConnection[Any], *, ids: list[int] | None, flt: LetterFilter
 ) -> dict[str, int]:
     """Delete the selected letters; how many were deleted, by reason."""
+    where, params = flt.where()
     if ids is not None:
-        where, params = "id = ANY(%s)", [ids]
-    else:
-        where, params = flt.where()
+        where, params = f"id = ANY(%s) AND {where}", [ids, *params]
     cur = await conn.execute(
         "WITH gone AS (DELETE FROM dead_letters WHERE " + where + " RETURNING reason)"
         " SELECT reason, count(*) FROM gone GROUP BY reason",

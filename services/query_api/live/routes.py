@@ -7,6 +7,10 @@ fresh token and the ``Last-Event-ID`` header to resume.
 Events: ``hello`` (once), ``reading``, ``status`` (online/offline), ``alert``
 (opened/acknowledged/cleared), ``gap`` (events were lost: read that window from history),
 ``expired``; a comment every ``LIVE_HEARTBEAT_S`` keeps proxies from closing an idle stream.
+
+Factories: a client gets only events of its token's factories (readings and status by the
+factory of the reading, alerts by the factory of their machine); ``factory`` (or ``factory_id``)
+narrows that further, and naming a factory outside the scope answers 403.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from starlette.routing import Route
 from services.query_api.live.events import HEARTBEAT, TYPES, frame
 from services.query_api.live.hub import LiveHub
 from services.query_api.live.subscriber import Filter, Subscriber
+from services.query_api.scope import require_factory
+from shared.auth.scope import factory_id_error
 from shared.auth.verify import Principal
 from shared.http import ApiError, requires
 from shared.machines import valid_uuid
@@ -31,7 +37,8 @@ from shared.openapi import doc
 class LiveParams(BaseModel):
     machine_id: str | None = Field(None, description="Comma-separated machine ids")
     location: str | None = Field(None, description="Comma-separated locations")
-    factory_id: str | None = Field(None, description="Comma-separated factory ids")
+    factory: str | None = Field(None, description="Comma-separated factory ids (of yours)")
+    factory_id: str | None = Field(None, description="Same as factory")
     types: str | None = Field(None, description="Comma-separated: reading, status, alert")
 
 
@@ -42,7 +49,23 @@ def _values(request: Request, name: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def parse_filter(request: Request) -> Filter:
+def _factories(request: Request, principal: Principal) -> frozenset[str]:
+    """The factories the client gets events of: those it asked for, within its scope."""
+    wanted = _values(request, "factory") | _values(request, "factory_id")
+    bad = sorted(f for f in wanted if factory_id_error(f))
+    if bad:
+        error = {"parameter": "factory", "error": factory_id_error(bad[0]), "value": bad[0]}
+        raise ApiError(400, "Invalid query parameters", [error])
+    if principal.factories is None:
+        return wanted
+    for factory in sorted(wanted):
+        require_factory(principal, factory)
+    if not wanted and not principal.factories:
+        raise ApiError(403, "Your token names no factory: there is nothing to stream")
+    return wanted or principal.factories
+
+
+def parse_filter(request: Request, principal: Principal) -> Filter:
     errors = []
     machines = _values(request, "machine_id")
     bad = sorted(m for m in machines if not valid_uuid(m))
@@ -59,7 +82,7 @@ def parse_filter(request: Request) -> Filter:
     return Filter(
         machine_ids=machines,
         locations=_values(request, "location"),
-        factory_ids=_values(request, "factory_id"),
+        factory_ids=_factories(request, principal),
         types=types,
     )
 
@@ -81,11 +104,11 @@ async def live_stream(request: Request) -> Response:
     # client accepting anything would wait on a response that never ends.
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise ApiError(406, "This endpoint answers Accept: text/event-stream only")
-    filt = parse_filter(request)
+    principal: Principal = request.state.principal
+    filt = parse_filter(request, principal)
     settings = hub.settings
     if hub.client_count >= settings.max_clients:
         raise ApiError(503, "Too many live clients on this instance", headers={"Retry-After": "5"})
-    principal: Principal = request.state.principal
     sub = Subscriber(filt, settings.client_buffer)
     hub.subscribe(sub, request.headers.get("last-event-id"))
 
