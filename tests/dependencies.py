@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
+from tests.queues import delete_topology
 
 TEST_DATABASE = "millrace_test"
 # The Redis database of the tests (the running pipeline uses 0): login-throttle counters,
@@ -274,15 +275,7 @@ def amqp_settings(dependencies: Dependencies) -> AmqpSettings:
 @pytest.fixture
 async def amqp_cleanup(amqp_settings: AmqpSettings) -> AsyncIterator[AmqpSettings]:
     yield amqp_settings
-    import aio_pika
-
-    conn = await aio_pika.connect(amqp_settings.url.get_secret_value())
-    async with conn:
-        ch = await conn.channel()
-        for q in (amqp_settings.queue, amqp_settings.dead_letter):
-            await ch.queue_delete(q)
-        for ex in (amqp_settings.exchange, amqp_settings.dead_letter):
-            await ch.exchange_delete(ex)
+    await delete_topology(amqp_settings)
 
 
 class DependencyControl:

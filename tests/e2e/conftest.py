@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 import pytest
 
-from tests.e2e.pipeline import SERVICES, Tokens, service_url
+from tests.e2e.pipeline import SERVICES, Tokens, ready_url
 
 
 @pytest.fixture(scope="session")
 def urls() -> dict[str, str]:
-    out = {name: service_url(name, port) for name, port in SERVICES.items()}
-    for name, url in out.items():
-        try:
-            ok = httpx.get(f"{url}/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if not ok:
-            pytest.fail(f"{name} is not ready at {url}: run `make up` first")
-    return out
+    """The running services' URLs, each checked to answer ``/ready``."""
+    return {name: ready_url(name, port) for name, port in SERVICES.items()}
 
 
 @pytest.fixture(scope="session")

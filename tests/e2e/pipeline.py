@@ -12,12 +12,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.logscan import remember
 
+Headers = Callable[[str], dict[str, str]]  # the auth_headers fixture: role → headers
 SERVICES = {
     "ingest_gateway": 8001,
     "query_api": 8002,
@@ -29,6 +32,19 @@ SERVICES = {
 def service_url(name: str, default_port: int) -> str:
     port = os.environ.get(f"{name.upper()}_PORT", str(default_port))
     return os.environ.get(f"{name.upper()}_URL", f"http://127.0.0.1:{port}")
+
+
+def ready_url(name: str, default_port: int) -> str:
+    """The running service's URL (:func:`service_url`); the test fails, saying why, unless the
+    service answers ``/ready``."""
+    url = service_url(name, default_port)
+    try:
+        status = httpx.get(f"{url}/ready", timeout=5).status_code
+    except httpx.HTTPError as e:
+        pytest.fail(f"{name} is not ready at {url} ({e}): run `make up` first")
+    if status != 200:
+        pytest.fail(f"{name} is not ready at {url} (/ready answered {status}): run `make up` first")
+    return url
 
 
 def create_user(role: str) -> tuple[str, str]:
@@ -97,3 +113,48 @@ def poll(fetch: Callable[[], Any], until: Callable[[Any], bool], timeout: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached before the deadline; last result: {result!r}")
         time.sleep(0.1)
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def create_machine(urls: dict[str, str], auth_headers: Headers, location: str) -> str:
+    resp = httpx.post(
+        f"{urls['query_api']}/api/v1/machines",
+        json={
+            "name": f"CNC-{uuid.uuid4().hex[:6]}",
+            "location": location,
+            "sensor_type": "Temperature",
+        },
+        headers=auth_headers("Supervisor"),
+    )
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["machine"]["id"])
+
+
+def history(
+    urls: dict[str, str], auth_headers: Headers, machine: str, start: datetime, **params: Any
+) -> httpx.Response:
+    return httpx.get(
+        f"{urls['query_api']}/api/v1/data/machine/{machine}",
+        params={
+            "start_time": iso(start - timedelta(seconds=1)),
+            "end_time": iso(start + timedelta(hours=1)),
+            **params,
+        },
+        headers=auth_headers("Operator"),
+    )
+
+
+def stored_history(
+    urls: dict[str, str], auth_headers: Headers, machine: str, start: datetime, *, records: int
+) -> dict[str, Any]:
+    """The machine's raw history from ``start`` once the query API serves ``records`` readings
+    (polled for 30 s)."""
+    answer = poll(
+        lambda: history(urls, auth_headers, machine, start),
+        lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] == records,
+        timeout=30,
+    )
+    return dict(answer.json())

@@ -22,8 +22,7 @@ import pytest
 
 from shared.db import create_pool
 from shared.settings import MqttSettings, PostgresSettings
-from tests.e2e.pipeline import poll
-from tests.e2e.test_pipeline import history, iso
+from tests.e2e.pipeline import iso, poll, stored_history
 from tests.mqtt_fixtures import mosquitto_pub
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +39,6 @@ def cli(token: str, query_api: str, *args: str) -> subprocess.CompletedProcess[s
         capture_output=True,
         text=True,
         timeout=60,
-        check=False,
     )
 
 
@@ -100,11 +98,7 @@ def test_unknown_machine_reading_is_replayed_once_the_machine_exists(
     [result] = orjson.loads(replayed.stdout)["results"]
     assert (result["outcome"], result["readings"]) == ("replayed", 1)
 
-    stored = poll(
-        lambda: history(urls, auth_headers, machine, at),
-        lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] == 1,
-        timeout=30,
-    ).json()
+    stored = stored_history(urls, auth_headers, machine, at, records=1)
     [row] = stored["data"]
     assert row["timestamp"] == iso(at)
     assert (row["temperature"], row["speed"]) == (81.25, 1300.0)

@@ -17,8 +17,7 @@ import orjson
 import pytest
 
 from shared.settings import MqttSettings
-from tests.e2e.pipeline import poll, service_url
-from tests.e2e.test_pipeline import create_machine, iso
+from tests.e2e.pipeline import create_machine, iso, poll, service_url
 from tests.live_client import LiveReader
 
 pytestmark = pytest.mark.e2e

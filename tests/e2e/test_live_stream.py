@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from shared.settings import MqttSettings
-from tests.e2e.test_pipeline import create_machine, iso
+from tests.e2e.pipeline import create_machine, iso
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import mosquitto_pub
 

@@ -21,8 +21,7 @@ import pytest
 
 from services.mqtt_bridge.settings import Settings
 from shared.settings import MqttSettings
-from tests.e2e.pipeline import poll
-from tests.e2e.test_pipeline import create_machine, history, iso
+from tests.e2e.pipeline import create_machine, history, iso, poll
 from tests.mqtt_fixtures import ROOT, BridgeProcess, MqttScope, mosquitto_pub, wait_until
 from tools.simulator import (
     ClientCredentials,

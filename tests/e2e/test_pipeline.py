@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,29 +13,10 @@ import pytest
 
 from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings
-from tests.e2e.pipeline import poll
+from tests.e2e.pipeline import Headers, create_machine, history, iso, poll, stored_history
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-Headers = Callable[[str], dict[str, str]]
-
-
-def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def create_machine(urls: dict[str, str], auth_headers: Headers, location: str) -> str:
-    resp = httpx.post(
-        f"{urls['query_api']}/api/v1/machines",
-        json={
-            "name": f"CNC-{uuid.uuid4().hex[:6]}",
-            "location": location,
-            "sensor_type": "Temperature",
-        },
-        headers=auth_headers("Supervisor"),
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["machine"]["id"])
 
 
 def contract_batch(machines: list[str], start: datetime, n: int) -> dict[str, Any]:
@@ -63,20 +43,6 @@ def contract_batch(machines: list[str], start: datetime, n: int) -> dict[str, An
     }
 
 
-def history(
-    urls: dict[str, str], auth_headers: Headers, machine: str, start: datetime, **params: Any
-) -> httpx.Response:
-    return httpx.get(
-        f"{urls['query_api']}/api/v1/data/machine/{machine}",
-        params={
-            "start_time": iso(start - timedelta(seconds=1)),
-            "end_time": iso(start + timedelta(hours=1)),
-            **params,
-        },
-        headers=auth_headers("Operator"),
-    )
-
-
 def test_batch_is_stored_and_served_with_identical_values(
     urls: dict[str, str], auth_headers: Headers
 ) -> None:
@@ -88,10 +54,7 @@ def test_batch_is_stored_and_served_with_identical_values(
     )
     assert resp.status_code == 202, resp.text
     for k, machine in enumerate(machines):
-        result = poll(
-            lambda m=machine: history(urls, auth_headers, m, start),
-            lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] == 25,
-        ).json()
+        result = stored_history(urls, auth_headers, machine, start, records=25)
         sent = body["batch"][k]["readings"]
         got = result["data"]
         assert [row["timestamp"] for row in got] == [r["timestamp"] for r in sent]

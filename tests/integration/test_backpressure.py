@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-import aio_pika
 import pytest
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
@@ -17,7 +16,8 @@ from services.ingest_gateway.app import create_app
 from services.ingest_gateway.settings import Settings
 from shared.settings import AmqpSettings, PostgresSettings
 from tests.dependencies import DependencyControl
-from tests.integration.test_ingest_gateway import URL, _create_machines, _delete_topology, batch
+from tests.integration.test_ingest_gateway import URL, _create_machines, batch
+from tests.queues import delete_topology, purge_queue, queue_depth
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def client(small_queue: AmqpSettings, postgres_settings: PostgresSettings) -> It
     with TestClient(create_app(Settings(amqp=small_queue, postgres=postgres_settings))) as c:
         trust_test_key(c.app_state)
         yield c
-    asyncio.run(_delete_topology(small_queue))
+    asyncio.run(delete_topology(small_queue))
 
 
 def until(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
@@ -42,28 +42,6 @@ def until(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
         assert time.monotonic() < deadline, "not reached before the deadline"
         time.sleep(0.1)
     return result
-
-
-def depth(s: AmqpSettings) -> int:
-    async def run() -> int:
-        conn = await aio_pika.connect(s.url.get_secret_value())
-        async with conn:
-            ch = await conn.channel()
-            q = await ch.declare_queue(s.queue, passive=True)
-            return q.declaration_result.message_count or 0
-
-    return asyncio.run(run())
-
-
-def purge(s: AmqpSettings) -> None:
-    async def run() -> None:
-        conn = await aio_pika.connect(s.url.get_secret_value())
-        async with conn:
-            ch = await conn.channel()
-            q = await ch.declare_queue(s.queue, passive=True)
-            await q.purge()
-
-    asyncio.run(run())
 
 
 def test_full_queue_refuses_then_reopens(
@@ -76,10 +54,10 @@ def test_full_queue_refuses_then_reopens(
     # Quorum queues apply the bound as of their last state, so one more may slip in.
     assert 3 <= accepted <= 4 and statuses[:3] == [202] * 3
     assert statuses[accepted:] == [503] * (6 - accepted)
-    assert depth(small_queue) == accepted  # what was accepted is still there; nothing dropped
+    assert queue_depth(small_queue) == accepted  # what was accepted is still there; nothing dropped
     resp = client.post(URL, json=batch(machine), headers=auth)
     assert resp.status_code == 503 and resp.headers["retry-after"]
-    purge(small_queue)  # the writers catch up
+    purge_queue(small_queue)  # the writers catch up
     until(lambda: client.post(URL, json=batch(machine), headers=auth).status_code == 202)
 
 

@@ -193,27 +193,20 @@ def fill_influx(influx: Influx) -> int:
             for i in range(400)
         ]
         influx.write("raw", raw_lines)
-        hourly = [
-            line(
-                MEASUREMENT,
-                tags,
-                {"mean_temperature": 21.5 + h, "count_temperature": 3600.0},
-                (now_s - now_s % 3600 - 3600 * h) * NS,
-            )
-            for h in range(1, 25)
-        ]
-        influx.write("hourly", hourly)
-        daily = [
-            line(
-                MEASUREMENT,
-                tags,
-                {"mean_temperature": 22.0 + d, "count_temperature": 86400.0},
-                (now_s - now_s % 86400 - 86400 * d) * NS,
-            )
-            for d in range(1, 8)
-        ]
-        influx.write("daily", daily)
-        points += len(raw_lines) + len(hourly) + len(daily)
+        points += len(raw_lines)
+        # A rolled-up tier: 24 hourly points (means 22.5...), 7 daily ones (means 23.0...).
+        for rp, mean, step, count in (("hourly", 21.5, 3600, 24), ("daily", 22.0, 86400, 7)):
+            tier = [
+                line(
+                    MEASUREMENT,
+                    tags,
+                    {"mean_temperature": mean + k, "count_temperature": float(step)},
+                    (now_s - now_s % step - step * k) * NS,
+                )
+                for k in range(1, count + 1)
+            ]
+            influx.write(rp, tier)
+            points += len(tier)
     return points
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,20 +109,21 @@ MALFORMED = [
 ]
 
 
+def outcome(write: Callable[[dict[str, object]], str], reading: dict[str, object]) -> object:
+    """The line ``write`` makes of ``reading``, or the error it raises (type and message)."""
+    try:
+        return write(reading)
+    except (KeyError, TypeError, ValueError) as e:
+        return (type(e), str(e))
+
+
 @pytest.mark.parametrize("reading", MALFORMED)
 def test_line_builder_is_reading_line_even_when_malformed(reading: dict[str, object]) -> None:
 
     builder = LineBuilder()
     for _ in range(2):  # second time from the series cache
-        try:
-            expected: object = reading_line(reading)
-        except (KeyError, TypeError, ValueError) as e:
-            expected = (type(e), str(e))
-        try:
-            got: object = builder.line(reading)
-        except (KeyError, TypeError, ValueError) as e:
-            got = (type(e), str(e))
-        assert got == expected
+        expected = outcome(reading_line, reading)
+        assert outcome(builder.line, reading) == expected
 
 
 _texts = st.text(alphabet=st.sampled_from(list('ab ,=\\\n"é')), max_size=6)
@@ -146,12 +149,5 @@ def test_line_builder_matches_reading_line(readings: list[dict[str, object]]) ->
 
     builder = LineBuilder(max_series=2)  # also across cache evictions
     for reading in readings:
-        try:
-            expected: object = reading_line(reading)
-        except (KeyError, TypeError, ValueError) as e:
-            expected = (type(e), str(e))
-        try:
-            got: object = builder.line(reading)
-        except (KeyError, TypeError, ValueError) as e:
-            got = (type(e), str(e))
-        assert got == expected
+        expected = outcome(reading_line, reading)
+        assert outcome(builder.line, reading) == expected

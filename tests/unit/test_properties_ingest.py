@@ -310,15 +310,7 @@ def assert_well_formed(raw: bytes, result: Checked | Invalid) -> None:
 
 
 def assert_accepted_can_be_published(result: Checked) -> None:
-    machine = Machine(
-        id="m",
-        name="n",
-        location="L",
-        sensor_type="S",
-        status="active",
-        created_at="",
-        updated_at="",
-    )
+    machine = Machine("m", "n", "L", "S", "active", created_at="", updated_at="")
     for _, item in result.items:
         readings = stored_readings(
             machine=machine,

@@ -158,32 +158,20 @@ def test_raw_mapping_is_created_as_the_default() -> None:
     )
 
 
+def mapping(mapping_id: str, rp: str, *, default: bool, virtual: bool) -> DBRP:
+    """An existing mapping of database millrace, retention policy ``rp``, to bucket b01."""
+    where = {"org_id": "o", "bucket_id": "0000000000000b01", "database": "millrace"}
+    return DBRP(id=mapping_id, retention_policy=rp, default=default, virtual=virtual, **where)
+
+
 def test_virtual_mapping_is_overridden_by_an_explicit_one() -> None:
-    virtual = DBRP(
-        id="v",
-        org_id="o",
-        bucket_id="0000000000000b01",
-        database="millrace",
-        retention_policy="hourly",
-        default=False,
-        virtual=True,
-    )
-    dbrps = FakeDbrps([virtual])
+    dbrps = FakeDbrps([mapping("v", "hourly", default=False, virtual=True)])
     hourly = Tier("hourly", "millrace/hourly", 104 * WEEK, False)
     ensure_dbrp(dbrps, "00000000000000a1", "0000000000000b01", "millrace", hourly)  # type: ignore[arg-type]
     assert [(m.retention_policy, m.default) for m in dbrps.created] == [("hourly", False)]
 
 
 def test_existing_explicit_mapping_is_left_as_it_is() -> None:
-    explicit = DBRP(
-        id="m",
-        org_id="o",
-        bucket_id="0000000000000b01",
-        database="millrace",
-        retention_policy="raw",
-        default=True,
-        virtual=False,
-    )
-    dbrps = FakeDbrps([explicit])
+    dbrps = FakeDbrps([mapping("m", "raw", default=True, virtual=False)])
     ensure_dbrp(dbrps, "00000000000000a1", "0000000000000b01", "millrace", RAW)  # type: ignore[arg-type]
     assert dbrps.created == []

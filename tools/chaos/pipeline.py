@@ -60,7 +60,6 @@ class Pipeline:
             capture_output=True,
             text=True,
             timeout=300,
-            check=False,
         )
         output = (result.stdout + result.stderr).strip()
         if result.returncode != 0:
