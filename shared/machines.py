@@ -254,7 +254,14 @@ class MachineCache:
         for mid, value in zip(ids, raw, strict=True):
             if value is None:
                 continue
-            out[mid] = None if value in (b"", "") else Machine(**orjson.loads(value))
+            if value in (b"", ""):
+                out[mid] = None
+                continue
+            cached = orjson.loads(value)
+            # An entry cached by a process that predates factories has none: a miss, read again
+            # (its factory decides what a credential may write for).
+            if "factory_id" in cached:
+                out[mid] = Machine(**cached)
         return out
 
     async def _redis_set(self, machines: dict[str, Machine | None]) -> None:

@@ -215,10 +215,12 @@ class MachineBatch(BaseModel):
 class IngestRequest(BaseModel):
     """``POST /api/v1/data/ingest``: a batch from one gateway, several machines."""
 
-    gateway_id: GatewayId
+    gateway_id: GatewayId | None = Field(
+        default=None, description="Optional and not used: the credential names the gateway"
+    )
     timestamp: str | None = Field(default=None, description="When the gateway sent the batch")
     factory_id: GatewayId | None = Field(
-        default=None, description="Factory tag; defaults to the deployment's default factory"
+        default=None, description="Optional and not used: each machine's registered factory is"
     )
     batch: list[MachineBatch] = Field(min_length=1)
 

@@ -25,11 +25,9 @@ def unknown_machine(index: int, machine_id: str) -> Rejection:
     return Rejection(index, machine_id, "unknown machine", [error])
 
 
-def assemble(
-    checked: Accepted, known: dict[str, Machine | None], default_factory_id: str
-) -> Assembled:
-    """Stored readings for the items whose machine is registered; the others rejected."""
-    factory_id = checked.factory_id or default_factory_id
+def assemble(checked: Accepted, known: dict[str, Machine | None]) -> Assembled:
+    """Stored readings (tagged with their machine's factory) for the items whose machine is
+    registered; the others rejected."""
     out = Assembled(rejected=list(checked.rejected))
     for index, item in checked.items:
         machine = known.get(item.machine_id)
@@ -40,7 +38,7 @@ def assemble(
         out.readings.extend(
             stored_readings(
                 machine=machine,
-                factory_id=factory_id,
+                factory_id=machine.factory_id,
                 sensor_type=item.sensor_type,
                 location=item.location,
                 readings=item.points,

@@ -25,7 +25,8 @@ _ITEM = TypeAdapter(MachineBatch)
 
 @dataclass(slots=True)
 class Checked:
-    gateway_id: str
+    # What the body says; ingest takes the gateway and the factories from the credential.
+    gateway_id: str | None
     factory_id: str | None
     items: list[tuple[int, MachineBatch]]
     rejected: list[Rejection] = field(default_factory=list)
@@ -86,9 +87,11 @@ def check(body: bytes, ctx: ValidationContext) -> Checked:
             items.append((index, _ITEM.validate_python(raw_item, context=ctx)))
     if not items:
         raise Invalid([fe for fes in by_item.values() for fe in fes])
-    gateway_id = str(doc.get("gateway_id", ""))
+    gateway = doc.get("gateway_id")
     factory = doc.get("factory_id")
-    return Checked(gateway_id, str(factory) if factory else None, items, rejected)
+    return Checked(
+        str(gateway) if gateway else None, str(factory) if factory else None, items, rejected
+    )
 
 
 @dataclass(slots=True)
@@ -103,7 +106,7 @@ class Item:
 
 @dataclass(slots=True)
 class Accepted:
-    gateway_id: str
+    gateway_id: str | None
     factory_id: str | None
     items: list[tuple[int, Item]]
     rejected: list[Rejection] = field(default_factory=list)
@@ -146,7 +149,7 @@ def _fast(body: bytes, ctx: ValidationContext) -> Accepted | None:
     factory_id = doc.get("factory_id")
     batch = doc.get("batch")
     if (
-        not fastcheck.ident(gateway_id)
+        not (gateway_id is None or fastcheck.ident(gateway_id))
         or not (factory_id is None or fastcheck.ident(factory_id))
         or not (doc.get("timestamp") is None or fastcheck.is_zoned_iso(doc["timestamp"]))
         or type(batch) is not list
@@ -184,7 +187,7 @@ def _fast(body: bytes, ctx: ValidationContext) -> Accepted | None:
                 return None
             points.append((ns, vals))
         items.append((index, Item(mid, sensor_type, location, points)))
-    return Accepted(str(gateway_id), factory_id, items)
+    return Accepted(gateway_id, factory_id, items)
 
 
 def as_error_list(rejected: list[Rejection]) -> list[dict[str, Any]]:

@@ -31,14 +31,16 @@ URL = "/api/v1/data/ingest"
 DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
-async def _create_machines(pg: PostgresSettings, n: int) -> list[str]:
+async def _create_machines(pg: PostgresSettings, n: int, factory: str = "default") -> list[str]:
     pool: AsyncConnectionPool = create_pool(pg, "tests")
     await pool.open(wait=True)
     await migrate(pool)
     repo = MachineRepository(pool)
     out = [
         (
-            await repo.create(f"M-{uuid.uuid4().hex[:6]}", "Hall 2, Bay 4", "Temperature", "active")
+            await repo.create(
+                f"M-{uuid.uuid4().hex[:6]}", "Hall 2, Bay 4", "Temperature", "active", factory
+            )
         ).id
         for _ in range(n)
     ]
@@ -49,6 +51,13 @@ async def _create_machines(pg: PostgresSettings, n: int) -> list[str]:
 @pytest.fixture
 def machines(postgres_settings: PostgresSettings) -> list[str]:
     return asyncio.run(_create_machines(postgres_settings, 2))
+
+
+@pytest.fixture
+def plants(postgres_settings: PostgresSettings) -> dict[str, list[str]]:
+    """Two factories of their own, two machines each: {factory id: machine ids}."""
+    names = [f"plant-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    return {f: asyncio.run(_create_machines(postgres_settings, 2, f)) for f in names}
 
 
 @pytest.fixture
@@ -133,16 +142,19 @@ def test_accepted_only_after_confirm_and_packed(
     assert first["location"] == "Floor 1" and first["factory_id"] == "default"
 
 
-def test_registry_fills_missing_tags(
-    client: TestClient, machines: list[str], amqp_settings: AmqpSettings
+def test_registry_fills_missing_tags_and_the_factory(
+    client: TestClient, plants: dict[str, list[str]], amqp_settings: AmqpSettings
 ) -> None:
-    body = batch(machines[0])
+    factory, [machine, _] = next(iter(plants.items()))
+    body = batch(machine)
     del body["batch"][0]["location"], body["batch"][0]["sensor_type"]
+    # The body's factory is not used: the machine's registered one is.
     body["factory_id"] = "plant-7"
     assert client.post(URL, json=body, headers=bearer()).status_code == 202
     [env] = drain(amqp_settings)
     assert env.readings[0]["location"] == "Hall 2, Bay 4"
-    assert env.routing_key == f"reading.plant-7.{machines[0]}"
+    assert env.readings[0]["factory_id"] == factory
+    assert env.routing_key == f"reading.{factory}.{machine}"
 
 
 def test_unknown_machine_among_known_is_207(
@@ -258,3 +270,102 @@ def test_registry_down_is_503_with_retry_after_and_nothing_published(
     assert resp.headers["retry-after"] == "5"
     assert "machine registry" in resp.json()["message"]
     assert drain(amqp_settings) == []
+
+
+# --------------------------------------------------------------------------- factory scope
+
+
+def gateway(factory: str, gateway_id: str = "GW-A", **claims: Any) -> dict[str, str]:
+    """A gateway token as auth's client-credentials grant mints it."""
+    return bearer("Gateway", factories=[factory], gateway_id=gateway_id, **claims)
+
+
+def out_of_scope(index: int, machine: str, where: str = "its factories") -> dict[str, Any]:
+    error = f"Machine {machine} is not in {where}: this credential may not write for it"
+    return {
+        "machine_id": machine,
+        "reason": "out of scope",
+        "index": index,
+        "errors": [{"field": f"batch[{index}].machine_id", "error": error, "value": machine}],
+    }
+
+
+def test_a_gateway_cannot_write_for_another_factorys_machine(
+    client: TestClient, plants: dict[str, list[str]], amqp_settings: AmqpSettings
+) -> None:
+    (a, _), (_, [foreign, other]) = plants.items()
+    resp = client.post(URL, json=batch(foreign, other), headers=gateway(a))
+    assert resp.status_code == 403, resp.text
+    body = resp.json()
+    assert body["message"] == (
+        f"Nothing accepted: this credential may not write for machine(s) {foreign}, {other}"
+    )
+    assert body["rejected"] == [out_of_scope(0, foreign), out_of_scope(1, other)]
+    assert drain(amqp_settings) == []
+
+
+def test_a_batch_mixing_factories_is_207_and_only_the_gateways_own_are_published(
+    client: TestClient, plants: dict[str, list[str]], amqp_settings: AmqpSettings
+) -> None:
+    (a, [own, _]), (_, [foreign, _]) = plants.items()
+    resp = client.post(URL, json=batch(foreign, own), headers=gateway(a))
+    assert resp.status_code == 207, resp.text
+    body = resp.json()
+    assert body["accepted"]["machines"] == 1
+    assert body["rejected"] == [out_of_scope(0, foreign)]
+    [env] = drain(amqp_settings)
+    assert env.gateway_id == "GW-A"
+    assert {r["machine_id"] for r in env.readings} == {own}
+    assert {r["factory_id"] for r in env.readings} == {a}
+
+
+def test_a_gateway_limited_to_some_machines_writes_for_those_only(
+    client: TestClient, plants: dict[str, list[str]], amqp_settings: AmqpSettings
+) -> None:
+    a, [allowed, other] = next(iter(plants.items()))
+    headers = gateway(a, machines=[allowed])
+    resp = client.post(URL, json=batch(allowed, other), headers=headers)
+    assert resp.status_code == 207, resp.text
+    assert resp.json()["rejected"] == [out_of_scope(1, other, "this gateway's machines")]
+    [env] = drain(amqp_settings)
+    assert {r["machine_id"] for r in env.readings} == {allowed}
+    resp = client.post(URL, json=batch(other), headers=headers)
+    assert resp.status_code == 403 and resp.json()["rejected"][0]["machine_id"] == other
+
+
+def test_the_gateway_and_factory_in_the_body_are_not_used(
+    client: TestClient, plants: dict[str, list[str]], amqp_settings: AmqpSettings
+) -> None:
+    (a, [own, _]), (b, _) = plants.items()
+    spoofed = batch(own) | {"gateway_id": "GW-SOMEONE-ELSE", "factory_id": b}
+    resp = client.post(URL, json=spoofed, headers=gateway(a, "GW-REAL"))
+    assert resp.status_code == 202, resp.text
+    without = batch(own)
+    del without["gateway_id"]
+    resp = client.post(URL, json=without, headers=gateway(a, "GW-REAL"))
+    assert resp.status_code == 202, resp.text
+    envelopes = drain(amqp_settings)
+    assert [e.gateway_id for e in envelopes] == ["GW-REAL", "GW-REAL"]
+    assert {r["factory_id"] for e in envelopes for r in e.readings} == {a}
+    assert {e.routing_key for e in envelopes} == {f"reading.{a}.{own}"}
+
+
+def test_people_with_write_sensor_data_are_limited_to_their_factories(
+    client: TestClient, plants: dict[str, list[str]], amqp_settings: AmqpSettings
+) -> None:
+    (a, [own, _]), (_, [foreign, _]) = plants.items()
+    operator = bearer("Operator", factories=[a], username="ann")
+    resp = client.post(URL, json=batch(foreign), headers=operator)
+    assert resp.status_code == 403, resp.text
+    assert resp.json()["rejected"] == [out_of_scope(0, foreign)]
+    resp = client.post(URL, json=batch(own, foreign), headers=operator)
+    assert resp.status_code == 207, resp.text
+    # Every factory: both accepted; a person's readings are recorded as theirs.
+    everywhere = bearer("Operator", username="bob")
+    assert client.post(URL, json=batch(own, foreign), headers=everywhere).status_code == 202
+    envelopes = drain(amqp_settings)
+    assert [e.gateway_id for e in envelopes] == ["user:ann", "user:bob"]
+    assert [len(e.readings) for e in envelopes] == [1, 2]
+    # A token scoped to no factory at all writes nothing.
+    nowhere = bearer("Operator", factories=[])
+    assert client.post(URL, json=batch(own), headers=nowhere).status_code == 403
