@@ -22,7 +22,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.broker import DEAD_LETTER_ROUTING_KEY, declare_topology
-from shared.mqtt_topics import TopicTemplate, binding_key
+from shared.mqtt_topics import TopicTemplate, binding_key, binding_of
 from shared.settings import AmqpSettings, MqttSettings
 
 MQTT_EXCHANGE = "amq.topic"
@@ -60,15 +60,20 @@ def queue_arguments(edge: EdgeSettings, amqp: AmqpSettings) -> dict[str, Any]:
 
 
 async def declare(
-    channel: AbstractChannel, edge: EdgeSettings, amqp: AmqpSettings
+    channel: AbstractChannel,
+    edge: EdgeSettings,
+    amqp: AmqpSettings,
+    topic_filters: list[str] | None = None,
 ) -> AbstractQueue:
-    """The edge queue, bound to every telemetry topic of the template (and the topology it
-    dead-letters into)."""
+    """The edge queue, bound to every telemetry topic of the template and to the MQTT topic
+    filters given (``MQTT_TOPICS``), and the topology it dead-letters into."""
     await declare_topology(channel, amqp)
     queue = await channel.declare_queue(
         edge.queue, durable=True, arguments=queue_arguments(edge, amqp)
     )
-    await queue.bind(MQTT_EXCHANGE, binding_key(edge.template))
+    keys = {binding_key(edge.template), *(binding_of(f) for f in topic_filters or [])}
+    for key in sorted(keys):
+        await queue.bind(MQTT_EXCHANGE, key)
     return queue
 
 

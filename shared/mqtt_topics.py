@@ -76,22 +76,27 @@ def is_status_topic(topic: str) -> bool:
     )
 
 
-# RabbitMQ's MQTT plugin publishes to a topic exchange: MQTT "/" becomes "." in the routing key,
-# and a "." inside an MQTT level becomes "/" (so the mapping is reversible).
-_TO_KEY = str.maketrans({"/": ".", ".": "/"})
+# RabbitMQ's MQTT plugin publishes to a topic exchange with the topic's "/" as ".". A "." inside
+# a level stays a "." (an extra word): such a topic matches no telemetry binding, and the edge
+# refuses it to gateways (auth cannot read it as a telemetry topic).
 
 
 def routing_key_of(topic: str) -> str:
     """``factory/F/machine/M/telemetry`` → ``factory.F.machine.M.telemetry``."""
-    return topic.translate(_TO_KEY)
+    return topic.replace("/", ".")
 
 
 def topic_of(routing_key: str) -> str:
-    """The inverse of :func:`routing_key_of`."""
-    return routing_key.translate(_TO_KEY)
+    """The MQTT topic a routing key of the edge came from."""
+    return routing_key.replace(".", "/")
 
 
 def binding_key(template: TopicTemplate) -> str:
     """The routing-key pattern of every telemetry topic: ids replaced by ``*``."""
-    levels = ["*" if i in template.id_levels else level for i, level in enumerate(template.levels)]
-    return ".".join(level.replace(".", "/") if level != "*" else level for level in levels)
+    levels = ["+" if i in template.id_levels else level for i, level in enumerate(template.levels)]
+    return binding_of("/".join(levels))
+
+
+def binding_of(topic_filter: str) -> str:
+    """An MQTT topic filter as an AMQP topic-exchange binding key (``+`` → ``*``)."""
+    return ".".join("*" if level == "+" else level for level in topic_filter.split("/"))

@@ -1,11 +1,14 @@
-"""Fixtures and helpers for MQTT bridge tests: real Mosquitto, RabbitMQ and PostgreSQL.
+"""Fixtures and helpers for MQTT bridge tests: the real MQTT edge (RabbitMQ's MQTT plugin),
+RabbitMQ and PostgreSQL.
 
 Loaded for every test by the root conftest.py.
 
-Isolation: every test gets its own MQTT client id, its own topic prefix (so neither the bridge
-of ``make up`` nor another test sees its messages), its own RabbitMQ topology (``amqp_settings``
-from ``tests/conftest.py``) and machines of its own in the test database. Persistent MQTT
-sessions and retained status messages are removed afterwards.
+Isolation: every test gets its own MQTT client id, its own topic prefix and edge queue (so
+neither the bridge of ``make up`` nor another test sees its messages), its own RabbitMQ topology
+(``amqp_settings``) and machines of its own in the test database. Tests of the bridge publish as
+a service user of the broker (the credentials of ``AMQP_URL``), which may publish anywhere; what a
+gateway may publish is tested with real gateway credentials in tests/e2e/test_mqtt_edge.py.
+Retained status messages and edge queues are removed afterwards.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from services.mqtt_bridge.app import create_app
 from services.mqtt_bridge.settings import Settings
 from shared.db import create_pool, migrate
+from shared.edge import EdgeSettings, service_credentials
 from shared.machines import Machine, MachineRepository
 from shared.settings import AmqpSettings, MqttSettings, PostgresSettings, RedisSettings
 from tools.simulator.measure import AmqpTap
@@ -106,17 +109,27 @@ class MqttScope:
         return f"factory/bridge/{self.mqtt.client_id}/status"
 
 
+def service_mqtt(base: MqttSettings | None = None, **changes: Any) -> MqttSettings:
+    """MQTT settings signed in as a service user of the edge (``AMQP_URL``'s broker user)."""
+    base = base or MqttSettings()
+    credentials = service_credentials(base, AmqpSettings())
+    username, password = credentials if credentials else (None, None)
+    return MqttSettings(
+        **{
+            **base.model_dump(),
+            "username": username,
+            "password": SecretStr(password) if password else None,
+            **changes,
+        }
+    )
+
+
 @pytest.fixture
 def mqtt_scope() -> Iterator[MqttScope]:
     tag = uuid.uuid4().hex[:10]
     prefix = f"test-{tag}"
-    base = MqttSettings()
     scope = MqttScope(
-        MqttSettings(
-            host=base.host,
-            port=base.port,
-            username=base.username,
-            password=base.password,
+        service_mqtt(
             client_id=f"bridge-test-{tag}",
             topics=[
                 f"{prefix}/factory/+/machine/+/telemetry",
@@ -130,17 +143,18 @@ def mqtt_scope() -> Iterator[MqttScope]:
 
 
 def forget_session(settings: MqttSettings) -> None:
-    """Drop the broker's persistent session of a client id, and its retained status."""
+    """Drop the retained status of a bridge's client id."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id, protocol=mqtt.MQTTv5
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"{settings.client_id}-forget",
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
     )
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else None
         client.username_pw_set(settings.username, password)
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 0
     try:
-        client.connect(settings.host, settings.port, clean_start=True, properties=props)
+        client.connect(settings.host, settings.port)
     except OSError:
         return
     client.loop_start()
@@ -160,7 +174,8 @@ def mosquitto_pub(
     """
     assert all(b"\n" not in p and p for p in payloads), "one non-empty line per message"
     cmd = ["mosquitto_pub", "-h", settings.host, "-p", str(settings.port), "-t", topic]
-    cmd += ["-q", str(qos), "-l", "-M", "500"]
+    cmd += ["-q", str(qos), "-l", "-M", "500", "-V", "mqttv311"]
+    cmd += ["-i", f"{settings.username or 'pub'}-{uuid.uuid4().hex[:8]}"]
     if settings.username:
         cmd += ["-u", settings.username]
         if settings.password:
@@ -186,6 +201,10 @@ def retained_status(settings: MqttSettings, timeout_s: float = 5) -> bytes | Non
         "-W",
         str(int(timeout_s)),
         "--retained-only",
+        "-V",
+        "mqttv311",
+        "-i",
+        f"{settings.username or 'sub'}-{uuid.uuid4().hex[:8]}",
     ]
     if settings.username:
         cmd += ["-u", settings.username]
@@ -234,18 +253,31 @@ def bridge_settings(
         amqp=amqp_cleanup,
         postgres=postgres_settings,
         redis=redis_settings,
-        topic_template=mqtt_scope.template,
+        edge=EdgeSettings(
+            queue=f"{mqtt_scope.prefix}.mqtt.telemetry", topic_template=mqtt_scope.template
+        ),
         shutdown_timeout_s=10,
     )
 
 
 @pytest.fixture
-async def bridge(bridge_settings: Settings) -> AsyncIterator[dict[str, Any]]:
+async def edge_cleanup(bridge_settings: Settings) -> AsyncIterator[None]:
+    """Deletes the test's edge queue afterwards."""
+    yield None
+    import aio_pika
+
+    async with await aio_pika.connect(bridge_settings.amqp.url.get_secret_value()) as conn:
+        channel = await conn.channel()
+        await channel.queue_delete(bridge_settings.edge.queue)
+
+
+@pytest.fixture
+async def bridge(bridge_settings: Settings, edge_cleanup: None) -> AsyncIterator[dict[str, Any]]:
     """The bridge running in the test's event loop, through its app's real lifespan."""
     app: Starlette = create_app(bridge_settings)
     async with app.router.lifespan_context(app) as state:
         assert state is not None
-        await async_wait_until(lambda: state["bridge"].mqtt_ready, 15, "bridge subscribed")
+        await async_wait_until(lambda: state["bridge"].edge_ready, 15, "bridge consuming")
         yield dict(state)
 
 
@@ -278,7 +310,8 @@ def bridge_env(settings: Settings, port: int) -> dict[str, str]:
             "MQTT_PORT": str(settings.mqtt.port),
             "MQTT_CLIENT_ID": settings.mqtt.client_id,
             "MQTT_TOPICS": json.dumps(settings.mqtt.topics),
-            "MQTT_BRIDGE_TOPIC_TEMPLATE": settings.topic_template,
+            "MQTT_BRIDGE_TOPIC_TEMPLATE": settings.edge.topic_template,
+            "MQTT_EDGE_QUEUE": settings.edge.queue,
             "AMQP_URL": settings.amqp.url.get_secret_value(),
             "AMQP_EXCHANGE": settings.amqp.exchange,
             "AMQP_QUEUE": settings.amqp.queue,
@@ -370,7 +403,9 @@ class BridgeProcess:
 
 
 @pytest.fixture
-def bridge_process(bridge_settings: Settings, tmp_path: Path) -> Iterator[BridgeProcess]:
+def bridge_process(
+    bridge_settings: Settings, tmp_path: Path, edge_cleanup: None
+) -> Iterator[BridgeProcess]:
     """A bridge child process (not started): ``.start()``, ``.kill()``, ``.terminate()``."""
     proc = BridgeProcess(bridge_settings, tmp_path / "bridge.log")
     yield proc

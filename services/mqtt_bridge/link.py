@@ -77,7 +77,7 @@ class EdgeLink:
         s = self.settings
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=s.max_inflight)
-        queue = await edge.declare(channel, s.edge, s.amqp)
+        queue = await edge.declare(channel, s.edge, s.amqp, s.mqtt.topics)
         self._consumer_tag = await queue.consume(self._on_message)
         self._queue = queue
         self._channel = channel

@@ -126,9 +126,10 @@ def _malformed(
         lambda i: {"readings": [{"timestamp": iso(T0_US + i), "speed": "fast"}]},
     ]
     out["schema"] = [(topic, orjson.dumps(schema_kinds[i % 5](i))) for i in range(n)]
-    # Matches the subscription, but not the template: a factory id that is not one...
+    # Matches the subscription, but not the template: a factory id that is not one (a "." would
+    # make the edge's routing key one word longer: it would match no binding at all)...
     half = n // 2
-    bad_factory = scope.topic(f"{factory}.bad factory", known)
+    bad_factory = scope.topic(f"{factory} bad factory!", known)
     out["bad_topic"] = [(bad_factory, p) for p in readings(half, T0_US + 10**9)]
     # ... and a topic of the other subscription, which has no machine at all.
     other = f"{scope.prefix}/other/{factory}/oops"
@@ -172,7 +173,7 @@ async def test_a_thousand_malformed_messages_of_every_kind_are_dead_lettered_wit
     assert all(e.source == "mqtt" for e in dead.arrivals.envelopes)
 
     # Alive and still doing its job.
-    assert bridge["bridge"].mqtt_ready
+    assert bridge["bridge"].edge_ready
     good = orjson.dumps({"timestamp": iso(T0_US), "speed": 1200})
     await asyncio.to_thread(
         mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f-bad", machines[0].id), [good]
@@ -201,16 +202,16 @@ async def test_sigkill_with_messages_in_flight_loses_nothing_and_repeats_only_th
     mqtt_scope: MqttScope,
     tmp_path: Path,
 ) -> None:
-    """Killed while it holds messages it has not acknowledged to Mosquitto yet: those come
+    """Killed while it holds edge messages it has not acknowledged yet: those come
     again after the restart (at least once), nothing else does, and nothing is lost. The
     re-deliveries are counted where they happen, on the bridge's output, not in InfluxDB
     (which would overwrite a repeated point with itself and hide it)."""
     data, _ = taps
-    inflight = 50  # what Mosquitto may have sent the bridge unacknowledged at any moment
+    inflight = 50  # what the edge may have sent the bridge unacknowledged at any moment
     proc = BridgeProcess(
         bridge_settings.model_copy(update={"max_inflight": inflight}), tmp_path / "b.log"
     )
-    n = 3000
+    n = 10_000
     try:
         await asyncio.to_thread(proc.start)
         topic = mqtt_scope.topic("plant-f", machines[0].id)
@@ -220,7 +221,7 @@ async def test_sigkill_with_messages_in_flight_loses_nothing_and_repeats_only_th
         assert await data.wait_for(lambda a: a.distinct() >= 1, 30)
         await asyncio.to_thread(proc.kill)  # mid-stream: messages taken, not yet acknowledged
         at_kill = data.arrivals.distinct()
-        await publishing  # every message PUBACKed by Mosquitto, which keeps them for the session
+        await publishing  # every message PUBACKed by the edge, which keeps them in its queue
         assert 0 < at_kill < n, at_kill
 
         await asyncio.to_thread(proc.start)

@@ -88,7 +88,7 @@ async def test_malformed_payloads_are_all_dead_lettered(
     assert {d["reason"] for d in letters} <= REASONS
     assert all(d["error"] for d in letters)
 
-    assert bridge["bridge"].mqtt_ready  # alive, and still doing its job
+    assert bridge["bridge"].edge_ready  # alive, and still doing its job
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.connect(mqtt_scope.mqtt.host, mqtt_scope.mqtt.port)
     client.loop_start()
