@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
@@ -102,6 +103,61 @@ def to_message(envelope: Envelope) -> aio_pika.Message:
     )
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """One caller's envelopes, waiting for the flush that publishes them."""
+
+    envelopes: list[Envelope]
+    merge_up_to: int
+    done: asyncio.Future[None]
+    failed: BaseException | None = None  # the first failure among the messages carrying them
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    envelopes: list[Envelope] = field(default_factory=list)
+    callers: list[_Waiting] = field(default_factory=list)
+    readings: int = 0
+
+
+def factory_of(key: str) -> str:
+    """The factory word of a ``reading.<factory>.<machine>`` routing key."""
+    parts = key.split(".")
+    return parts[1] if len(parts) == 3 else key
+
+
+def group(waiting: list[_Waiting]) -> list[_Outgoing]:
+    """The flush's messages: callers that allow it (one envelope, ``merge_up_to`` > 0) share a
+    message with others of the same source and factory up to ``merge_up_to`` readings; every
+    other envelope travels as it is."""
+    out: list[_Outgoing] = []
+    open_: dict[tuple[str, str], _Outgoing] = {}
+    for w in waiting:
+        if w.merge_up_to <= 0 or len(w.envelopes) != 1:
+            for env in w.envelopes:
+                out.append(_Outgoing([env], [w], len(env.readings)))
+            continue
+        env = w.envelopes[0]
+        key = (env.source, factory_of(env.routing_key))
+        current = open_.get(key)
+        if current is None or current.readings + len(env.readings) > w.merge_up_to:
+            current = open_[key] = _Outgoing()
+            out.append(current)
+        current.envelopes.append(env)
+        current.callers.append(w)
+        current.readings += len(env.readings)
+    return out
+
+
+def merged(outgoing: _Outgoing) -> Envelope:
+    envs = outgoing.envelopes
+    if len(envs) == 1:
+        return envs[0]
+    keys = {e.routing_key for e in envs}
+    key = keys.pop() if len(keys) == 1 else routing_key(factory_of(envs[0].routing_key), "mixed")
+    return Envelope.merge(envs, key)
+
+
 def connection_blocked(connection: AbstractRobustConnection) -> bool:
     """True while RabbitMQ blocks this connection's publishers (memory or disk alarm).
 
@@ -114,6 +170,11 @@ def connection_blocked(connection: AbstractRobustConnection) -> bool:
 
 class Publisher:
     """Publishes envelopes and returns only once RabbitMQ confirmed every one of them.
+
+    Group commit: callers that pass ``merge_up_to`` while a flush is in flight wait for the next
+    one, which publishes all of them at once, concurrent requests sharing AMQP messages (and so
+    confirms) of up to ``merge_up_to`` readings; each caller returns when the confirms of the
+    messages carrying its readings arrived, or raises if any of them failed.
 
     It also watches for back-pressure — the connection blocked by a broker alarm, the writer
     queue at its bound, or a recent publish refused — so that callers can refuse new data up
@@ -136,6 +197,8 @@ class Publisher:
         self._watcher: asyncio.Task[None] | None = None
         self._queue_full = False
         self._refused_until = 0.0
+        self._waiting: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._channel = await self.connection.channel(publisher_confirms=True)
@@ -185,8 +248,58 @@ class Publisher:
             and not self.connection.is_closed
         )
 
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        """Publish all, wait for all confirms. Raises :class:`BrokerUnavailable` otherwise."""
+    async def publish(self, envelopes: list[Envelope], *, merge_up_to: int = 0) -> None:
+        """Publish all, wait for all confirms. Raises :class:`BrokerUnavailable` otherwise.
+
+        ``merge_up_to`` > 0: the envelopes may share AMQP messages of up to that many readings
+        with other callers' (group commit); their messages are published in the next flush.
+        """
+        if merge_up_to <= 0:
+            await self._publish_now(envelopes)
+            return
+        waiting = _Waiting(envelopes, merge_up_to, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_loop(), name="publisher-group-commit")
+        await asyncio.shield(waiting.done)
+
+    async def _flush_loop(self) -> None:
+        """One flush at a time; whatever arrived meanwhile goes in the next (no timer: a lone
+        caller is published at once)."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._flush(batch)
+        finally:
+            self._flusher = None
+            for w in self._waiting:  # only if the loop itself was cancelled
+                if not w.done.done():
+                    w.done.set_exception(BrokerUnavailable("publisher stopped"))
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        confirmed = False
+        try:
+            outgoing = group(batch)
+            results = await asyncio.gather(
+                *(self._publish_now([merged(o)]) for o in outgoing), return_exceptions=True
+            )
+            for o, result in zip(outgoing, results, strict=True):
+                for w in o.callers:
+                    if isinstance(result, BaseException) and w.failed is None:
+                        w.failed = result
+            confirmed = True
+        finally:
+            # Success only for callers all of whose messages were confirmed; a flush cut short
+            # (cancelled at shutdown, an unexpected error) confirms nobody.
+            for w in batch:
+                if w.done.done():
+                    continue
+                if confirmed and w.failed is None:
+                    w.done.set_result(None)
+                else:
+                    w.done.set_exception(w.failed or BrokerUnavailable("publisher stopped"))
+
+    async def _publish_now(self, envelopes: list[Envelope]) -> None:
         if self._exchange is None:
             raise BrokerUnavailable("publisher not started")
         exchange = self._exchange

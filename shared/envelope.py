@@ -8,9 +8,21 @@ confirms are not the bottleneck. Body (JSON)::
      "readings": [{"machine_id": "...", "factory_id": "...", "sensor_type": "...",
                    "location": "...", "ts": 1765620000000000000,
                    "fields": {"temperature": 60.5}}],
+     "lines": ["sensor_readings,factory_id=...,... temperature=60.5 1765620000000000000"],
+     "parts": [[100, "GW-01", "request id"], [100, "GW-02", "another request id"]],
      "dead": {"reason": "...", "error": "...", "first_seen_ns": ..., "attempts": 1, "raw": "..."}}
 
 ``dead`` is present only on dead letters; ``raw`` holds an unparseable original payload.
+
+``lines`` (optional) is each reading's InfluxDB line, rendered once by the door that validated
+it, so that a writer joins them into its write without touching the readings; a message without
+them (an older door's, or one whose ``lines`` do not match its readings) has its lines built by
+the writer from ``readings``, which stay the reference for everything else (dead letters,
+conflicts, status, the live stream, the alerter).
+
+``parts`` (optional) is present when one message carries several requests (group commit at the
+door): consecutive runs of readings with the gateway and request each came from, in order;
+``gateway_id``/``request_id`` are then the first part's.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -35,6 +48,8 @@ class Envelope:
     message_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     received_at_ns: int = field(default_factory=time.time_ns)
     dead: dict[str, Any] | None = None
+    lines: list[str] | None = None
+    parts: list[tuple[int, str, str]] | None = None  # (readings, gateway_id, request_id)
 
     def encode(self) -> bytes:
         doc: dict[str, Any] = {
@@ -46,9 +61,46 @@ class Envelope:
             "received_at_ns": self.received_at_ns,
             "readings": self.readings,
         }
+        if self.lines is not None:
+            doc["lines"] = self.lines
+        if self.parts is not None:
+            doc["parts"] = self.parts
         if self.dead is not None:
             doc["dead"] = self.dead
         return orjson.dumps(doc)
+
+    def origin(self, index: int) -> tuple[str, str]:
+        """(gateway_id, request_id) of the reading at ``index``."""
+        if self.parts:
+            end = 0
+            for count, gateway_id, request_id in self.parts:
+                end += count
+                if index < end:
+                    return gateway_id, request_id
+        return self.gateway_id, self.request_id
+
+    @classmethod
+    def merge(cls, envelopes: list[Envelope], routing_key: str) -> Envelope:
+        """One envelope carrying the readings (and lines) of several, in order, with where
+        each run of readings came from (``parts``)."""
+        first = envelopes[0]
+        parts = [
+            part
+            for e in envelopes
+            for part in (e.parts or [(len(e.readings), e.gateway_id, e.request_id)])
+        ]
+        with_lines = all(e.lines is not None for e in envelopes)
+        return cls(
+            source=first.source,
+            readings=list(chain.from_iterable(e.readings for e in envelopes)),
+            routing_key=routing_key,
+            gateway_id=first.gateway_id,
+            request_id=first.request_id,
+            lines=list(chain.from_iterable(e.lines or () for e in envelopes))
+            if with_lines
+            else None,
+            parts=parts,
+        )
 
     def headers(self) -> dict[str, Any]:
         headers: dict[str, Any] = {
@@ -83,7 +135,34 @@ class Envelope:
             message_id=str(doc.get("message_id") or uuid.uuid4().hex),
             received_at_ns=int(doc.get("received_at_ns") or 0),
             dead=doc.get("dead"),
+            lines=_lines(doc.get("lines"), len(readings)),
+            parts=_parts(doc.get("parts"), len(readings)),
         )
+
+
+def _lines(lines: object, readings: int) -> list[str] | None:
+    """The message's own lines when they match its readings one to one (strings, none empty,
+    none holding a line break), else None: the writer then builds them from the readings.
+    Checked with C-level operations only, no Python per line."""
+    if not isinstance(lines, list) or len(lines) != readings or "" in lines:
+        return None
+    try:
+        joined = "".join(lines)
+    except TypeError:  # not all strings
+        return None
+    return None if "\n" in joined else lines
+
+
+def _parts(parts: object, readings: int) -> list[tuple[int, str, str]] | None:
+    """``parts`` when they are well formed and cover the readings exactly, else None."""
+    if not isinstance(parts, list):
+        return None
+    out = []
+    for p in parts:
+        if not (isinstance(p, list) and len(p) == 3 and type(p[0]) is int and p[0] > 0):
+            return None
+        out.append((p[0], str(p[1]), str(p[2])))
+    return out if sum(p[0] for p in out) == readings else None
 
 
 def dead_letter(

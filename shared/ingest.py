@@ -1,7 +1,8 @@
 """From validated readings to confirmed envelopes: the part both ingest doors share.
 
 Enrichment fills ``sensor_type``/``location`` from the registry when the gateway left them out
-and stamps ``factory_id``; readings are packed many to an AMQP message.
+and stamps ``factory_id``; each reading's InfluxDB line can be rendered here, once, where the
+values are known to be valid floats; readings are packed many to an AMQP message.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from typing import Any
 
 from shared.broker import routing_key
 from shared.envelope import Envelope
+from shared.lineprotocol import SeriesLines
 from shared.machines import Machine
+
+# The doors' line renderer: one per process, bounded.
+LINES = SeriesLines()
 
 
 @dataclass(slots=True)
@@ -40,10 +45,17 @@ def stored_readings(
     sensor_type: str | None,
     location: str | None,
     readings: Iterable[tuple[int, dict[str, float]]],
+    lines: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Reading dicts as the writer expects them (see :mod:`shared.envelope`)."""
+    """Reading dicts as the writer expects them (see :mod:`shared.envelope`); with ``lines``,
+    each reading's InfluxDB line is appended to it too (values must be finite floats)."""
     st = sensor_type or machine.sensor_type
     loc = location or machine.location
+    if lines is not None:
+        readings = list(readings)
+        series = LINES.series(machine.id, factory_id, st, loc)
+        field_set = LINES.field_set
+        lines.extend([f"{series} {field_set(values)} {ts}" for ts, values in readings])
     return [
         {
             "machine_id": machine.id,
@@ -64,8 +76,10 @@ def pack(
     gateway_id: str,
     request_id: str,
     per_message: int,
+    lines: list[str] | None = None,
 ) -> list[Envelope]:
-    """Chunk readings into envelopes of at most ``per_message`` readings.
+    """Chunk readings (and their ``lines``, when given) into envelopes of at most
+    ``per_message`` readings.
 
     The routing key names the machine when a chunk holds one machine; a chunk mixing machines
     is routed as ``reading.<factory>.mixed`` (the writer queue binds ``reading.#``).
@@ -83,6 +97,7 @@ def pack(
                 routing_key=key,
                 gateway_id=gateway_id,
                 request_id=request_id,
+                lines=lines[start : start + per_message] if lines is not None else None,
             )
         )
     return out

@@ -13,9 +13,11 @@ from shared.machines import Machine
 
 @dataclass
 class Assembled:
-    """Readings to publish, and the items refused (validation or unknown machine), by index."""
+    """Readings to publish with their InfluxDB lines (rendered once, here), and the items
+    refused (validation or unknown machine), by index."""
 
     readings: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     machines: int = 0
 
@@ -42,6 +44,7 @@ def assemble(checked: Accepted, known: dict[str, Machine | None]) -> Assembled:
                 sensor_type=item.sensor_type,
                 location=item.location,
                 readings=item.points,
+                lines=out.lines,
             )
         )
     out.rejected.sort(key=lambda r: r.index if r.index is not None else -1)

@@ -157,9 +157,10 @@ async def ingest(request: Request) -> Response:
         gateway_id=recorded_gateway(principal),
         request_id=rid,
         per_message=limits.readings_per_message,
+        lines=assembled.lines,
     )
     try:
-        await st["publisher"].publish(envelopes)
+        await st["publisher"].publish(envelopes, merge_up_to=limits.readings_per_message)
     except BrokerUnavailable as e:
         log.warning("publish failed: %s", e, extra={"dependency": "rabbitmq"})
         raise unavailable(st, "The message broker") from e

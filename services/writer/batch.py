@@ -8,13 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.errors import InfluxRejected
-from shared.lineprotocol import (
-    MEASUREMENT,
-    escape_measurement,
-    escape_tag,
-    line,
-    tag_set,
-)
+from shared.lineprotocol import MEASUREMENT, SeriesLines, line
 
 
 def reading_line(reading: dict[str, Any]) -> str:
@@ -34,21 +28,14 @@ def reading_line(reading: dict[str, Any]) -> str:
 
 
 class LineBuilder:
-    """:func:`reading_line`, faster: the measurement-and-tags text of each series is built once.
-
-    A writer sees the same few thousand series (one per machine) over and over; escaping and
-    sorting their tags for every reading was most of the cost of a line. Same lines, same
-    exceptions in the same order as :func:`reading_line`.
-    """
+    """:func:`reading_line`, faster (:class:`SeriesLines`): same lines, same exceptions in the
+    same order. For messages whose envelope carries no lines of its own."""
 
     def __init__(self, max_series: int = 100_000) -> None:
-        self.max_series = max_series
-        self._series: dict[tuple[str, str, str, str], str] = {}
-        self._fields: dict[str, str] = {}
-        self._measurement = escape_measurement(MEASUREMENT)
+        self.cache = SeriesLines(max_series)
 
     def line(self, reading: dict[str, Any]) -> str:
-        key = (
+        series = (
             str(reading["machine_id"]),
             str(reading["factory_id"]),
             str(reading["sensor_type"]),
@@ -59,28 +46,8 @@ class LineBuilder:
             raise TypeError("fields must be an object")
         values = {str(k): float(v) for k, v in fields.items()}
         ts = int(reading["ts"])
-        if not values:
-            raise ValueError("a point needs at least one field")
-        escaped = self._fields
-        parts = []
-        for k, v in values.items():
-            name = escaped.get(k)
-            if name is None:
-                name = escape_tag(k)
-                if len(escaped) < 1000:
-                    escaped[k] = name
-            if v - v != 0.0:  # inf or NaN: format_float's error
-                raise ValueError(f"non-finite field value {v!r}")
-            parts.append(f"{name}={v!r}")
-        series = self._series.get(key)
-        if series is None:
-            if len(self._series) >= self.max_series:
-                self._series.clear()
-            tags = dict(
-                zip(("machine_id", "factory_id", "sensor_type", "location"), key, strict=True)
-            )
-            series = self._series[key] = self._measurement + tag_set(tags)
-        return f"{series} {','.join(parts)} {ts}"
+        field_set = self.cache.field_set(values)
+        return f"{self.cache.series(*series)} {field_set} {ts}"
 
 
 class OwnerLookup(Protocol):

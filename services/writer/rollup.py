@@ -22,6 +22,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from itertools import repeat
+from operator import itemgetter, mod, sub
 from typing import Any
 
 from prometheus_client import Counter
@@ -33,6 +35,8 @@ from shared.lineprotocol import MEASUREMENT, line
 log = logging.getLogger(__name__)
 
 HOUR_NS = 3600 * 10**9
+_TS = itemgetter("ts")
+_MACHINE = itemgetter("machine_id")
 DAY_NS = 24 * HOUR_NS
 STATS = ("mean", "min", "max", "count", "sum")
 MACHINES_PER_QUERY = 100
@@ -136,11 +140,17 @@ class Rollup:
         self._stopping = asyncio.Event()
 
     def touched(self, readings: Iterable[dict[str, Any]]) -> None:
-        """Note the hour windows of readings just stored (called after a successful write)."""
+        """Note the hour windows of readings just stored (called after a successful write).
+
+        C-level over the readings (``map``, ``zip``, a set); Python only per distinct
+        (hour, machine) pair.
+        """
+        readings = list(readings)
+        stamps = list(map(_TS, readings))
+        hour_starts = map(sub, stamps, map(mod, stamps, repeat(HOUR_NS)))
         hours = self._hours
-        for r in readings:
-            ts = int(r["ts"])
-            hours.setdefault(ts - ts % HOUR_NS, set()).add(str(r["machine_id"]))
+        for hour, mid in set(zip(hour_starts, map(_MACHINE, readings), strict=True)):
+            hours.setdefault(int(hour), set()).add(str(mid))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="writer-rollup")

@@ -155,15 +155,17 @@ class Writer:
         except ValueError as e:
             await self._dead_letter_message(message, "bad_envelope", str(e))
             return
-        lines: list[str] = []
         malformed: list[tuple[int, str]] = []
-        build = self.lines.line
-        for i, reading in enumerate(envelope.readings):
-            try:
-                lines.append(build(reading))
-            except (KeyError, TypeError, ValueError) as e:
-                malformed.append((i, f"{type(e).__name__}: {e}"))
-                lines.append("")
+        lines = envelope.lines
+        if lines is None:  # a message without the door's lines: build them here
+            lines = []
+            build = self.lines.line
+            for i, reading in enumerate(envelope.readings):
+                try:
+                    lines.append(build(reading))
+                except (KeyError, TypeError, ValueError) as e:
+                    malformed.append((i, f"{type(e).__name__}: {e}"))
+                    lines.append("")
         self._held.append(Held(message, envelope, lines, malformed))
         self._held_points += len(lines)
         PENDING.set(self._held_points)
@@ -243,23 +245,7 @@ class Writer:
                     continue
             await self._ack(h.message)
         PENDING.set(self._held_points)
-        refused = {r.owner for r in outcome.rejected}
-        stored: list[dict[str, Any]] = []
-        for m, h in enumerate(held):
-            if h.malformed or refused:
-                bad = {i for i, _ in h.malformed}
-                stored.extend(
-                    r
-                    for i, r in enumerate(h.envelope.readings)
-                    if i not in bad and (m, i) not in refused
-                )
-            else:
-                stored.extend(h.envelope.readings)
-        self.conflicts.observe(stored)
-        if self.rollup is not None:
-            self.rollup.touched(stored)
-        if self.status is not None:
-            await self.status.update(stored)
+        await self._after_write(held, {r.owner for r in outcome.rejected})
         if outcome.rejected:
             log.warning(
                 "batch of %d: %d written, %d rejected by InfluxDB and dead-lettered (%d writes)",
@@ -268,6 +254,32 @@ class Writer:
                 len(outcome.rejected),
                 outcome.writes,
             )
+
+    async def _after_write(self, held: list[Held], refused: set[tuple[int, int]]) -> None:
+        """Conflicts, rollup windows and live status from the readings just stored (list
+        extends per message; no Python per reading unless one was malformed or refused)."""
+        stored: list[dict[str, Any]] = []
+        lines: list[str] = []
+        for m, h in enumerate(held):
+            if h.malformed or refused:
+                bad = {i for i, _ in h.malformed}
+                kept = [i for i in range(len(h.lines)) if i not in bad and (m, i) not in refused]
+                stored.extend(h.envelope.readings[i] for i in kept)
+                lines.extend(h.lines[i] for i in kept)
+            else:
+                stored.extend(h.envelope.readings)
+                lines.extend(h.lines)
+        try:
+            self.conflicts.observe(stored, lines)
+            if self.rollup is not None:
+                self.rollup.touched(stored)
+        except (KeyError, TypeError, ValueError) as e:
+            # Only a message whose lines came without well-formed readings gets here: its
+            # points are stored and acked; what is derived from them is skipped, loudly.
+            log.error("stored batch without well-formed readings: %s: %s", type(e).__name__, e)
+            return
+        if self.status is not None:
+            await self.status.update(stored)
 
     async def _write_with_retry(self, lines: list[str], owners: Owners) -> Outcome:
         def give_up_on_shutdown(state: RetryCallState) -> bool:
@@ -320,18 +332,23 @@ class Writer:
     async def _dead_letter_readings(self, h: Held, problems: list[tuple[int, str, str]]) -> None:
         token = request_id.set(h.envelope.request_id or None)
         try:
-            letters = [
-                dead_letter(
-                    source="writer",
-                    reason=reason,
-                    error=error,
-                    readings=[h.envelope.readings[i]],
-                    gateway_id=h.envelope.gateway_id,
-                    request_id=h.envelope.request_id,
-                    extra={"origin_source": h.envelope.source, "message_id": h.envelope.message_id},
+            letters = []
+            for i, reason, error in problems:
+                gateway_id, origin_request = h.envelope.origin(i)
+                letters.append(
+                    dead_letter(
+                        source="writer",
+                        reason=reason,
+                        error=error,
+                        readings=[h.envelope.readings[i]],
+                        gateway_id=gateway_id,
+                        request_id=origin_request,
+                        extra={
+                            "origin_source": h.envelope.source,
+                            "message_id": h.envelope.message_id,
+                        },
+                    )
                 )
-                for i, reason, error in problems
-            ]
             await self.publisher.dead_letter(letters)
             for _, reason, error in problems:
                 DEAD.labels(reason).inc()

@@ -1,0 +1,138 @@
+"""The door's rendered lines and group commit, end to end through real RabbitMQ and InfluxDB:
+concurrent callers share one AMQP message, the writer stores the door's lines as they are,
+messages without lines (the older format) are still stored, and a reading InfluxDB refuses in a
+shared message is dead-lettered alone with the request it came from."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from services.writer.batch import reading_line
+from shared import broker
+from shared.envelope import Envelope
+from shared.influx import InfluxClient, quote_literal
+from shared.settings import AmqpSettings, InfluxSettings
+from tests.integration.test_writer import (
+    _equals,
+    count,
+    envelope,
+    eventually,
+    queue_depth,
+    start_writer,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def with_lines(env: Envelope, request_id: str) -> Envelope:
+    env.lines = [reading_line(r) for r in env.readings]
+    env.request_id = request_id
+    env.gateway_id = f"gw-{request_id}"
+    return env
+
+
+async def test_concurrent_callers_share_one_message_and_each_is_answered(
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+) -> None:
+    amqp = amqp_cleanup
+    checker = InfluxClient(influx_settings)
+    await checker.provision()
+    conn = await broker.connect(amqp, "test-group-commit")
+    publisher = broker.Publisher(amqp, conn)
+    await publisher.start()
+    machine = str(uuid.uuid4())
+    base = time.time_ns()
+    callers = [with_lines(envelope(machine, base + k * 10**9, 10), f"r{k}") for k in range(20)]
+    await asyncio.gather(*(publisher.publish([e], merge_up_to=1000) for e in callers))
+    # Every caller returned, so every reading was confirmed; they all travelled in one message.
+    assert await queue_depth(conn, amqp.queue) == 1
+    ch = await conn.channel()
+    message = await (await ch.get_queue(amqp.queue)).get()
+    shared = Envelope.decode(message.body, message.routing_key or "")
+    await message.nack(requeue=True)
+    assert len(shared.readings) == 200 and shared.lines is not None and len(shared.lines) == 200
+    assert shared.parts is not None and [p[2] for p in shared.parts] == [f"r{k}" for k in range(20)]
+    assert shared.origin(35) == ("gw-r3", "r3")
+
+    writer, wconn, influx = await start_writer(amqp, influx_settings)
+    await eventually(lambda: _equals(count(checker, machine), 200))
+    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
+    await writer.stop()
+    for c in (publisher,):
+        await c.close()
+    for x in (conn, wconn):
+        await x.close()
+    for i in (influx, checker):
+        await i.close()
+
+
+async def test_the_door_lines_are_written_and_old_messages_still_stored(
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+) -> None:
+    """The stored value is the one in the message's line (the writer does not rebuild lines it
+    was given); a message of the older format, without lines, is stored from its readings."""
+    amqp = amqp_cleanup
+    checker = InfluxClient(influx_settings)
+    await checker.provision()
+    writer, conn, influx = await start_writer(amqp, influx_settings)
+    publisher = broker.Publisher(amqp, conn)
+    await publisher.start()
+    new_machine, old_machine = str(uuid.uuid4()), str(uuid.uuid4())
+    base = time.time_ns()
+    new = with_lines(envelope(new_machine, base, 5), "new")
+    assert new.lines is not None
+    new.lines[0] = new.lines[0].replace("temperature=20.0", "temperature=77.5")
+    old = envelope(old_machine, base, 7)
+    await publisher.publish([new, old])
+    await eventually(lambda: _equals(count(checker, new_machine), 5))
+    await eventually(lambda: _equals(count(checker, old_machine), 7))
+    [series] = await checker.query(
+        "SELECT max(temperature) FROM sensor_readings"
+        f" WHERE machine_id = {quote_literal(new_machine)}"
+    )
+    assert series[0].values[0][1] == 77.5
+    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
+    await writer.stop()
+    await publisher.close()
+    await conn.close()
+    await influx.close()
+    await checker.close()
+
+
+async def test_refused_reading_of_a_shared_message_dead_lettered_with_its_request(
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+) -> None:
+    amqp = amqp_cleanup
+    checker = InfluxClient(influx_settings)
+    await checker.provision()
+    base = time.time_ns()
+    field = f"f{uuid.uuid4().hex[:10]}"
+    await checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
+    writer, conn, influx = await start_writer(amqp, influx_settings)
+    publisher = broker.Publisher(amqp, conn)
+    await publisher.start()
+    machine = str(uuid.uuid4())
+    good = with_lines(envelope(machine, base, 30), "good")
+    bad = with_lines(envelope(machine, base + 10**9, 1, **{field: 1.0}), "bad")
+    await asyncio.gather(
+        publisher.publish([good], merge_up_to=1000), publisher.publish([bad], merge_up_to=1000)
+    )
+    await eventually(lambda: _equals(count(checker, machine), 30))
+    await eventually(lambda: _equals(queue_depth(conn, amqp.dead_letter), 1))
+    ch = await conn.channel()
+    msg = await (await ch.get_queue(amqp.dead_letter)).get()
+    dead = Envelope.decode(msg.body)
+    assert dead.dead is not None and dead.dead["reason"] == "influx_rejected"
+    assert dead.readings == bad.readings
+    assert (dead.gateway_id, dead.request_id) == ("gw-bad", "bad")
+    await msg.ack()
+    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
+    await writer.stop()
+    await publisher.close()
+    await conn.close()
+    await influx.close()
+    await checker.close()
