@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.logscan import remember
+from tests.polling import poll
 
 Headers = Callable[[str], dict[str, str]]  # the auth_headers fixture: role → headers
 SERVICES = {
@@ -101,18 +102,6 @@ class Tokens:
             session.token = body["access_token"]
             session.expires_at = asked_at + float(body["expires_in"])
         return session.token
-
-
-def poll(fetch: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 30.0) -> Any:
-    """Call ``fetch`` until ``until(result)`` holds; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fetch()
-        if until(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached before the deadline; last result: {result!r}")
-        time.sleep(0.1)
 
 
 def iso(ts: datetime) -> str:

@@ -5,7 +5,6 @@ reopens by itself."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +16,7 @@ from services.ingest_gateway.settings import Settings
 from shared.settings import AmqpSettings, PostgresSettings
 from tests.dependencies import DependencyControl
 from tests.integration.test_ingest_gateway import URL, _create_machines, batch
+from tests.polling import wait_for
 from tests.queues import delete_topology, purge_queue, queue_depth
 from tests.tokens import bearer, trust_test_key
 
@@ -36,14 +36,6 @@ def client(small_queue: AmqpSettings, postgres_settings: PostgresSettings) -> It
     asyncio.run(delete_topology(small_queue))
 
 
-def until(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "not reached before the deadline"
-        time.sleep(0.1)
-    return result
-
-
 def test_full_queue_refuses_then_reopens(
     client: TestClient, small_queue: AmqpSettings, postgres_settings: PostgresSettings
 ) -> None:
@@ -58,7 +50,7 @@ def test_full_queue_refuses_then_reopens(
     resp = client.post(URL, json=batch(machine), headers=auth)
     assert resp.status_code == 503 and resp.headers["retry-after"]
     purge_queue(small_queue)  # the writers catch up
-    until(lambda: client.post(URL, json=batch(machine), headers=auth).status_code == 202)
+    wait_for(lambda: client.post(URL, json=batch(machine), headers=auth).status_code == 202)
 
 
 def memory_watermark(control: DependencyControl) -> list[str]:
@@ -90,7 +82,7 @@ def test_resource_alarm_blocks_then_reopens(
         # its confirm (bounded by AMQP_CONFIRM_TIMEOUT_S) and gets 503; nothing is accepted.
         resp = client.post(URL, json=batch(machine), headers=auth)
         assert resp.status_code == 503
-        until(lambda: publisher.pressure() is not None)
+        wait_for(lambda: publisher.pressure() is not None)
         before = refused_up_front()
         resp = client.post(URL, json=batch(machine), headers=auth)
         assert resp.status_code == 503 and resp.headers["retry-after"]
@@ -99,5 +91,5 @@ def test_resource_alarm_blocks_then_reopens(
         assert refused_up_front() == before + 1
     finally:
         dependency_control.rabbitmqctl("set_vm_memory_high_watermark", *previous)
-    until(lambda: publisher.pressure() is None)
+    wait_for(lambda: publisher.pressure() is None)
     assert client.post(URL, json=batch(machine), headers=auth).status_code == 202

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from tools.chaos.pipeline import Pipeline
 
@@ -28,32 +30,21 @@ class Fault:
     def run(self, pipeline: Pipeline, stop: threading.Event) -> None:
         """Inject, hold ``down_s`` (cut short by ``stop``), repair."""
         log.info("fault: %s", self.label)
-        if self.key == "writer-kill":
-            pipeline.sigkill("writer")
-            try:
-                stop.wait(self.down_s)
-            finally:
-                pipeline.start_services()
-        elif self.key == "bridge-kill":
-            pipeline.sigkill("mqtt_bridge")
-            try:
-                stop.wait(self.down_s)
-            finally:
-                pipeline.start_services()
-        elif self.key == "rabbitmq-restart":
-            pipeline.stop_dependency("rabbitmq")
-            try:
-                stop.wait(self.down_s)
-            finally:
-                pipeline.start_dependency("rabbitmq")
-        else:
-            dependency = self.key.removesuffix("-stop")
+        if self.key.endswith("-kill"):  # a service killed, started again by services.sh up
+            pipeline.sigkill(KILLED[self.key])
+            repair: Callable[[], None] = pipeline.start_services
+        else:  # a dependency stopped (or restarted: stopped for down_s), then started
+            dependency = self.key.removesuffix("-stop").removesuffix("-restart")
             pipeline.stop_dependency(dependency)
-            try:
-                stop.wait(self.down_s)
-            finally:
-                pipeline.start_dependency(dependency)
+            repair = partial(pipeline.start_dependency, dependency)
+        try:
+            stop.wait(self.down_s)
+        finally:
+            repair()
 
+
+# The service a "-kill" fault sends SIGKILL to.
+KILLED = {"writer-kill": "writer", "bridge-kill": "mqtt_bridge"}
 
 # key → label ({s}: seconds down)
 FAULTS = {

@@ -167,84 +167,104 @@ def ingest_body(machine_id: str, valid: bool = True) -> dict[str, Any]:
     }
 
 
-def scenarios(tokens: Tokens, machine_id: str) -> list[tuple[int, Callable[[], Request]]]:
+Scenarios = list[tuple[int, Callable[[], Request]]]
+INGEST = "/api/v1/data/ingest"
+WRITE = "write:sensor_data"
+# A token that looks like a JWT but can never be valid.
+MALFORMED_TOKEN = "eyJhbGciOiJSUzI1NiJ9.bm90LWpzb24.c2ln"
+
+
+def scenarios(tokens: Tokens, machine_id: str) -> Scenarios:
     """(weight, builder) pairs: what a mixed population of clients sends."""
+    return [
+        *ingest_scenarios(tokens, machine_id),
+        *query_scenarios(tokens, machine_id),
+        *auth_scenarios(tokens),
+    ]
+
+
+def ingest_scenarios(tokens: Tokens, machine_id: str) -> Scenarios:
     operator = frozenset(PERMISSIONS[Role.OPERATOR])
     readonly = ["read:machines", "read:sensor_data"]
 
     def ingest_ok() -> Request:
+        body = ingest_body(machine_id)
         return Request(
             "ingest",
             "valid reading",
             "POST",
-            "/api/v1/data/ingest",
+            INGEST,
             tokens.pick("Operator"),
             202,
-            ingest_body(machine_id),
-            "write:sensor_data",
+            body,
+            WRITE,
             operator,
         )
 
     def ingest_bad_body() -> Request:
+        body = ingest_body(machine_id, valid=False)
         return Request(
             "ingest",
             "invalid reading",
             "POST",
-            "/api/v1/data/ingest",
+            INGEST,
             tokens.pick("Operator"),
             400,
-            ingest_body(machine_id, valid=False),
-            "write:sensor_data",
+            body,
+            WRITE,
             operator,
         )
 
     def ingest_readonly() -> Request:
         tok = tokens.mint("Operator", readonly)
+        body = ingest_body(machine_id)
         return Request(
             "ingest",
             "no write permission",
             "POST",
-            "/api/v1/data/ingest",
+            INGEST,
             tok,
             202,
-            ingest_body(machine_id),
-            "write:sensor_data",
+            body,
+            WRITE,
             frozenset(readonly),
         )
 
     def ingest_foreign() -> Request:
+        tok = tokens.foreign_token()
         return Request(
-            "ingest",
-            "unknown signing key",
-            "POST",
-            "/api/v1/data/ingest",
-            tokens.foreign_token(),
-            202,
-            ingest_body(machine_id),
+            "ingest", "unknown signing key", "POST", INGEST, tok, 202, ingest_body(machine_id)
         )
 
     def ingest_malformed() -> Request:
+        tok = MALFORMED_TOKEN
         return Request(
-            "ingest",
-            "malformed token",
-            "POST",
-            "/api/v1/data/ingest",
-            "eyJhbGciOiJSUzI1NiJ9.bm90LWpzb24.c2ln",
-            202,
-            ingest_body(machine_id),
+            "ingest", "malformed token", "POST", INGEST, tok, 202, ingest_body(machine_id)
         )
 
     def ingest_missing() -> Request:
-        return Request(
-            "ingest", "no token", "POST", "/api/v1/data/ingest", None, 202, ingest_body(machine_id)
-        )
+        return Request("ingest", "no token", "POST", INGEST, None, 202, ingest_body(machine_id))
+
+    return [
+        (30, ingest_ok),
+        (6, ingest_bad_body),
+        (3, ingest_readonly),
+        (2, ingest_foreign),
+        (2, ingest_malformed),
+        (2, ingest_missing),
+    ]
+
+
+def query_scenarios(tokens: Tokens, machine_id: str) -> Scenarios:
+    operator = frozenset(PERMISSIONS[Role.OPERATOR])
 
     def history() -> Request:
+        path = f"/api/v1/data/machine/{machine_id}?limit=5"
         return Request(
             "query",
             "history",
             "GET",
-            f"/api/v1/data/machine/{machine_id}?limit=5",
+            path,
             tokens.pick("Operator"),
             200,
             None,
@@ -253,11 +273,12 @@ def scenarios(tokens: Tokens, machine_id: str) -> list[tuple[int, Callable[[], R
         )
 
     def machines() -> Request:
+        path = "/api/v1/machines?limit=5"
         return Request(
             "query",
             "machines",
             "GET",
-            "/api/v1/machines?limit=5",
+            path,
             tokens.pick("Supervisor"),
             200,
             None,
@@ -266,11 +287,12 @@ def scenarios(tokens: Tokens, machine_id: str) -> list[tuple[int, Callable[[], R
         )
 
     def delete_as_operator() -> Request:
+        path = f"/api/v1/machines/{machine_id}"
         return Request(
             "query",
             "delete without permission",
             "DELETE",
-            f"/api/v1/machines/{machine_id}",
+            path,
             tokens.pick("Operator"),
             204,
             None,
@@ -283,6 +305,12 @@ def scenarios(tokens: Tokens, machine_id: str) -> list[tuple[int, Callable[[], R
             "query", "unknown signing key", "GET", "/api/v1/machines", tokens.foreign_token(), 200
         )
 
+    return [(20, history), (8, machines), (3, delete_as_operator), (2, query_foreign)]
+
+
+def auth_scenarios(tokens: Tokens) -> Scenarios:
+    operator = frozenset(PERMISSIONS[Role.OPERATOR])
+
     def me() -> Request:
         live = [t for t in tokens.logins if t.revoked_at is None]
         tok = random.choice(live or tokens.logins)
@@ -293,20 +321,7 @@ def scenarios(tokens: Tokens, machine_id: str) -> list[tuple[int, Callable[[], R
             "auth", "me, unknown signing key", "GET", "/api/v1/auth/me", tokens.foreign_token(), 200
         )
 
-    return [
-        (30, ingest_ok),
-        (6, ingest_bad_body),
-        (3, ingest_readonly),
-        (2, ingest_foreign),
-        (2, ingest_malformed),
-        (2, ingest_missing),
-        (20, history),
-        (8, machines),
-        (3, delete_as_operator),
-        (2, query_foreign),
-        (8, me),
-        (2, me_foreign),
-    ]
+    return [(8, me), (2, me_foreign)]
 
 
 class Pacer:
