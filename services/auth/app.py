@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from starlette.applications import Starlette
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.auth.api.gateway_api import gateway_routes
 from services.auth.api.mqtt_api import mqtt_routes
@@ -39,7 +40,7 @@ def create_app(settings: Settings) -> Starlette:
     async def opened(stack: AsyncExitStack, settings: Settings) -> State:
         return await open_state(stack, settings, keys, issuer)
 
-    return service_app(
+    app = service_app(
         "auth",
         settings,
         opened,
@@ -50,3 +51,7 @@ def create_app(settings: Settings) -> Starlette:
         # Nearly every answer here is a credential or personal data: never cache by default.
         cache_control="no-store",
     )
+    # Outermost: the sign-in throttle, sessions and the audit log all see the client address a
+    # trusted proxy forwards (the console passes sign-ins on), never one anyone else claims.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.auth.trusted_proxies)
+    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -45,6 +46,24 @@ class AuthSettings(BaseSettings):
     # Failed sign-ins from one address within the window (a plant behind one NAT shares it;
     # correct sign-ins do not count) before the address waits for the window to end.
     throttle_address_max_failures: int = Field(default=100, ge=1)
+    # Peers (addresses, networks, or "*") whose X-Forwarded-For names the client: a sign-in the
+    # console (or an ingress) passes on counts against the browser's address, not the proxy's.
+    # Comma-separated; anyone else's X-Forwarded-For is ignored.
+    trusted_proxies: str = "127.0.0.1,::1"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"AUTH_TRUSTED_PROXIES: {entry!r} is not an address, a network or '*'"
+                ) from None
+        return value
 
     min_password_length: int = Field(default=12, ge=8)
     argon2_time_cost: int = Field(default=3, ge=1)

@@ -1,12 +1,14 @@
 """Login throttling in Redis: an account backs off after 5 failures (429 + Retry-After, the
 wait doubling with each further failure); an address only past AUTH_THROTTLE_ADDRESS_MAX_FAILURES
 failures, so a plant behind one NAT keeps signing in; fail-open (with a WARNING) when Redis is
-down."""
+down. Behind a trusted proxy (the console passes sign-ins on), the address counted is the one
+it forwards."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -151,3 +153,68 @@ def test_redis_down_fails_open_with_a_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("Redis unreachable for login throttling" in m for m in warnings)
     assert any("token denylist" in m for m in warnings)
+
+
+@pytest.fixture
+def console(auth_settings: Settings) -> Iterator[TestClient]:
+    """Auth as the console reaches it: from a peer listed in AUTH_TRUSTED_PROXIES."""
+    proxy = fresh_address()
+    trusting = auth_settings.auth.model_copy(update={"trusted_proxies": f"127.0.0.1,{proxy}"})
+    settings = auth_settings.model_copy(update={"auth": trusting})
+    with TestClient(create_app(settings), client=(proxy, 40000)) as client:
+        yield client
+
+
+def forwarded(client: TestClient, address: str, username: str, password: str) -> int:
+    return client.post(
+        LOGIN,
+        json={"username": username, "password": password},
+        headers={"X-Forwarded-For": address},
+    ).status_code
+
+
+def test_behind_the_console_a_plant_mistypes_and_signs_in_while_guessing_is_stopped(
+    console: TestClient, auth_settings: Settings, make_user: MakeUser
+) -> None:
+    plant, guesser = fresh_address(), fresh_address()
+    operators = [make_user("Operator") for _ in range(50)]
+    for account in operators:
+        assert forwarded(console, plant, account.username, "mistyped password") == 401
+    for account in operators:
+        assert forwarded(console, plant, account.username, account.password) == 200
+    limit = auth_settings.auth.throttle_address_max_failures
+    answers = [forwarded(console, guesser, f"guess-{i}", "password123!") for i in range(1000)]
+    assert answers[:limit] == [401] * limit
+    assert set(answers[limit:]) == {429}
+    # The guesser's address is stopped, the console (everyone else's way in) is not.
+    manager = make_user("Management")
+    assert forwarded(console, guesser, manager.username, manager.password) == 429
+    assert forwarded(console, plant, manager.username, manager.password) == 200
+
+
+def test_a_forged_forwarded_address_is_not_believed(
+    console: TestClient, auth_client: TestClient, auth_settings: Settings
+) -> None:
+    limit = auth_settings.auth.throttle_address_max_failures
+    # From an untrusted peer, X-Forwarded-For is ignored: every guess counts against the peer.
+    answers = [
+        forwarded(auth_client, fresh_address(), f"guess-{i}", "password123!")
+        for i in range(limit + 1)
+    ]
+    assert answers == [401] * limit + [429]
+    # Through the console, a client's own X-Forwarded-For comes first; the console's entry
+    # (the real client) is the one counted.
+    real = fresh_address()
+    answers = [
+        forwarded(console, f"{fresh_address()}, {real}", f"guess-{i}", "password123!")
+        for i in range(limit + 1)
+    ]
+    assert answers == [401] * limit + [429]
+
+
+def test_trusted_proxies_must_be_addresses_or_networks() -> None:
+    from services.auth.settings import AuthSettings
+
+    assert AuthSettings(trusted_proxies="10.0.0.0/8, ::1,*").trusted_proxies
+    with pytest.raises(ValueError, match=r"AUTH_TRUSTED_PROXIES: 'proxy\.local' is not an address"):
+        AuthSettings(trusted_proxies="127.0.0.1,proxy.local")

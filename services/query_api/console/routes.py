@@ -54,6 +54,9 @@ async def auth_pass_through(request: Request) -> Response:
     headers = {"Content-Type": "application/json"}
     if "authorization" in request.headers:
         headers["Authorization"] = request.headers["authorization"]
+    if request.client is not None:
+        # Auth trusts this from us (AUTH_TRUSTED_PROXIES): its throttle counts the browser.
+        headers["X-Forwarded-For"] = request.client.host
     base = auth_base(request.state.settings.jwt.jwks_url)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
