@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jwt
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -158,3 +160,109 @@ def test_dev_users_and_key_generation_refused_in_production(cli_env: dict[str, s
     assert serve.stderr.startswith("error: configuration refused: ")
     assert "AUTH_PRIVATE_KEY or AUTH_PRIVATE_KEY_FILE is required in production" in serve.stderr
     assert "Traceback" not in refused.stderr + rotate.stderr + serve.stderr
+
+
+def claims_of(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    decoded: dict[str, Any] = jwt.decode(
+        response.json()["access_token"], options={"verify_signature": False}
+    )
+    return decoded
+
+
+def test_create_user_with_factories_signs_in_to_those_only(
+    cli_env: dict[str, str], auth_client: TestClient
+) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    done = cli(
+        cli_env,
+        "create-user",
+        name,
+        "--role",
+        "Operator",
+        "--factory",
+        "plant-b",
+        "--factory",
+        "plant-a",
+        stdin="correct horse battery\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("factories: plant-a, plant-b")
+    assert claims_of(login(auth_client, name, "correct horse battery"))["factories"] == [
+        "plant-a",
+        "plant-b",
+    ]
+    everywhere = f"cli-{uuid.uuid4().hex[:8]}"
+    done = cli(cli_env, "create-user", everywhere, "--role", "Operator", stdin="long password!\n")
+    assert done.stdout.strip().endswith("factories: every factory")
+    assert claims_of(login(auth_client, everywhere, "long password!"))["factories"] == "*"
+    bad = cli(
+        cli_env,
+        "create-user",
+        f"cli-{uuid.uuid4().hex[:8]}",
+        "--role",
+        "Operator",
+        "--factory",
+        "no spaces",
+        stdin="long password!\n",
+    )
+    assert bad.returncode == 1
+    assert "--factory: A factory id is 1 to 100 characters" in bad.stderr
+
+
+def create_machine(settings: Settings, factory: str) -> str:
+    with psycopg.connect(settings.postgres.url.get_secret_value()) as conn:
+        row = conn.execute(
+            "INSERT INTO machine_metadata (name, location, sensor_type, factory_id)"
+            " VALUES ('M-cli', 'Hall', 'Temperature', %s) RETURNING id",
+            (factory,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_create_gateway_in_a_factory_for_some_machines(
+    cli_env: dict[str, str], auth_client: TestClient, auth_settings: Settings
+) -> None:
+    factory = f"plant-{uuid.uuid4().hex[:8]}"
+    machine = create_machine(auth_settings, factory)
+    gateway_id = f"GW-{uuid.uuid4().hex[:8]}"
+    done = cli(cli_env, "create-gateway", gateway_id, "--factory", factory, "--machine", machine)
+    assert done.returncode == 0, done.stderr
+    printed = {
+        key.strip(): value.strip()
+        for key, value in (line.split(":", 1) for line in done.stdout.splitlines()[:5])
+    }
+    assert printed["factory"] == factory and printed["machines"] == machine
+    token = auth_client.post(
+        "/api/v1/auth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": printed["client_id"],
+            "client_secret": printed["client_secret"],
+        },
+    )
+    claims = claims_of(token)
+    assert (claims["factories"], claims["gateway_id"], claims["machines"]) == (
+        [factory],
+        gateway_id,
+        [machine],
+    )
+    # Without --factory: the default factory, every machine of it.
+    done = cli(cli_env, "create-gateway", f"GW-{uuid.uuid4().hex[:8]}")
+    assert "factory:       default" in done.stdout
+    assert "machines:      every machine" in done.stdout
+    # A machine of another factory, or not a machine id at all, is refused with the reason.
+    foreign = cli(
+        cli_env,
+        "create-gateway",
+        f"GW-{uuid.uuid4().hex[:8]}",
+        "--factory",
+        "elsewhere",
+        "--machine",
+        machine,
+    )
+    assert foreign.returncode == 1
+    assert f"Machine {machine} is not registered in factory elsewhere" in foreign.stderr
+    garbled = cli(cli_env, "create-gateway", "GW-x", "--machine", "m-1")
+    assert garbled.returncode == 1 and "--machine: Not a machine id (UUID)" in garbled.stderr
