@@ -1,166 +1,177 @@
-"""Acknowledgement bookkeeping of the MQTT link, without a broker.
+"""Acknowledgement bookkeeping of the edge link, without a broker.
 
-A message is PUBACKed only on the connection it came on; everything received frees its slot
-exactly once, whether acknowledged or left for redelivery.
+An edge message is settled only on the AMQP channel it arrived on (a delivery tag means nothing
+on any other); one ``basic.ack(multiple)`` up to a group's last tag covers the group; a group
+given up on goes back to the queue (``basic.nack(requeue)``); messages of a channel that closed
+are counted stale (the broker redelivers them). Every message received frees its slot exactly
+once. The real broker's side of these rules is tests/integration/test_mqtt_edge_ack.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import aiormq
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client import REGISTRY
 
-from services.mqtt_bridge.link import Inbound, MqttLink
+from services.mqtt_bridge.link import EdgeLink, Inbound, inbound
 from services.mqtt_bridge.settings import Settings
-from shared.settings import MqttSettings
+
+STALE = "millrace_mqtt_stale_messages_total"
 
 
-class FakeClient:
-    def __init__(self) -> None:
-        self.acks: list[tuple[int, int]] = []
-        self.published: list[tuple[str, bytes, bool]] = []
-        self.subscribed: list[Any] = []
+@dataclass
+class FakeChannel:
+    """Records what the link asks of an aiormq channel."""
 
-    def ack(self, mid: int, qos: int) -> int:
-        self.acks.append((mid, qos))
-        return 0
+    is_closed: bool = False
+    fail: bool = False
+    acks: list[tuple[int, bool]] = field(default_factory=list)
+    nacks: list[tuple[int, bool, bool]] = field(default_factory=list)
 
-    def subscribe(self, topics: Any) -> tuple[int, int]:
-        self.subscribed.append(topics)
-        return 0, 99
+    async def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        if self.fail:
+            raise aiormq.exceptions.ChannelInvalidStateError("closed under us")
+        self.acks.append((delivery_tag, multiple))
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        self.published.append((topic, payload, retain))
+    async def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
+    ) -> None:
+        if self.fail:
+            raise aiormq.exceptions.ChannelInvalidStateError("closed under us")
+        self.nacks.append((delivery_tag, multiple, requeue))
 
 
-class InlineLoop:
-    """Stands in for the asyncio loop: runs handed-over callbacks at once."""
+@dataclass
+class FakeMessage:
+    """The parts of an aio-pika incoming message the link reads."""
 
-    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
-        fn(*args)
+    delivery_tag: int
+    routing_key: str
+    channel: FakeChannel
+    body: bytes = b"{}"
+    headers: dict[str, Any] = field(default_factory=dict)
 
 
 @pytest.fixture
-def link() -> tuple[MqttLink, FakeClient, list[Inbound]]:
-    settings = Settings(mqtt=MqttSettings(client_id="unit-bridge"), max_inflight=4)
+def link() -> tuple[EdgeLink, list[Inbound]]:
     received: list[Inbound] = []
-    lk = MqttLink(settings, InlineLoop(), received.append)  # type: ignore[arg-type]
-    fake = FakeClient()
-    lk._client = fake  # type: ignore[assignment]
-    return lk, fake, received
+    return EdgeLink(Settings(), None, received.append), received  # type: ignore[arg-type]
 
 
-def connect(lk: MqttLink, session_present: bool = True) -> None:
-    lk._on_connect(
-        lk._client,
-        None,
-        mqtt.ConnectFlags(session_present=session_present),
-        ReasonCode(PacketTypes.CONNACK, "Success"),
-        None,
+async def deliver(lk: EdgeLink, channel: FakeChannel, *tags: int) -> None:
+    for tag in tags:
+        await lk._on_message(
+            FakeMessage(tag, f"factory.f1.machine.m{tag}.telemetry", channel)  # type: ignore[arg-type]
+        )
+
+
+def stale_total() -> float:
+    return REGISTRY.get_sample_value(STALE) or 0.0
+
+
+def test_an_edge_message_keeps_its_topic_tag_channel_and_qos() -> None:
+    channel = FakeChannel()
+    m = inbound(
+        FakeMessage(  # type: ignore[arg-type]
+            7, "factory.f1.machine.m1.telemetry", channel, b"x", {"x-mqtt-publish-qos": 0}
+        )
     )
-
-
-def disconnect(lk: MqttLink) -> None:
-    lk._on_disconnect(
-        lk._client,
-        None,
-        mqtt.DisconnectFlags(is_disconnect_packet_from_server=False),
-        ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"),
-        None,
+    assert (m.tag, m.topic, m.payload, m.channel, m.qos) == (
+        7,
+        "factory/f1/machine/m1/telemetry",
+        b"x",
+        channel,
+        0,
     )
+    assert inbound(FakeMessage(8, "", channel)).topic is None  # type: ignore[arg-type]
+    assert inbound(FakeMessage(9, "a.b", channel, headers={})).qos == 1  # type: ignore[arg-type]
 
 
-def deliver(lk: MqttLink, mid: int, topic: bytes = b"t/a", qos: int = 1) -> None:
-    msg = mqtt.MQTTMessage(mid=mid, topic=topic)
-    msg.qos = qos
-    msg.payload = b"{}"
-    lk._on_message(lk._client, None, msg)
-
-
-def test_connect_subscribes_and_announces_online(link: Any) -> None:
-    lk, fake, _ = link
-    connect(lk)
-    assert fake.subscribed and fake.published == [
-        ("factory/bridge/unit-bridge/status", b"online", True)
-    ]
-    assert lk.connected and not lk.ready  # ready once the SUBACK is in
-    lk._on_subscribe(fake, None, 99, [ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")], None)
-    assert lk.ready
-
-
-def test_acks_in_order_on_the_same_connection(link: Any) -> None:
-    lk, fake, received = link
-    connect(lk)
-    for mid in (11, 12, 13):
-        deliver(lk, mid)
+async def test_one_multiple_ack_up_to_the_last_tag_covers_a_group(link: Any) -> None:
+    lk, received = link
+    channel = FakeChannel()
+    await deliver(lk, channel, 11, 12, 13)
     assert lk.pending == 3
-    assert lk.ack(received) == (3, 0)
-    assert fake.acks == [(11, 1), (12, 1), (13, 1)]
+    # Whatever order the group lists them in, one ack up to its highest tag.
+    assert await lk.ack([received[2], received[0], received[1]]) == (3, 0)
+    assert channel.acks == [(13, True)]
+    assert channel.nacks == []
     assert lk.pending == 0
 
 
-def test_messages_of_a_lost_connection_are_never_acked(link: Any) -> None:
-    lk, fake, received = link
-    connect(lk)
-    deliver(lk, 5)
-    disconnect(lk)
-    assert lk.ack(received[:1]) == (0, 1)  # while disconnected
-    deliver_after = len(received)
-    connect(lk)
-    deliver(lk, 5)  # the broker redelivers the same id on the new connection
-    deliver(lk, 6)
-    assert fake.acks == []
-    assert lk.ack(received[deliver_after:]) == (2, 0)
-    assert fake.acks == [(5, 1), (6, 1)]
+async def test_groups_are_acked_one_after_another(link: Any) -> None:
+    lk, received = link
+    channel = FakeChannel()
+    await deliver(lk, channel, 1, 2, 3, 4, 5)
+    assert await lk.ack(received[:2]) == (2, 0)
+    assert lk.pending == 3
+    assert await lk.ack(received[2:]) == (3, 0)
+    assert channel.acks == [(2, True), (5, True)]
 
 
-def test_an_old_copy_finishing_late_does_not_ack_the_reused_id(link: Any) -> None:
-    lk, fake, received = link
-    connect(lk)
-    deliver(lk, 7)
-    connect(lk)  # reconnected (paho calls on_connect again) before the group was confirmed
-    deliver(lk, 7)
-    old, new = received
-    assert lk.ack([old]) == (0, 1)
-    assert fake.acks == []
-    assert lk.ack([new]) == (1, 0)
-    assert fake.acks == [(7, 1)]
+async def test_a_released_group_is_returned_to_the_queue_message_by_message(link: Any) -> None:
+    lk, received = link
+    channel = FakeChannel()
+    await deliver(lk, channel, 4, 5, 6)
+    await lk.release(received[:2])
+    # Returned one by one, never "multiple": an earlier group still being published must not
+    # be returned with it.
+    assert channel.nacks == [(4, False, True), (5, False, True)]
+    assert channel.acks == []
+    assert lk.pending == 1
 
 
-def test_qos0_messages_need_no_puback(link: Any) -> None:
-    lk, fake, received = link
-    connect(lk)
-    deliver(lk, 0, qos=0)
-    assert lk.ack(received) == (1, 0)
-    assert fake.acks == []
+async def test_messages_of_a_closed_channel_are_stale_and_never_settled(link: Any) -> None:
+    lk, received = link
+    old = FakeChannel()
+    await deliver(lk, old, 1, 2)
+    old.is_closed = True  # connection lost: the broker requeued both
+    before = stale_total()
+    assert await lk.ack(received) == (0, 2)
+    assert old.acks == []
+    assert stale_total() == before + 2
+    assert lk.pending == 0
 
 
-def test_slots_bound_what_is_in_flight(link: Any) -> None:
-    lk, _, received = link
-    connect(lk)
-    for mid in range(1, 5):
-        deliver(lk, mid)
-    assert not lk._slots.acquire(blocking=False)  # all four slots taken
-    lk.ack(received[:2])
-    assert lk.pending == 2
-    assert lk._slots.acquire(blocking=False)
-    lk._slots.release()
+async def test_a_group_spanning_a_reconnection_is_settled_only_on_its_live_channel(
+    link: Any,
+) -> None:
+    """Tag 1 of the old channel and tag 1 of the new one are different messages: acking the
+    old one's tag on the new channel would acknowledge a message nobody processed."""
+    lk, received = link
+    old, new = FakeChannel(), FakeChannel()
+    await deliver(lk, old, 1, 2)
+    old.is_closed = True
+    await deliver(lk, new, 1)  # the broker's redelivery of an old message, numbered anew
+    before = stale_total()
+    assert await lk.ack(received) == (1, 2)
+    assert (old.acks, new.acks) == ([], [(1, True)])
+    assert stale_total() == before + 2
 
 
-def test_topic_that_is_not_utf8_is_passed_on_as_none(link: Any) -> None:
-    lk, _, received = link
-    connect(lk)
-    deliver(lk, 3, topic=b"factory/\xff/x")
-    assert received[0].topic is None
+async def test_a_channel_failing_while_settling_leaves_its_messages_to_redelivery(
+    link: Any,
+) -> None:
+    lk, received = link
+    failing, fine = FakeChannel(fail=True), FakeChannel()
+    await deliver(lk, failing, 3)
+    await deliver(lk, fine, 9)
+    assert await lk.ack(received) == (1, 1)
+    assert fine.acks == [(9, True)]
+    await deliver(lk, failing, 4)
+    await lk.release(received[2:])  # no exception either way
+    assert lk.pending == 0
 
 
-def test_disconnect_makes_the_link_not_ready(link: Any) -> None:
-    lk, fake, _ = link
-    connect(lk)
-    lk._on_subscribe(fake, None, 99, [ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")], None)
-    disconnect(lk)
-    assert not lk.ready and not lk.connected
+async def test_every_message_frees_its_slot_once(link: Any) -> None:
+    lk, received = link
+    channel = FakeChannel()
+    await deliver(lk, channel, 1, 2, 3, 4)
+    await lk.ack(received[:1])
+    await lk.release(received[1:2])
+    channel.is_closed = True
+    await lk.ack(received[2:])
+    assert lk.pending == 0

@@ -1,7 +1,9 @@
-"""The bridge's pipeline with fake MQTT, RabbitMQ and registry: when PUBACKs may go out.
+"""The bridge's pipeline with a fake edge link, RabbitMQ and registry: when edge messages are
+acknowledged.
 
-The rule under test: a message is acknowledged only after everything its group produced
-(readings and dead letters) was confirmed; never while publishing fails; in arrival order.
+The rule under test: an edge message is acknowledged only after everything its group produced
+(readings and dead letters) was confirmed; never while publishing fails; in arrival order; a
+group given up on goes back to the queue before any later group is acknowledged.
 """
 
 from __future__ import annotations
@@ -29,23 +31,34 @@ CHANGED: asyncio.Event  # set by the fakes on every call, so tests wait without 
 
 
 class FakeLink:
+    """Stands in for EdgeLink: records the tags acked and released, in order."""
+
     def __init__(self) -> None:
         self.acked: list[int] = []
-        self.released = 0
+        self.released: list[int] = []
+        self.events: list[tuple[str, list[int]]] = []
         self.ready = True
+        self.consuming = True
+        self.closed = False
 
-    def ack(self, messages: Iterable[Inbound]) -> tuple[int, int]:
-        mids = [m.mid for m in messages]
-        self.acked.extend(mids)
-        self.released += len(mids)
+    async def ack(self, messages: Iterable[Inbound]) -> tuple[int, int]:
+        tags = [m.tag for m in messages]
+        self.acked.extend(tags)
+        self.events.append(("ack", tags))
         CHANGED.set()
-        return len(mids), 0
+        return len(tags), 0
 
-    def release(self, count: int) -> None:
-        self.released += count
+    async def release(self, messages: Iterable[Inbound]) -> None:
+        tags = [m.tag for m in messages]
+        self.released.extend(tags)
+        self.events.append(("release", tags))
+        CHANGED.set()
 
-    async def stop(self, timeout_s: float) -> None:
-        pass
+    async def stop_consuming(self) -> None:
+        self.consuming = False
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 class FakePublisher:
@@ -82,10 +95,10 @@ class FakeMachines:
         return {i: MACHINE if i == MACHINE.id else None for i in ids}
 
 
-def reading(mid: int, machine_id: str = MACHINE.id, payload: Any = None) -> Inbound:
-    body = payload if payload is not None else {"timestamp": TS, "speed": float(mid)}
+def reading(tag: int, machine_id: str = MACHINE.id, payload: Any = None) -> Inbound:
+    body = payload if payload is not None else {"timestamp": TS, "speed": float(tag)}
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return Inbound(mid, 1, f"factory/f1/machine/{machine_id}/telemetry", raw, generation=1)
+    return Inbound(tag, f"factory/f1/machine/{machine_id}/telemetry", raw)
 
 
 @pytest.fixture
@@ -184,5 +197,27 @@ async def test_shutdown_with_rabbitmq_down_leaves_messages_for_redelivery(pipeli
     await until(lambda: publisher.attempts >= 3)
     await bridge.stop(1.5)
     assert link.acked == []
-    assert link.released == 2  # slots freed, messages left unacknowledged in the session
+    assert link.released == [1, 2]  # back to the edge queue, for this or another bridge
     assert bridge.totals.abandoned == 2
+    assert not link.consuming and link.closed
+
+
+@pytest.mark.parametrize("pipeline", [{"group": 1, "in_flight": 4}], indirect=True)
+async def test_a_group_that_fails_unexpectedly_is_returned_before_later_groups_are_acked(
+    pipeline: Any,
+) -> None:
+    """One ack up to a group's last tag covers every earlier tag of the channel: the failed
+    group must be back in the queue before a later group's ack could cover it."""
+    bridge, link, publisher = pipeline
+    original = publisher.publish
+
+    async def publish(envelopes: list[Envelope]) -> None:
+        if envelopes[0].readings[0]["fields"]["speed"] == 2.0:
+            raise RuntimeError("a bug in publishing")
+        await original(envelopes)
+
+    publisher.publish = publish
+    feed(bridge, [reading(1), reading(2), reading(3)])
+    await until(lambda: len(link.acked) == 2)
+    assert link.events == [("ack", [1]), ("release", [2]), ("ack", [3])]
+    assert bridge.totals.abandoned == 1
