@@ -11,9 +11,11 @@ import orjson
 import pytest
 
 from shared.mqtt_payload import parse_payload
+from shared.mqtt_topics import BadTopic, TopicTemplate, routing_key_of
 from shared.readings import ValidationContext
 from tools.simulator import Config, SimMachine, Simulator
-from tools.simulator.payloads import iso, mqtt_payload, reading
+from tools.simulator.cli import mqtt_sign_in, parse_args
+from tools.simulator.payloads import TOPIC, fault, iso, mqtt_payload, reading
 from tools.simulator.values import MachineModel
 
 
@@ -101,3 +103,42 @@ def test_config_needs_a_transport_and_an_end() -> None:
         Simulator(Config(m, ticks=1))
     with pytest.raises(ValueError):
         Simulator(Config(m), mqtt=RecordingMqtt())  # type: ignore[arg-type]
+
+
+def test_a_bad_topic_still_reaches_the_edge_queue_and_fails_the_template() -> None:
+    """A "." in a level would make the edge's routing key a word longer: routed nowhere, never
+    dead-lettered. The simulated bad topic keeps the template's shape and breaks the factory id."""
+    topic, _ = fault("bad_topic", "f1", str(uuid.uuid4()), 1765620000_000000, random.Random(1))
+    assert "." not in topic
+    assert len(routing_key_of(topic).split(".")) == len(TOPIC.split("/"))
+    with pytest.raises(BadTopic):
+        TopicTemplate(TOPIC).parse(topic)
+
+
+def test_mqtt_signs_in_as_the_gateway_given_or_as_a_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MQTT_USERNAME", raising=False)
+    monkeypatch.setenv("AMQP_URL", "amqp://svc:pw@127.0.0.1:5672/")
+    user, password, client_id = mqtt_sign_in(parse_args(["--ticks", "1"]))
+    assert (user, password) == ("svc", "pw") and client_id.startswith("sim-")
+    args = parse_args(["--ticks", "1", "--username", "GW-7", "--password", "s"])
+    user, password, client_id = mqtt_sign_in(args)
+    # The edge accepts a gateway's connection only under its own client id or <id>-suffix.
+    assert (user, password) == ("GW-7", "s") and client_id.startswith("GW-7-")
+    monkeypatch.setenv("MILLRACE_MQTT_PASSWORD", "from-env")
+    assert parse_args(["--ticks", "1", "--username", "GW-7"]).password == "from-env"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--ticks", "1", "--password", "s"], ["--ticks", "1", "--username", "GW-7"]],
+)
+def test_mqtt_credentials_come_in_pairs(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MILLRACE_MQTT_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    assert "--password" in capsys.readouterr().err

@@ -4,7 +4,10 @@ Command line: ``python -m tools.simulator --help``. From code (tests, benchmarks
 
     from tools.simulator import Config, MqttPublisher, SimMachine, Simulator
 
-    with MqttPublisher("127.0.0.1", 1883) as mqtt:
+    # a gateway's client id and secret (a Millrace service: shared.edge.service_credentials)
+    with MqttPublisher(
+        "127.0.0.1", 1883, client_id=f"{gw}-sim", username=gw, password=secret
+    ) as mqtt:
         stats = Simulator(Config([SimMachine(machine_id)], rate=0, ticks=1000), mqtt=mqtt).run()
 """
 

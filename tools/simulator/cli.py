@@ -12,8 +12,14 @@ Examples::
     MILLRACE_CLIENT_ID=... MILLRACE_CLIENT_SECRET=... \\
         python -m tools.simulator --machines 4 --duration 30 --transport both --bad-rate 0.01
 
+    # over MQTT as a registered gateway (its machines must be registered in its factory)
+    python -m tools.simulator --factory default --machine-id M1 --duration 30 \\
+        --username GW-CLIENT-ID --password GW-SECRET
+
 Connection settings come from the same environment variables as the services (MQTT_HOST,
 MQTT_PORT, MQTT_USERNAME, MQTT_PASSWORD, POSTGRES_URL, AMQP_URL, INFLUX_URL, INGEST_GATEWAY_PORT).
+Without ``--username`` the MQTT side signs in to the edge as a Millrace service does
+(MQTT_USERNAME/MQTT_PASSWORD, else the broker user of AMQP_URL), which may publish anywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import orjson
 
+from shared.edge import service_credentials
 from shared.settings import AmqpSettings, InfluxSettings, MqttSettings, PostgresSettings
 from tools.common import logs
 from tools.simulator.http import AuthRequired, ClientCredentials, HttpPublisher
@@ -74,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="gateway processes sharing the machines (one Python process tops out at a few"
         " thousand MQTT messages/s)",
     )
+    p.add_argument(
+        "--username",
+        help="MQTT username: a gateway's client id (then --password is its secret; the MQTT"
+        " client id becomes <username>-<random>). Default: the service credentials",
+    )
+    p.add_argument(
+        "--password", help="MQTT password for --username (default: $MILLRACE_MQTT_PASSWORD)"
+    )
     p.add_argument("--gateway-id", default="SIM-GW-01")
     p.add_argument(
         "--topic-template",
@@ -114,7 +129,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.duration is None and args.ticks is None:
         p.error("give --duration or --ticks")
+    if args.username is None and args.password is not None:
+        p.error("--password needs --username")
+    if args.username is not None:
+        args.password = args.password or os.environ.get("MILLRACE_MQTT_PASSWORD")
+        if not args.password:
+            p.error("--username needs --password (or $MILLRACE_MQTT_PASSWORD)")
     return args
+
+
+def mqtt_sign_in(args: argparse.Namespace) -> tuple[str | None, str | None, str]:
+    """(username, password, MQTT client id) for the edge: the gateway given on the command line,
+    else the service credentials."""
+    suffix = uuid.uuid4().hex[:8]
+    if args.username is not None:
+        return args.username, args.password, f"{args.username}-{suffix}"
+    credentials = service_credentials(MqttSettings(), AmqpSettings())
+    username, password = credentials if credentials else (None, None)
+    return username, password, f"sim-{suffix}"
 
 
 async def _machines(args: argparse.Namespace) -> list[SimMachine]:
@@ -141,12 +173,13 @@ def _simulate(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
     mqtt = http = None
     if args.transport in ("mqtt", "both"):
         s = MqttSettings()
+        username, password, client_id = mqtt_sign_in(args)
         mqtt = MqttPublisher(
             s.host,
             s.port,
-            client_id=f"sim-{uuid.uuid4().hex[:8]}",
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
+            client_id=client_id,
+            username=username,
+            password=password,
             max_outstanding=args.max_inflight,
         ).connect()
     if args.transport in ("http", "both"):

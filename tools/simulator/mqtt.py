@@ -1,5 +1,11 @@
 """A gateway's MQTT side: QoS 1 publishes with a bounded number awaiting PUBACK.
 
+It speaks MQTT 3.1.1, what the edge (RabbitMQ's MQTT plugin) speaks. The edge signs in a gateway
+with its client id as username and its secret as password, and the MQTT client id must be the
+client id or start with ``<client id>-``; a Millrace service signs in as a broker user
+(``shared.edge.service_credentials``). A publish the edge refuses (a topic outside the gateway's
+machines) closes the connection without PUBACK.
+
 paho numbers QoS 1 messages with 16-bit ids that wrap: with more than 65,535 messages awaiting
 PUBACK, ids collide and publishes stall. ``max_outstanding`` keeps far below that: ``publish``
 blocks until the broker has acknowledged enough earlier messages.
@@ -41,6 +47,9 @@ class MqttPublisher:
         self._keys: dict[int, Hashable] = {}  # mid → caller's key, awaiting PUBACK
         self._early: set[int] = set()  # PUBACK seen before publish() recorded the mid
         self._connected = threading.Event()
+        self._answered = threading.Event()  # CONNACK received, accepted or not
+        self.refused: str | None = None  # why the broker refused the last connection
+        self.disconnects = 0
         self.sent = 0
         self.acked = 0
         self.acked_keys: list[Hashable] = []
@@ -63,8 +72,15 @@ class MqttPublisher:
     def connect(self, timeout_s: float = 10.0) -> MqttPublisher:
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
+        if not self._answered.wait(timeout_s) or not self._connected.is_set():
+            self._client.disconnect()
             self._client.loop_stop()
+            if self.refused is not None:
+                raise ConnectionError(
+                    f"MQTT broker {self.host}:{self.port} refused the connection: {self.refused}"
+                    " (username, password and client id must be a broker user's, or a"
+                    " gateway's client id, secret and <client id>[-suffix])"
+                )
             raise ConnectionError(f"MQTT broker {self.host}:{self.port} did not answer")
         return self
 
@@ -134,13 +150,24 @@ class MqttPublisher:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any
     ) -> None:
         if reason_code.is_failure:
+            self.refused = str(reason_code)
             log.warning("MQTT broker refused the connection: %s", reason_code)
+            self._answered.set()
             return
+        self.refused = None
         self._connected.set()
+        self._answered.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any
     ) -> None:
         self._connected.clear()
+        self.disconnects += 1
         if reason_code.is_failure:
-            log.warning("MQTT connection lost (%s); paho reconnects and resends", reason_code)
+            log.warning(
+                "MQTT connection lost (%s) with %d message(s) awaiting PUBACK; paho reconnects and"
+                " resends (the edge also closes the connection when it refuses a publish: a topic"
+                " this user may not publish to)",
+                reason_code,
+                self.outstanding,
+            )

@@ -98,6 +98,7 @@ def fault(
         unknown = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         return telemetry_topic(factory_id, unknown, template), good
     if kind == "bad_topic":
-        # Still matches factory/+/machine/+/telemetry, but the factory id is not a valid one.
-        return telemetry_topic(f"{factory_id}.bad factory", machine_id, template), good
+        # Still matches factory/+/machine/+/telemetry, but the factory id is not a valid one (no
+        # "." in it: the edge would route a dotted level as an extra word, to no queue at all).
+        return telemetry_topic(f"{factory_id} bad factory!", machine_id, template), good
     raise ValueError(f"unknown fault kind {kind!r} (expected one of {', '.join(FAULT_KINDS)})")
