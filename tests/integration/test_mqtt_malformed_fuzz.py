@@ -58,6 +58,21 @@ def malformed(rng: random.Random, n: int) -> list[bytes]:
     return out
 
 
+def edge_client(scope: MqttScope) -> mqtt.Client:
+    """A paho client connected to the edge (MQTT 3.1.1) as the service user of the test."""
+    settings = scope.mqtt
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"fuzz-{uuid.uuid4().hex}",
+        protocol=mqtt.MQTTv311,
+    )
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    client.connect(settings.host, settings.port)
+    return client
+
+
 async def test_malformed_payloads_are_all_dead_lettered(
     bridge: dict[str, Any],
     taps: tuple[AmqpTap, AmqpTap],
@@ -67,8 +82,7 @@ async def test_malformed_payloads_are_all_dead_lettered(
     data, dead = taps
     payloads = malformed(random.Random(1234), 600)
     topic = mqtt_scope.topic("f-fuzz", machines[0].id)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-{uuid.uuid4().hex}")
-    client.connect(mqtt_scope.mqtt.host, mqtt_scope.mqtt.port)
+    client = edge_client(mqtt_scope)
     client.loop_start()
     try:
         infos = [client.publish(topic, p, qos=1) for p in payloads]
@@ -89,8 +103,7 @@ async def test_malformed_payloads_are_all_dead_lettered(
     assert all(d["error"] for d in letters)
 
     assert bridge["bridge"].edge_ready  # alive, and still doing its job
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    client.connect(mqtt_scope.mqtt.host, mqtt_scope.mqtt.port)
+    client = edge_client(mqtt_scope)
     client.loop_start()
     good = json.dumps({"timestamp": iso(time.time_ns() // 1000), "speed": 1200}).encode()
     client.publish(topic, good, qos=1).wait_for_publish(10)
