@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.db import create_pool, migrate
+from shared.db import open_postgres
 from shared.machines import Machine, MachineRepository
 from shared.settings import PostgresSettings
 
@@ -15,10 +15,8 @@ def location_of(factory_id: str) -> str:
 
 async def ensure_machines(settings: PostgresSettings, factory_id: str, count: int) -> list[Machine]:
     """``count`` machines registered for the simulated factory, reusing those from earlier runs."""
-    pool = create_pool(settings, "simulator")
-    await pool.open(wait=True)
+    pool = await open_postgres(settings, "simulator")
     try:
-        await migrate(pool)
         repo = MachineRepository(pool)
         location = location_of(factory_id)
         existing, _ = await repo.list({"location": location}, limit=count, offset=0)
