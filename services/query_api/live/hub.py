@@ -9,7 +9,8 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from aio_pika.abc import (
@@ -25,8 +26,8 @@ from services.query_api.live.events import (
     ALERT,
     READING,
     STATUS,
+    TYPES,
     LiveEvent,
-    frame,
     ns_to_iso,
     reading_data,
 )
@@ -62,6 +63,13 @@ class LiveHub:
         self._seq = 0
         self._recent: deque[LiveEvent] = deque(maxlen=settings.replay_events or None)
         self._subscribers: set[Subscriber] = set()
+        # Each client is filed under its most selective filter (its machines, else its
+        # factories, else anywhere): an event meets only the clients that may want it, so a
+        # reading costs nothing per client of other factories, however many there are.
+        self._by_machine: dict[str, set[Subscriber]] = {}
+        self._by_factory: dict[str, set[Subscriber]] = {}
+        self._anywhere: set[Subscriber] = set()
+        self._counted = {t: EVENTS.labels(t) for t in TYPES}
         # machine id -> [newest reading ns, factory, location, online]
         self._presence: dict[str, list[Any]] = {}
         self._channel: AbstractChannel | None = None
@@ -119,11 +127,34 @@ class LiveHub:
         if last_event_id:
             self._resume(sub, last_event_id)
         self._subscribers.add(sub)
+        for group in self._groups(sub, create=True):
+            group.add(sub)
         CLIENTS.set(len(self._subscribers))
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        if sub not in self._subscribers:
+            return
         self._subscribers.discard(sub)
+        for group in self._groups(sub, create=False):
+            group.discard(sub)
+        self._by_machine = {k: g for k, g in self._by_machine.items() if g}
+        self._by_factory = {k: g for k, g in self._by_factory.items() if g}
         CLIENTS.set(len(self._subscribers))
+
+    def _groups(self, sub: Subscriber, *, create: bool) -> list[set[Subscriber]]:
+        f = sub.filter
+        index, keys = (
+            (self._by_machine, f.machine_ids)
+            if f.machine_ids
+            else (self._by_factory, f.factory_ids)
+            if f.factory_ids
+            else (None, frozenset[str]())
+        )
+        if index is None:
+            return [self._anywhere]
+        if create:
+            return [index.setdefault(k, set()) for k in keys]
+        return [index[k] for k in keys if k in index]
 
     def _resume(self, sub: Subscriber, last_event_id: str) -> None:
         """Replay what the client missed when this process still holds it; else a gap."""
@@ -140,17 +171,17 @@ class LiveHub:
     # -- feed ----------------------------------------------------------------------------------
 
     def _event(
-        self, kind: str, data: dict[str, Any], machine: str, factory: str, location: str, ts: int
+        self,
+        kind: str,
+        data: dict[str, Any] | Callable[[], dict[str, Any]],
+        machine: str,
+        factory: str,
+        location: str,
+        ts: int,
     ) -> LiveEvent:
         self._seq += 1
         ev = LiveEvent(
-            seq=self._seq,
-            type=kind,
-            machine_id=machine,
-            factory_id=factory,
-            location=location,
-            ts_ns=ts,
-            frame=frame(f"{self.epoch}-{self._seq}", kind, data),
+            self._seq, kind, machine, factory, location, ts, f"{self.epoch}-{self._seq}", data
         )
         self._recent.append(ev)
         return ev
@@ -158,12 +189,18 @@ class LiveHub:
     def publish(self, events: Iterable[LiveEvent]) -> None:
         """Hand events to every matching client; never waits, whatever the clients do."""
         dropped = 0
-        subscribers = list(self._subscribers)
+        counts = dict.fromkeys(TYPES, 0)
+        anywhere, by_machine, by_factory = self._anywhere, self._by_machine, self._by_factory
         for ev in events:
-            EVENTS.labels(ev.type).inc()
-            for sub in subscribers:
-                if not sub.offer(ev):
-                    dropped += 1
+            counts[ev.type] += 1
+            for group in (anywhere, by_machine.get(ev.machine_id), by_factory.get(ev.factory_id)):
+                if group:
+                    for sub in group:
+                        if not sub.offer(ev):
+                            dropped += 1
+        for kind, n in counts.items():
+            if n:
+                self._counted[kind].inc(n)
         if dropped:
             DROPPED.inc(dropped)
 
@@ -201,9 +238,8 @@ class LiveHub:
                 str(r.get("location") or ""),
                 int(r["ts"]),
             )
-            out.append(
-                self._event(READING, reading_data(r, envelope.source), mid, factory, location, ts)
-            )
+            lazy = partial(reading_data, r, envelope.source)  # built if a client wants it
+            out.append(self._event(READING, lazy, mid, factory, location, ts))
             seen = self._presence.get(mid)
             if seen is None:
                 seen = self._presence[mid] = [ts, factory, location, False]
