@@ -41,9 +41,18 @@ class Door(threading.Thread):
     """A gateway thread: sends its door's readings as they fall due, records the answers."""
 
     def __init__(
-        self, name: str, ledger: DoorLedger, pacer: Pacer, stop: threading.Event, seed: int
+        self,
+        name: str,
+        ledger: DoorLedger,
+        pacer: Pacer,
+        stop: threading.Event,
+        seed: int,
+        factory_id: str,
+        send_every_s: float,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        self.factory_id = factory_id
+        self.send_every_s = send_every_s  # the gateway's send interval
         self.ledger = ledger
         self.pacer = pacer
         self.schedule: Schedule = pacer.schedule
@@ -95,12 +104,10 @@ class HttpGateway(Door):
         send_every_s: float = 0.25,
         max_readings: int = 5000,
     ) -> None:
-        super().__init__("chaos-http", ledger, pacer, stop, seed)
+        super().__init__("chaos-http", ledger, pacer, stop, seed, factory_id, send_every_s)
         self.token = token
         self.gateway_id = gateway_id
-        self.factory_id = factory_id
         self.bad_share = bad_share
-        self.send_every_s = send_every_s
         self.max_readings = max_readings
         self._client = httpx.Client(base_url=base_url, timeout=httpx.Timeout(30.0, connect=5.0))
 
@@ -237,12 +244,10 @@ class MqttGateway(Door):
         flush_timeout_s: float,
         send_every_s: float = 0.1,
     ) -> None:
-        super().__init__("chaos-mqtt", ledger, pacer, stop, seed)
+        super().__init__("chaos-mqtt", ledger, pacer, stop, seed, factory_id, send_every_s)
         self.client_id = client_id
-        self.factory_id = factory_id
         self.readings_per_message = readings_per_message
         self.flush_timeout_s = flush_timeout_s
-        self.send_every_s = send_every_s
         self.publisher: MqttPublisher | None = None
 
     def send_all(self) -> None:
@@ -262,7 +267,7 @@ class MqttGateway(Door):
             while len(self.ledger) < self.pacer.total and not self.stop.is_set():
                 fresh = self.new_readings(10_000)
                 if not fresh:
-                    self.stop.wait(self.send_every_s)  # the gateway's send interval
+                    self.stop.wait(self.send_every_s)
                     continue
                 for j in fresh:
                     buf = buffers[self.ledger.machine[j]]
