@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -26,6 +28,28 @@ from tests.integration.test_writer import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@asynccontextmanager
+async def pipeline(
+    amqp: AmqpSettings, influx_settings: InfluxSettings
+) -> AsyncIterator[tuple[InfluxClient, broker.Publisher]]:
+    """A running writer on the test topology, a publisher, and a client to check InfluxDB;
+    on the way out the writer queue must drain."""
+    checker = InfluxClient(influx_settings)
+    await checker.provision()
+    writer, conn, influx = await start_writer(amqp, influx_settings)
+    publisher = broker.Publisher(amqp, conn)
+    await publisher.start()
+    try:
+        yield checker, publisher
+        await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
+    finally:
+        await writer.stop()
+        await publisher.close()
+        await conn.close()
+        await influx.close()
+        await checker.close()
 
 
 def with_lines(env: Envelope, request_id: str) -> Envelope:
@@ -75,64 +99,53 @@ async def test_the_door_lines_are_written_and_old_messages_still_stored(
 ) -> None:
     """The stored value is the one in the message's line (the writer does not rebuild lines it
     was given); a message of the older format, without lines, is stored from its readings."""
-    amqp = amqp_cleanup
-    checker = InfluxClient(influx_settings)
-    await checker.provision()
-    writer, conn, influx = await start_writer(amqp, influx_settings)
-    publisher = broker.Publisher(amqp, conn)
-    await publisher.start()
-    new_machine, old_machine = str(uuid.uuid4()), str(uuid.uuid4())
-    base = time.time_ns()
-    new = with_lines(envelope(new_machine, base, 5), "new")
-    assert new.lines is not None
-    new.lines[0] = new.lines[0].replace("temperature=20.0", "temperature=77.5")
-    old = envelope(old_machine, base, 7)
-    await publisher.publish([new, old])
-    await eventually(lambda: _equals(count(checker, new_machine), 5))
-    await eventually(lambda: _equals(count(checker, old_machine), 7))
-    [series] = await checker.query(
-        "SELECT max(temperature) FROM sensor_readings"
-        f" WHERE machine_id = {quote_literal(new_machine)}"
-    )
-    assert series[0].values[0][1] == 77.5
-    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
-    await writer.stop()
-    await publisher.close()
-    await conn.close()
-    await influx.close()
-    await checker.close()
+    async with pipeline(amqp_cleanup, influx_settings) as (checker, publisher):
+        new_machine, old_machine = str(uuid.uuid4()), str(uuid.uuid4())
+        base = time.time_ns()
+        new = with_lines(envelope(new_machine, base, 5), "new")
+        assert new.lines is not None
+        new.lines[0] = new.lines[0].replace("temperature=20.0", "temperature=77.5")
+        old = envelope(old_machine, base, 7)
+        await publisher.publish([new, old])
+        await eventually(lambda: _equals(count(checker, new_machine), 5))
+        await eventually(lambda: _equals(count(checker, old_machine), 7))
+        [series] = await checker.query(
+            "SELECT max(temperature) FROM sensor_readings"
+            f" WHERE machine_id = {quote_literal(new_machine)}"
+        )
+        assert series[0].values[0][1] == 77.5
 
 
 async def test_refused_reading_of_a_shared_message_dead_lettered_with_its_request(
     amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
 ) -> None:
-    amqp = amqp_cleanup
-    checker = InfluxClient(influx_settings)
-    await checker.provision()
     base = time.time_ns()
     field = f"f{uuid.uuid4().hex[:10]}"
-    await checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
-    writer, conn, influx = await start_writer(amqp, influx_settings)
-    publisher = broker.Publisher(amqp, conn)
-    await publisher.start()
-    machine = str(uuid.uuid4())
-    good = with_lines(envelope(machine, base, 30), "good")
-    bad = with_lines(envelope(machine, base + 10**9, 1, **{field: 1.0}), "bad")
-    await asyncio.gather(
-        publisher.publish([good], merge_up_to=1000), publisher.publish([bad], merge_up_to=1000)
-    )
-    await eventually(lambda: _equals(count(checker, machine), 30))
-    await eventually(lambda: _equals(queue_depth(conn, amqp.dead_letter), 1))
-    ch = await conn.channel()
-    msg = await (await ch.get_queue(amqp.dead_letter)).get()
-    dead = Envelope.decode(msg.body)
-    assert dead.dead is not None and dead.dead["reason"] == "influx_rejected"
-    assert dead.readings == bad.readings
-    assert (dead.gateway_id, dead.request_id) == ("gw-bad", "bad")
-    await msg.ack()
-    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
-    await writer.stop()
-    await publisher.close()
-    await conn.close()
-    await influx.close()
-    await checker.close()
+    async with pipeline(amqp_cleanup, influx_settings) as (checker, publisher):
+        await checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
+        machine = str(uuid.uuid4())
+        good = with_lines(envelope(machine, base, 30), "good")
+        bad = with_lines(envelope(machine, base + 10**9, 1, **{field: 1.0}), "bad")
+        await asyncio.gather(
+            publisher.publish([good], merge_up_to=1000),
+            publisher.publish([bad], merge_up_to=1000),
+        )
+        await eventually(lambda: _equals(count(checker, machine), 30))
+        [dead] = await dead_letters(amqp_cleanup, 1)
+        assert dead.dead is not None and dead.dead["reason"] == "influx_rejected"
+        assert dead.readings == bad.readings
+        assert (dead.gateway_id, dead.request_id) == ("gw-bad", "bad")
+
+
+async def dead_letters(amqp: AmqpSettings, n: int) -> list[Envelope]:
+    conn = await broker.connect(amqp, "test-dead-letters")
+    try:
+        await eventually(lambda: _equals(queue_depth(conn, amqp.dead_letter), n))
+        queue = await (await conn.channel()).get_queue(amqp.dead_letter)
+        out = []
+        while (msg := await queue.get(fail=False)) is not None:
+            out.append(Envelope.decode(msg.body))
+            await msg.ack()
+        return out
+    finally:
+        await conn.close()

@@ -163,7 +163,9 @@ def busy_jobs() -> list[str]:
         if pid in own:
             continue
         cmd = _cmdline(pid)
-        if BUSY.search(cmd) and "pgrep" not in cmd:
+        # A job queued behind the suite lock (``flock ... pytest``) waits for us: not busy.
+        waiting = cmd.split(" ", 1)[0].rsplit("/", 1)[-1] == "flock"
+        if BUSY.search(cmd) and "pgrep" not in cmd and not waiting:
             jobs.append(f"{pid} {cmd[:100]}")
     return jobs
 
