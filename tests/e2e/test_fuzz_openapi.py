@@ -510,40 +510,23 @@ query_but_dead_letter_actions = query.exclude(
 ).exclude(method=["POST", "PUT", "PATCH", "DELETE"], path_regex=r"^/api/v1/alerts")
 
 
-@FUZZ
-@ingest.parametrize()
-def test_ingest_gateway_management(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
-    _run(case, "ingest_gateway", "management", fuzzer)
+def _fuzz(schema: Any, service: str, mode: str) -> Callable[..., None]:
+    """A test that sends ``schema``'s fuzzed cases to ``service`` as ``mode``."""
+
+    @FUZZ
+    @schema.parametrize()
+    def test(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
+        _run(case, service, mode, fuzzer)
+
+    return test
 
 
-@FUZZ
-@ingest.parametrize()
-def test_ingest_gateway_anonymous(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
-    _run(case, "ingest_gateway", "anonymous", fuzzer)
-
-
-@FUZZ
-@query_but_dead_letter_actions.parametrize()
-def test_query_api_management(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
-    _run(case, "query_api", "management", fuzzer)
-
-
-@FUZZ
-@query.parametrize()
-def test_query_api_anonymous(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
-    _run(case, "query_api", "anonymous", fuzzer)
-
-
-@FUZZ
-@auth_but_logout.parametrize()
-def test_auth_management(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
-    _run(case, "auth", "management", fuzzer)
-
-
-@FUZZ
-@auth.parametrize()
-def test_auth_anonymous(case: schemathesis.Case, fuzzer: Fuzzer) -> None:
-    _run(case, "auth", "anonymous", fuzzer)
+test_ingest_gateway_management = _fuzz(ingest, "ingest_gateway", "management")
+test_ingest_gateway_anonymous = _fuzz(ingest, "ingest_gateway", "anonymous")
+test_query_api_management = _fuzz(query_but_dead_letter_actions, "query_api", "management")
+test_query_api_anonymous = _fuzz(query, "query_api", "anonymous")
+test_auth_management = _fuzz(auth_but_logout, "auth", "management")
+test_auth_anonymous = _fuzz(auth, "auth", "anonymous")
 
 
 @pytest.fixture(scope="module")
