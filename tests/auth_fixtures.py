@@ -156,6 +156,14 @@ def make_user(auth_client: TestClient) -> MakeUser:
     return functools.partial(_add_user, auth_client)
 
 
+def exchange(client: TestClient, client_id: str, secret: str) -> Any:
+    """The client-credentials grant: a gateway's id and secret for a token (the response)."""
+    return client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+
+
 @pytest.fixture
 def log_in(auth_client: TestClient) -> LogIn:
     """``log_in(account)``: the login response body (asserted 200)."""

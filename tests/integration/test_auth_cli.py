@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from services.auth.settings import Settings
+from tests.auth_fixtures import exchange
 
 pytestmark = pytest.mark.integration
 
@@ -104,10 +105,7 @@ def test_create_gateway_prints_credentials_once(
         line.split(":", 1) for line in done.stdout.splitlines() if line.startswith("client_")
     )
     client_id, secret = printed["client_id"].strip(), printed["client_secret"].strip()
-    token = auth_client.post(
-        "/api/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
-    )
+    token = exchange(auth_client, client_id, secret)
     assert token.status_code == 200, token.text
 
 
@@ -234,15 +232,7 @@ def test_create_gateway_in_a_factory_for_some_machines(
         for key, value in (line.split(":", 1) for line in done.stdout.splitlines()[:5])
     }
     assert printed["factory"] == factory and printed["machines"] == machine
-    token = auth_client.post(
-        "/api/v1/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": printed["client_id"],
-            "client_secret": printed["client_secret"],
-        },
-    )
-    claims = claims_of(token)
+    claims = claims_of(exchange(auth_client, printed["client_id"], printed["client_secret"]))
     assert (claims["factories"], claims["gateway_id"], claims["machines"]) == (
         [factory],
         gateway_id,

@@ -13,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from shared.settings import PostgresSettings
+from tests.auth_fixtures import exchange
 
 if TYPE_CHECKING:
     from tests.auth_fixtures import LogIn, MakeUser
@@ -210,14 +211,7 @@ def register(client: TestClient, headers: dict[str, str], **fields: Any) -> Any:
 
 
 def token_of(client: TestClient, registered: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(
-        "/api/v1/auth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": registered["client_id"],
-            "client_secret": registered["client_secret"],
-        },
-    )
+    response = exchange(client, registered["client_id"], registered["client_secret"])
     assert response.status_code == 200, response.text
     return claims(response.json()["access_token"])
 

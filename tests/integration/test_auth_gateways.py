@@ -9,6 +9,8 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
+from tests.auth_fixtures import exchange
+
 if TYPE_CHECKING:
     from tests.auth_fixtures import LogIn, MakeUser
 
@@ -35,13 +37,6 @@ def gateway(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def exchange(client: TestClient, client_id: str, secret: str) -> Any:
-    return client.post(
-        "/api/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
-    )
 
 
 def test_registration_shows_the_secret_once(
