@@ -238,6 +238,10 @@ def test_a_gateway_token_carries_its_factory_and_machines(
     # Without a factory: INGEST_DEFAULT_FACTORY_ID.
     default = register(auth_client, manager_of(None))
     assert default.json()["gateway"]["factory_id"] == "default"
+    assert (
+        register(auth_client, manager_of(None), factory_id=None).json()["gateway"]["factory_id"]
+        == "default"
+    )
     assert token_of(auth_client, default.json())["factories"] == ["default"]
 
 

@@ -56,7 +56,8 @@ async def register_gateway(request: Request) -> Response:
         next(iter(own)) if own and len(own) == 1 else state(request)["settings"].default_factory_id
     )
     try:
-        factory_id = factories.parse_factory(fields.get("factory_id", fallback))
+        given = fields.get("factory_id")
+        factory_id = factories.parse_factory(fallback if given is None else given)
         machine_ids = factories.parse_machine_ids(fields.get("machine_ids"))
         factories.require_grant(own, actor, [factory_id], "register a gateway")
         gateway, secret = await gateways.register(

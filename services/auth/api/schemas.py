@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.schemas import Pagination
 
@@ -150,6 +150,8 @@ class UserUpdateIn(BaseModel):
 
 
 class GatewayCreateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     gateway_id: str = Field(description="1-100 of A-Z a-z 0-9 . _ : -")
     factory_id: str | None = Field(
         None,
