@@ -22,26 +22,34 @@ def tcp(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": p} for p in ports]
 
 
-# Server -> (pod labels, port its clients use).
+# Server -> (pod labels, port its clients use). The MQTT edge is RabbitMQ's MQTT listener: the
+# same pods as AMQP, another port (plain MQTT inside the cluster; gateways use 8883, below).
 TARGETS = {
     "auth": (app("auth"), 8003),
     "rabbitmq": (app("rabbitmq"), 5672),
+    "mqtt-edge": (app("rabbitmq"), 1883),
     "postgres": ({"cnpg.io/cluster": "postgres"}, 5432),
     "redis": (app("redis"), 6379),
     "influxdb": (app("influxdb"), 8086),
-    "mosquitto": (app("mosquitto"), 1883),
 }
-# Client -> the servers it talks to.
+# Gateways' MQTT over TLS, from anywhere (they authenticate; auth authorises every publish).
+MQTT_TLS_PORT = 8883
+# Client -> the servers it talks to. RabbitMQ calls auth: its HTTP auth backend asks auth about
+# every gateway's MQTT connect, publish and subscribe.
 FLOWS = {
     "auth": ["postgres", "redis", "auth"],
     "ingest-gateway": ["rabbitmq", "postgres", "redis", "auth"],
     "query-api": ["rabbitmq", "postgres", "redis", "influxdb", "auth"],
-    "mqtt-bridge": ["mosquitto", "rabbitmq", "postgres", "redis"],
+    "mqtt-bridge": ["rabbitmq", "mqtt-edge", "postgres", "redis"],
     "writer": ["rabbitmq", "redis", "influxdb"],
-    "alerter": ["rabbitmq", "postgres", "redis", "mosquitto"],
+    "alerter": ["rabbitmq", "mqtt-edge", "postgres", "redis"],
     "influx-provision": ["influxdb"],
     "influxdb-backup": ["influxdb"],
+    "rabbitmq": ["auth"],
 }
+# Operator-managed stores: their egress is written below (peers, API server, object storage),
+# with their FLOWS added to it.
+STORES = ("rabbitmq", "postgres")
 METRICS = {
     "auth": 8003,
     "ingest-gateway": 8001,
@@ -84,11 +92,17 @@ def policies() -> list[dict[str, Any]]:
             "egress": [{"to": [namespace("kube-system")], "ports": dns}],
         },
     )
-    for client, servers in FLOWS.items():
-        egress = [
+
+    def to(servers: list[str]) -> list[dict[str, Any]]:
+        return [
             {"to": [{"podSelector": {"matchLabels": TARGETS[s][0]}}], "ports": tcp(TARGETS[s][1])}
             for s in servers
         ]
+
+    for client, servers in FLOWS.items():
+        if client in STORES:
+            continue
+        egress = to(servers)
         if client == "alerter":
             egress.append({"ports": tcp(443)})  # webhooks (ALERTER_WEBHOOK_URLS), anywhere
         policy(
@@ -101,9 +115,13 @@ def policies() -> list[dict[str, Any]]:
         )
     for server, (labels, port) in TARGETS.items():
         clients = sorted(c for c, servers in FLOWS.items() if server in servers)
+        peers = [
+            {"podSelector": {"matchLabels": TARGETS[c][0] if c in STORES else app(c)}}
+            for c in clients
+        ]
         rules: list[dict[str, Any]] = [
             {
-                "from": [{"podSelector": {"matchLabels": app(c)}} for c in clients],
+                "from": peers,
                 "ports": tcp(port),
             }
         ]
@@ -114,8 +132,8 @@ def policies() -> list[dict[str, Any]]:
         if server == "postgres":
             rules.append({"from": [namespace("cnpg-system")], "ports": tcp(8000, 5432)})
             rules.append({"from": [{"podSelector": {"matchLabels": labels}}]})
-        if server == "mosquitto":
-            rules.append({"ports": tcp(8883)})  # gateways, from anywhere, TLS only
+        if server == "mqtt-edge":
+            rules.append({"ports": tcp(MQTT_TLS_PORT)})  # gateways, from anywhere, TLS only
         if server == "auth":
             rules.append({"from": [namespace("ingress-nginx")], "ports": tcp(port)})
         policy(
@@ -145,8 +163,9 @@ def policies() -> list[dict[str, Any]]:
             ],
         },
     )
-    # Operator-managed stores: their peers, the API server and object storage (backups).
-    for name in ("rabbitmq", "postgres"):
+    # Operator-managed stores: their peers, the API server and object storage (backups), and
+    # what they call (RabbitMQ: auth).
+    for name in STORES:
         labels = TARGETS[name][0]
         policy(
             f"{name}-egress",
@@ -155,6 +174,7 @@ def policies() -> list[dict[str, Any]]:
                 "policyTypes": ["Egress"],
                 "egress": [
                     {"to": [{"podSelector": {"matchLabels": labels}}]},
+                    *to(FLOWS.get(name, [])),
                     {"ports": tcp(443, 6443)},
                 ],
             },

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Development TLS material for docker compose (the proxy's HTTPS and Mosquitto's 8883): a private
+# Development TLS material for docker compose (the proxy's HTTPS and RabbitMQ's MQTT on 8883): a private
 # CA and one server certificate for localhost, millrace.localtest.me and the compose host names.
 # Written under .run/ (git-ignored) by default: never commit them. Production uses certificates
 # from the company CA or ACME, in the same file names.
@@ -11,7 +11,7 @@ dir="${1:-.run/tls}"
 shift || true
 mkdir -p "$dir"
 cd "$dir"
-names=(localhost millrace.localtest.me mqtt.localtest.me proxy mosquitto "$@")
+names=(localhost millrace.localtest.me mqtt.localtest.me proxy rabbitmq "$@")
 san="IP:127.0.0.1"
 for n in "${names[@]}"; do san="$san,DNS:$n"; done
 
@@ -25,7 +25,7 @@ openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 
     -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$san") \
     -out server.crt 2>/dev/null
 rm -f server.csr ca.srl
-# Read inside the containers by nginx and by Mosquitto (uid 1883): development only.
+# Read inside the containers by nginx and by RabbitMQ (uid 999): development only.
 chmod 0644 server.crt ca.crt server.key
 chmod 0600 ca.key
 echo "TLS material in $dir: ca.crt (trust it), server.crt, server.key ($san)"

@@ -20,7 +20,9 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from infra.influxdb.provision_v2 import ProvisionSettings, plan
+from services.auth.api.mqtt_api import mqtt_routes
 from services.auth.settings import AuthSettings
+from shared.edge import MQTT_EXCHANGE, EdgeSettings
 from shared.security import SecuritySettings
 from shared.settings import (
     AmqpSettings,
@@ -79,11 +81,30 @@ DEPENDENCIES: dict[type[BaseSettings], Dependency] = {
         {"INFLUX_URL": "influxdb"},
         {"influxdb": HEALTHY, PROVISION: COMPLETED},
     ),
-    MqttSettings: Dependency(("MQTT_HOST",), {"MQTT_HOST": "mosquitto"}, {"mosquitto": HEALTHY}),
+    # The MQTT edge is RabbitMQ's MQTT plugin: the same container, its MQTT listener.
+    MqttSettings: Dependency(("MQTT_HOST",), {"MQTT_HOST": "rabbitmq"}, {"rabbitmq": HEALTHY}),
     JwtSettings: Dependency(("JWT_JWKS_URL",), {"JWT_JWKS_URL": "auth"}, {"auth": HEALTHY}),
 }
 # Sub-models that configure the service itself, not a connection to something else.
-NOT_DEPENDENCIES: set[type[BaseSettings]] = {IngestLimits, AuthSettings, SecuritySettings}
+# EdgeSettings names the edge queue on RabbitMQ, which the bridge reaches through AMQP_URL.
+NOT_DEPENDENCIES: set[type[BaseSettings]] = {
+    IngestLimits,
+    AuthSettings,
+    SecuritySettings,
+    EdgeSettings,
+}
+
+
+# Settings classes a service may build on its own, outside its Settings (``EdgeSettings()``).
+SHARED_SETTINGS: dict[str, type[BaseSettings]] = {"EdgeSettings": EdgeSettings}
+OS_ENVIRON = re.compile(r'os\.environ(?:\.get\(|\[)\s*"([A-Z][A-Z0-9_]*)"')
+# Variables two services must be given the same value of: RabbitMQ asks auth about gateways'
+# MQTT publishes and subscriptions, so auth must parse topics as the bridge does and know the
+# alerter's topic prefix.
+SHARED_VALUES = {
+    "MQTT_BRIDGE_TOPIC_TEMPLATE": ("auth", "mqtt_bridge"),
+    "ALERTER_MQTT_TOPIC": ("auth", "alerter"),
+}
 
 
 def configures_itself(sub: type[BaseSettings]) -> bool:
@@ -226,6 +247,25 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
     return names
 
 
+def read_outside_settings(name: str) -> set[str]:
+    """Variables a service's code reads besides its Settings: ``os.environ`` look-ups and the
+    shared settings classes it builds itself (auth's MQTT edge endpoints build EdgeSettings())."""
+    names: set[str] = set()
+    for path in sorted((ROOT / "services" / name).rglob("*.py")):
+        text = path.read_text()
+        names |= set(OS_ENVIRON.findall(text))
+        for cls_name, cls in SHARED_SETTINGS.items():
+            if re.search(rf"\b{cls_name}\(\)", text):
+                names |= env_names(cls)
+    return names
+
+
+def test_code_scan_finds_what_auth_reads_outside_its_settings() -> None:
+    outside = read_outside_settings("auth")
+    assert {"ALERTER_MQTT_TOPIC", "MQTT_EDGE_VHOST", "MQTT_BRIDGE_TOPIC_TEMPLATE"} <= outside
+    assert not read_outside_settings("writer") & {"ALERTER_MQTT_TOPIC", "MQTT_EDGE_QUEUE"}
+
+
 def sub_models(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
     for field in cls.model_fields.values():
         annotation = field.annotation
@@ -338,8 +378,20 @@ def test_environment_reaches_every_dependency(
 def test_every_variable_set_is_read_by_the_service(
     name: str, services: dict[str, dict[str, Any]]
 ) -> None:
-    unknown = set(environment(services[name])) - env_names(_settings(name)) - RUNTIME_ENV
-    assert not unknown, f"{name} is given variables its settings never read: {sorted(unknown)}"
+    read = env_names(_settings(name)) | read_outside_settings(name)
+    unknown = set(environment(services[name])) - read - RUNTIME_ENV
+    assert not unknown, f"{name} is given variables its code never reads: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("var", sorted(SHARED_VALUES))
+def test_both_sides_of_the_edge_get_the_same_topics(
+    var: str, services: dict[str, dict[str, Any]]
+) -> None:
+    readers = SHARED_VALUES[var]
+    for name in readers:
+        assert var in env_names(_settings(name)) | read_outside_settings(name), (name, var)
+    values = {name: environment(services[name]).get(var) for name in readers}
+    assert None not in values.values() and len(set(values.values())) == 1, values
 
 
 @pytest.mark.parametrize("name", WRITTEN)
@@ -366,8 +418,9 @@ def test_dependency_targets_exist_and_are_healthchecked(
             assert target in services, f"{name} depends on unknown {target}"
             if spec["condition"] == HEALTHY:
                 assert "healthcheck" in services[target], f"{target} has no healthcheck"
-    for name in ("influxdb", "rabbitmq", "postgres", "redis", "mosquitto"):
+    for name in ("influxdb", "rabbitmq", "postgres", "redis"):
         assert "healthcheck" in services[name], name
+    assert "mosquitto" not in services, "the MQTT edge is RabbitMQ's"
     # No cycle: every service can start once what it depends on has.
     started: set[str] = set()
     pending = dict(services)
@@ -461,7 +514,7 @@ def test_influx_provision_runs_the_module_in_the_image(
 # ------------------------------------------------------------------ scaling and images
 
 
-@pytest.mark.parametrize("name", ["writer", *DOORS])
+@pytest.mark.parametrize("name", ["writer", "mqtt_bridge", *DOORS])
 def test_scalable_services_publish_no_port(name: str, services: dict[str, dict[str, Any]]) -> None:
     """`docker compose up --scale NAME=N`: no container_name, no hostname, no host port."""
     service = services[name]
@@ -488,7 +541,7 @@ def test_only_tls_and_monitoring_ports_are_published(services: dict[str, dict[st
     }
     assert published == {
         "proxy": ["443"],
-        "mosquitto": ["8883"],
+        "rabbitmq": ["8883"],
         "prometheus": ["9090"],
         "grafana": ["3000"],
     }
@@ -516,19 +569,136 @@ def test_app_services_share_one_image_built_from_the_dockerfile(
         assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
 
 
-def test_mosquitto_mounts_the_tls_configuration_certificates_and_a_password_file(
+# ------------------------------------------------------------------ the MQTT edge (RabbitMQ)
+
+RABBITMQ_DIR = ROOT / "infra" / "rabbitmq"
+EDGE_CONF = RABBITMQ_DIR / "60-millrace-edge.conf"
+EDGE_PLUGINS = {"rabbitmq_mqtt", "rabbitmq_auth_backend_http"}
+DEPS_SH = ROOT / "infra" / "local" / "deps.sh"
+CONFIG_KEYS = RABBITMQ_DIR / "config-keys.txt"
+
+
+def rabbitmq_conf(text: str) -> dict[str, str]:
+    """rabbitmq.conf (sysctl format): key = value per line, # comments."""
+    conf: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"not a key = value line: {line!r}"
+            assert key.strip() not in conf, f"{key.strip()} set twice"
+            conf[key.strip()] = value.strip()
+    return conf
+
+
+def local_edge_config() -> dict[str, str]:
+    """The keys infra/local/deps.sh writes for the local node (its edge_config function), with
+    its shell variables left in."""
+    body = re.search(r"^edge_config\(\) \{.*?^\}", DEPS_SH.read_text(), re.M | re.S)
+    assert body, "infra/local/deps.sh has no edge_config()"
+    lines = re.findall(r'^\s*echo "([^"]+)"', body.group(0), re.M)
+    auth = re.search(r'\bauth="([^"]+)"', body.group(0))
+    assert auth, "edge_config() names auth's base URL"
+    return rabbitmq_conf("\n".join(lines).replace("$auth", auth.group(1)))
+
+
+def auth_route_paths() -> set[str]:
+    return {route.path for route in mqtt_routes()}
+
+
+def check_edge_config(conf: dict[str, str], auth_base: str) -> None:
+    """What the edge needs, whichever deployment: the local node's keys with the same values,
+    except that auth is reached at auth_base; every auth path one that auth serves."""
+    local = local_edge_config()
+    for key, value in local.items():
+        if key.startswith("mqtt.listeners."):
+            continue  # where the listener binds is the deployment's own
+        assert key in conf, f"the edge needs {key} (as infra/local/deps.sh sets it)"
+        if key.startswith("auth_http.") and key.endswith("_path"):
+            expected = auth_base + urlsplit(value).path
+            assert conf[key] == expected, (key, conf[key], expected)
+            assert conf[key].removeprefix(auth_base) in auth_route_paths(), conf[key]
+        else:
+            assert conf[key] == value, (key, conf[key], value)
+    assert conf["mqtt.exchange"] == MQTT_EXCHANGE
+    assert conf["mqtt.allow_anonymous"] == "false"
+    backends = [conf[k] for k in sorted(k for k in conf if k.startswith("auth_backends."))]
+    assert backends == ["internal", "http"], "services are RabbitMQ users, gateways auth's"
+
+
+def rabbitmq_schema_keys() -> list[re.Pattern[str]]:
+    """The keys RabbitMQ 4.x accepts (infra/rabbitmq/config-keys.txt); ``$x`` levels are free."""
+    patterns = []
+    for key in CONFIG_KEYS.read_text().splitlines():
+        if key.strip() and not key.startswith("#"):
+            parts = [r"[^.]+" if p.startswith("$") else re.escape(p) for p in key.split(".")]
+            patterns.append(re.compile(r"\.".join(parts)))
+    return patterns
+
+
+def check_keys_exist_in_rabbitmq(conf: dict[str, str]) -> None:
+    known = rabbitmq_schema_keys()
+    unknown = [k for k in conf if not any(p.fullmatch(k) for p in known)]
+    assert not unknown, f"RabbitMQ's configuration schemas have no {unknown}"
+
+
+def test_the_schema_check_rejects_a_misspelt_key() -> None:
+    with pytest.raises(AssertionError, match=r"auth_http\.user_pth"):
+        check_keys_exist_in_rabbitmq({"auth_http.user_pth": "http://auth:8003/x"})
+
+
+def test_rabbitmq_serves_the_mqtt_edge_with_the_plugins_and_configuration(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    volumes = services["mosquitto"]["volumes"]
-    conf = [v for v in volumes if v.endswith(":/mosquitto/config/mosquitto.conf:ro")]
-    assert conf == ["./infra/tls/mosquitto.conf:/mosquitto/config/mosquitto.conf:ro"]
-    text = (ROOT / "infra" / "tls" / "mosquitto.conf").read_text()
-    assert "listener 8883" in text and "certfile /mosquitto/tls/server.crt" in text
-    raw = raw_compose()["services"]["mosquitto"]["volumes"]
-    assert any(REQUIRED_REF.match(v) and v.endswith(":/mosquitto/config/passwd:ro") for v in raw)
-    assert any(REQUIRED_REF.match(v) and v.endswith(":/mosquitto/tls:ro") for v in raw)
+    raw = raw_compose()["services"]["rabbitmq"]["volumes"]
+    assert "./infra/rabbitmq/enabled_plugins:/etc/rabbitmq/enabled_plugins:ro" in raw
+    conf_mount = f"./infra/rabbitmq/{EDGE_CONF.name}:/etc/rabbitmq/conf.d/{EDGE_CONF.name}:ro"
+    assert conf_mount in raw
+    [tls] = [v for v in raw if v.endswith(":/etc/rabbitmq/tls:ro")]
+    assert REQUIRED_REF.match(tls), "the certificates come from TLS_DIR"
+    text = (RABBITMQ_DIR / "enabled_plugins").read_text().strip()
+    m = re.fullmatch(r"\[([\w,\s]*)\]\.", text)
+    assert m, f"enabled_plugins is an Erlang list of atoms ending in '.': {text}"
+    plugins = {p.strip() for p in m.group(1).split(",")}
+    # The image's own (management, Prometheus on 15692, scraped) and the edge's.
+    assert {"rabbitmq_management", "rabbitmq_prometheus"} | EDGE_PLUGINS <= plugins
+    conf = rabbitmq_conf(EDGE_CONF.read_text())
+    check_edge_config(conf, f"http://auth:{CONTRACT_PORTS['auth']}")
+    # Gateways: TLS on the published port. Plain MQTT: the port the services' MQTT_PORT names.
+    published = [str(p).split(":")[-1] for p in services["rabbitmq"]["ports"]]
+    assert published == [conf["mqtt.listeners.ssl.default"]] == ["8883"]
+    for name in ("mqtt_bridge", "alerter"):
+        env = environment(services[name])
+        assert conf["mqtt.listeners.tcp.default"] == env["MQTT_PORT"]
+        assert env["MQTT_PORT"] not in published, "plain MQTT is never published"
+        assert "MQTT_USERNAME" not in env, "services sign in as the AMQP_URL user"
+    # The certificate files are those infra/tls/dev-certs.sh writes, under the TLS mount.
+    assert conf["ssl_options.certfile"] == "/etc/rabbitmq/tls/server.crt"
+    assert conf["ssl_options.keyfile"] == "/etc/rabbitmq/tls/server.key"
+    certs = (ROOT / "infra" / "tls" / "dev-certs.sh").read_text()
+    assert "-out server.crt" in certs and "-keyout server.key" in certs
+    assert conf["ssl_options.verify"] == "verify_none", "gateways sign in with a secret"
+    assert {v for k, v in conf.items() if k.startswith("ssl_options.versions.")} <= {
+        "tlsv1.2",
+        "tlsv1.3",
+    }
+    # auth's vhost answer follows MQTT_EDGE_VHOST (default "/"): the edge's must be the same.
+    assert conf["mqtt.vhost"] == environment(services["auth"]).get("MQTT_EDGE_VHOST", "/")
+    check_keys_exist_in_rabbitmq(conf)
     proxy = raw_compose()["services"]["proxy"]["volumes"]
     assert any(REQUIRED_REF.match(v) and v.endswith(":/etc/nginx/tls:ro") for v in proxy)
+
+
+def test_the_broker_reaches_auth_and_the_bridges_scale(services: dict[str, dict[str, Any]]) -> None:
+    """RabbitMQ calls auth over HTTP (one compose network for all); the bridges are competing
+    consumers of the edge queue, so nothing pins them to one copy."""
+    networks = {
+        name: set(service.get("networks") or ["default"]) for name, service in services.items()
+    }
+    assert networks["rabbitmq"] & networks["auth"], "RabbitMQ must reach auth"
+    bridge = services["mqtt_bridge"]
+    assert "container_name" not in bridge and "hostname" not in bridge
+    assert environment(bridge).get("MQTT_EDGE_QUEUE", EdgeSettings().queue) == "mqtt.telemetry"
 
 
 # ------------------------------------------------------------------ secrets

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -21,6 +22,8 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from services.alerter.settings import Settings as AlerterSettings
+from shared.edge import MQTT_EXCHANGE, EdgeSettings
 from shared.settings import (
     AmqpSettings,
     InfluxSettings,
@@ -32,10 +35,17 @@ from shared.settings import (
 from tests.unit.test_compose import (
     CONTRACT_PORTS,
     DEPENDENCIES,
+    EDGE_CONF,
+    EDGE_PLUGINS,
     RUNTIME_ENV,
+    SHARED_VALUES,
     WRITTEN,
+    check_edge_config,
+    check_keys_exist_in_rabbitmq,
     configures_itself,
     env_names,
+    rabbitmq_conf,
+    read_outside_settings,
     service_folders,
     settings_class,
     sub_models,
@@ -54,7 +64,7 @@ TARGET_OF: dict[type[BaseSettings], str] = {
     PostgresSettings: "postgres",
     RedisSettings: "redis",
     InfluxSettings: "influxdb",
-    MqttSettings: "mosquitto",
+    MqttSettings: "mqtt-edge",
     JwtSettings: "auth",
 }
 # Pod labels of each target, and the port it serves its clients on.
@@ -64,10 +74,17 @@ TARGETS = {
     "postgres": ({"cnpg.io/cluster": "postgres"}, 5432),
     "redis": ({"app.kubernetes.io/name": "redis"}, 6379),
     "influxdb": ({"app.kubernetes.io/name": "influxdb"}, 8086),
-    "mosquitto": ({"app.kubernetes.io/name": "mosquitto"}, 1883),
+    # The MQTT edge: RabbitMQ's own MQTT listener (plain MQTT, inside the cluster).
+    "mqtt-edge": ({"app.kubernetes.io/name": "rabbitmq"}, 1883),
 }
+# Gateways' MQTT over TLS, the one MQTT port reachable from outside.
+MQTT_TLS_PORT = 8883
 # Queue consumers and the queue each one drains (the settings name the queues).
-CONSUMERS = {"writer": AmqpSettings().queue, "query_api": AmqpSettings().dead_letter}
+CONSUMERS = {
+    "writer": AmqpSettings().queue,
+    "query_api": AmqpSettings().dead_letter,
+    "mqtt_bridge": EdgeSettings().queue,
+}
 HTTP_DOORS = ["ingest_gateway", "query_api", "auth"]
 
 
@@ -141,6 +158,9 @@ def resolved_env(overlay: str, workload: dict[str, Any]) -> dict[str, str]:
         if "configMapKeyRef" in ref:
             r = ref["configMapKeyRef"]
             env[var["name"]] = config[r["name"]][r["key"]]
+        elif "fieldRef" in ref:
+            assert ref["fieldRef"]["fieldPath"] == "metadata.name", ref
+            env[var["name"]] = f"{workload['metadata']['name']}-5d8f7c9b4-x2k7q"
         else:
             r = ref["secretKeyRef"]
             value = secrets[r["name"]][r["key"]]
@@ -212,7 +232,7 @@ def test_no_secret_values_in_the_manifests() -> None:
         assert not objects(overlay, "Secret"), "Secrets are created out of band, never committed"
     for name, data in example_secrets().items():
         for key, value in data.items():
-            if key not in ("username", "MQTT_USERNAME"):
+            if key != "username":
                 assert "change-me" in value, f"{name}.{key} must be a placeholder"
 
 
@@ -298,8 +318,8 @@ def test_environment_is_what_the_settings_read(overlay: str, service: str) -> No
     doc = deployment(overlay, service)
     names = [v["name"] for v in container(doc)["env"]]
     assert len(names) == len(set(names)), "a variable is set twice"
-    unknown = set(names) - env_names(cls) - RUNTIME_ENV
-    assert not unknown, f"{service} is given variables its settings never read: {sorted(unknown)}"
+    unknown = set(names) - env_names(cls) - read_outside_settings(service) - RUNTIME_ENV
+    assert not unknown, f"{service} is given variables its code never reads: {sorted(unknown)}"
     assert "envFrom" not in container(doc), "each variable is listed, none injected wholesale"
     for sub in sub_models(cls):
         if configures_itself(sub):
@@ -378,6 +398,15 @@ def test_every_secret_reference_exists_in_the_example(overlay: str) -> None:
         assert ref["key"] in secrets[ref["name"]]
 
 
+@pytest.mark.parametrize("var", sorted(SHARED_VALUES))
+def test_both_sides_of_the_edge_get_the_same_topics(var: str) -> None:
+    values = {
+        s: resolved_env("production", deployment("production", s)).get(var)
+        for s in SHARED_VALUES[var]
+    }
+    assert None not in values.values() and len(set(values.values())) == 1, values
+
+
 def test_extra_fields_are_the_same_for_every_reader() -> None:
     values = {
         s: resolved_env("production", deployment("production", s)).get("INGEST_EXTRA_FIELDS")
@@ -417,11 +446,14 @@ def test_http_services_autoscale_and_queue_consumers_scale_on_their_queue(overla
             assert 1 <= spec["minReplicas"] < spec["maxReplicas"]
         else:
             assert any(t["type"] == "cpu" for t in scaled[name]["spec"]["triggers"])
-    # The bridge owns one MQTT session: exactly one, replaced not rolled.
+    # Bridges are competing consumers of the edge queue: rolled, scaled, each copy its own MQTT
+    # client id (the pod's name) so that their status connections never take each other over.
     bridge = deployment(overlay, "mqtt_bridge")
-    assert bridge["spec"]["replicas"] == 1
-    assert bridge["spec"]["strategy"]["type"] == "Recreate"
-    assert "mqtt-bridge" not in hpas and "mqtt-bridge" not in scaled
+    assert bridge["spec"]["strategy"]["type"] == "RollingUpdate"
+    [client_id] = [v for v in container(bridge)["env"] if v["name"] == "MQTT_CLIENT_ID"]
+    assert client_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    env = resolved_env(overlay, bridge)
+    assert env.get("MQTT_EDGE_QUEUE", EdgeSettings().queue) == CONSUMERS["mqtt_bridge"]
     # The alerter is a single active consumer of its queue: a standby, never scaled out.
     alerter = deployment(overlay, "alerter")
     assert alerter["spec"]["replicas"] == 2
@@ -601,6 +633,102 @@ def test_ingress_terminates_tls_and_routes_each_door(overlay: str) -> None:
     for path, service in expected.items():
         assert _route(ingress, path) == service, path
         assert service in services
-    # The MQTT door is TLS only from outside.
-    outside = services["mosquitto-tls"]
-    assert [p["port"] for p in outside["spec"]["ports"]] == [8883]
+    # The MQTT door is TLS only from outside: RabbitMQ's pods, 8883 alone.
+    outside = services["mqtt-edge"]
+    assert outside["spec"]["type"] == "LoadBalancer"
+    assert outside["spec"]["selector"] == TARGETS["mqtt-edge"][0]
+    assert [(p["port"], p["targetPort"]) for p in outside["spec"]["ports"]] == [
+        (MQTT_TLS_PORT, MQTT_TLS_PORT)
+    ]
+    # RabbitMQ asks auth about gateways on /api/v1/mqtt/auth/*: never routed from outside.
+    assert _route(ingress, "/api/v1/mqtt/auth/user") != "auth"
+
+
+# ------------------------------------------------------------------ the MQTT edge (RabbitMQ)
+
+
+def rabbitmq_cluster(overlay: str) -> dict[str, Any]:
+    return one(overlay, "RabbitmqCluster", "rabbitmq")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rabbitmq_serves_the_mqtt_edge_over_tls(overlay: str) -> None:
+    spec = rabbitmq_cluster(overlay)["spec"]
+    assert EDGE_PLUGINS | {"rabbitmq_prometheus"} <= set(spec["rabbitmq"]["additionalPlugins"])
+    # spec.tls: the operator mounts the secret and opens MQTT over TLS on 8883 (the MQTT plugin
+    # is enabled), with ssl_options pointing at it.
+    secret = spec["tls"]["secretName"]
+    [cert] = [c for c in objects(overlay, "Certificate") if c["spec"]["secretName"] == secret]
+    assert cert["spec"]["dnsNames"], "the name gateways connect to"
+    assert not spec["tls"].get("disableNonTLSListeners"), "AMQP and MQTT stay plain inside"
+    conf = rabbitmq_conf(spec["rabbitmq"]["additionalConfig"])
+    # Auth by its Service name in the cluster's own namespace, on auth's port.
+    auth_service = one(overlay, "Service", "auth")
+    [auth_port] = [p["port"] for p in auth_service["spec"]["ports"]]
+    check_edge_config(conf, f"http://{auth_service['metadata']['name']}:{auth_port}")
+    assert not [k for k in conf if k.startswith(("mqtt.listeners.", "ssl_options."))], (
+        "listeners and certificates are the operator's (spec.tls)"
+    )
+    # The same edge keys as compose's configuration.
+    compose = rabbitmq_conf(EDGE_CONF.read_text())
+    for key, value in conf.items():
+        if key.startswith(("mqtt.", "auth_")):
+            assert compose.get(key) == value, key
+    check_keys_exist_in_rabbitmq(conf)
+
+
+def _permitted(pattern: str, name: str) -> bool:
+    # RabbitMQ matches permissions with an unanchored regular expression search.
+    return re.search(pattern, name) is not None
+
+
+def test_the_service_user_may_use_every_name_the_code_uses() -> None:
+    """The Permission of the services' RabbitMQ user covers what they declare, bind, publish to
+    and consume (names from the settings), and nothing of another application."""
+    amqp, edge, alerter = AmqpSettings(), EdgeSettings(), AlerterSettings()
+    live = "live.query_api.host-1.7.0a1b2c3d"  # services/query_api/live/hub.py
+    queues = [
+        amqp.queue,
+        amqp.dead_letter,
+        edge.queue,
+        alerter.queue,
+        alerter.notify_queue,
+        live,
+    ]
+    declared_exchanges = [amqp.exchange, amqp.dead_letter]
+    perms = one("production", "Permission", "millrace")["spec"]["permissions"]
+    for name in queues + declared_exchanges:
+        assert _permitted(perms["configure"], name), f"configure {name}"
+    for name in queues + declared_exchanges + [MQTT_EXCHANGE, "amq.default"]:
+        assert _permitted(perms["write"], name), f"write {name}"
+    for name in queues + declared_exchanges + [MQTT_EXCHANGE]:
+        assert _permitted(perms["read"], name), f"read {name}"
+    for name in ("other.app", "amq.direct", "mqtt-subscription-gw-01qos1"):
+        for kind in ("configure", "write", "read"):
+            assert not _permitted(perms[kind], name), f"{kind} {name}"
+
+
+def test_rabbitmq_calls_auth_and_nothing_else_of_millrace() -> None:
+    rabbit = TARGETS["rabbitmq"][0]
+    assert allowed("production", rabbit, TARGETS["auth"][0], TARGETS["auth"][1])
+    for target in ("postgres", "redis", "influxdb"):
+        labels, port = TARGETS[target]
+        assert not allowed("production", rabbit, labels, port), target
+
+
+def test_gateways_reach_the_edge_over_tls_only() -> None:
+    """From outside the namespace (no `from`): the TLS port of RabbitMQ's pods and nothing else
+    of RabbitMQ; plain MQTT only from the services whose settings have MQTT."""
+    policies = [p["spec"] for p in objects("production", "NetworkPolicy")]
+    rabbit = TARGETS["rabbitmq"][0]
+    open_ports = {
+        port["port"]
+        for p in policies
+        if "Ingress" in p["policyTypes"] and _selects(p["podSelector"], rabbit)
+        for rule in p.get("ingress", [])
+        if "from" not in rule
+        for port in rule.get("ports") or [{"port": "every"}]
+    }
+    assert open_ports == {MQTT_TLS_PORT}
+    mqtt_clients = {s for s in WRITTEN if "mqtt-edge" in expected_flows(s)}
+    assert mqtt_clients == {"mqtt_bridge", "alerter"}

@@ -2,7 +2,8 @@
 docker compose, checked offline: every metric a query names is one the services register (read
 from the code: every module of shared/ and services/ imported, the registry listed) or one
 RabbitMQ or Prometheus itself provides (infra/prometheus/external-metrics.txt). Where the real
-tool is installed (promtool, nginx, mosquitto, openssl) it checks the files too."""
+tool is installed (promtool, nginx, mosquitto, openssl) it checks the files too: Mosquitto runs
+the example bridge of a plant's own broker into Millrace's MQTT edge."""
 
 from __future__ import annotations
 
@@ -15,31 +16,32 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
 import services
 import shared
+from shared.edge import DEFAULT_TEMPLATE, EdgeSettings
 from shared.lineprotocol import MEASUREMENT
+from shared.mqtt_topics import TopicTemplate
 from shared.readings import BUILTIN_FIELDS
 from shared.settings import InfluxSettings
-from tests.unit.test_compose import CONTRACT_PORTS, raw_compose
+from tests.unit.test_compose import CONTRACT_PORTS, EDGE_CONF, rabbitmq_conf, raw_compose
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "infra" / "prometheus"
 GRAFANA = ROOT / "infra" / "grafana"
 PROXY = ROOT / "infra" / "proxy" / "nginx.conf"
 TLS = ROOT / "infra" / "tls"
-MOSQUITTO_BASE = ROOT / "infra" / "mosquitto" / "mosquitto.conf"
+BRIDGE_EXAMPLE = ROOT / "infra" / "mosquitto" / "bridge-example.conf"
+K8S_CONFIG = ROOT / "infra" / "k8s" / "base" / "config.yaml"
 
 # Modules whose import runs something (entry points): never imported here.
 ENTRY_MODULES = ("__main__", "main", "cli")
@@ -171,6 +173,38 @@ def test_what_on_call_must_know_at_3am_has_an_alert() -> None:
     assert jobs and set(jobs.group(1).split("|")) == set(CONTRACT_PORTS)
 
 
+def test_the_mqtt_edge_has_its_alerts() -> None:
+    """No bridge on the edge queue, the queue nearly at its bound, the queue growing, gateways
+    gone: each has a rule on the queue the settings name, and the bound is the deployed one."""
+    edge = EdgeSettings()
+    on_queue: dict[str, str] = {}
+    for rule in alert_rules():
+        for name in metric_names(rule["expr"]):
+            if f'queue="{edge.queue}"' in rule["expr"]:
+                on_queue[name] = rule["alert"]
+    for needed in (
+        "rabbitmq_detailed_queue_consumers",
+        "rabbitmq_detailed_queue_messages",
+        "rabbitmq_detailed_queue_messages_bytes",
+    ):
+        assert needed in on_queue, f"no alert on {needed} of {edge.queue}"
+    full = next(r for r in alert_rules() if r["alert"] == on_queue[needed])
+    threshold = re.search(r"> 0\.8 \* (\d+)", full["expr"])
+    assert threshold, full["expr"]
+    deployed = {
+        "default": edge.max_bytes,
+        "compose": int(
+            raw_compose()["services"]["mqtt_bridge"]["environment"]["MQTT_EDGE_MAX_BYTES"]
+        ),
+        "kubernetes": int(yaml.safe_load(K8S_CONFIG.read_text())["data"]["MQTT_EDGE_MAX_BYTES"]),
+    }
+    assert set(deployed.values()) == {int(threshold.group(1))}, deployed
+    assert any(
+        "rabbitmq_global_publishers" in metric_names(r["expr"]) and 'protocol=~"mqtt' in r["expr"]
+        for r in alert_rules()
+    ), "no alert on MQTT connections"
+
+
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
@@ -218,7 +252,11 @@ def test_prometheus_scrapes_every_copy_of_every_service() -> None:
         assert sd == {"names": [service], "type": "A", "port": port}
         assert service in compose
     assert jobs["rabbitmq_queues"]["metrics_path"] == "/metrics/detailed"
-    assert "queue_coarse_metrics" in jobs["rabbitmq_queues"]["params"]["family"]
+    families = jobs["rabbitmq_queues"]["params"]["family"]
+    # Depth (coarse) and bytes and consumers (queue_metrics, which already has the consumer
+    # count: with queue_consumer_count too, RabbitMQ would emit that family twice).
+    assert {"queue_coarse_metrics", "queue_metrics"} <= set(families)
+    assert "queue_consumer_count" not in families
     mounts = compose["prometheus"]["volumes"]
     assert "./infra/prometheus:/etc/prometheus:ro" in mounts
 
@@ -363,6 +401,8 @@ def test_proxy_routes_each_door_to_its_service_by_name() -> None:
     for path, service in expected.items():
         assert _route(routes, path) == service, path
     assert _route(routes, "/metrics") is None, "/metrics stays inside"
+    # RabbitMQ asks auth about gateways on /api/v1/mqtt/auth/*: never routed from outside.
+    assert _route(routes, "/api/v1/mqtt/auth/user") != "auth"
     # Resolved at request time through Docker's DNS (the copies of a scaled service change).
     assert re.search(r"resolver 127\.0\.0\.11 valid=\d+s", text)
     assert re.search(r"listen 443 ssl", text)
@@ -398,8 +438,15 @@ def test_dev_certificates_are_signed_by_the_dev_ca_for_the_service_names(dev_tls
         capture_output=True,
         text=True,
     ).stdout
-    for name in ("localhost", "millrace.localtest.me", "mosquitto", "proxy"):
+    # The compose names of the two TLS doors (nginx, RabbitMQ's MQTT edge) and loopback.
+    for name in ("localhost", "millrace.localtest.me", "rabbitmq", "proxy"):
         assert f"DNS:{name}" in sans
+    assert "IP Address:127.0.0.1" in sans
+    # RabbitMQ (uid 999 in its image) must read the key it serves MQTT over TLS with.
+    assert (dev_tls / "server.key").stat().st_mode & 0o004
+    conf = rabbitmq_conf(EDGE_CONF.read_text())
+    for key in ("ssl_options.certfile", "ssl_options.keyfile"):
+        assert (dev_tls / Path(conf[key]).name).exists(), conf[key]
 
 
 def test_nginx_accepts_the_proxy_configuration(dev_tls: Path, tmp_path: Path) -> None:
@@ -417,7 +464,7 @@ def test_nginx_accepts_the_proxy_configuration(dev_tls: Path, tmp_path: Path) ->
     assert check.returncode == 0, check.stderr
 
 
-# ------------------------------------------------------------------ MQTT over TLS
+# ------------------------------------------------------------------ a plant's own Mosquitto
 
 
 def conf_settings(path: Path) -> dict[str, list[str]]:
@@ -429,14 +476,31 @@ def conf_settings(path: Path) -> dict[str, list[str]]:
     return settings
 
 
-def test_the_tls_broker_keeps_the_limits_of_the_base_configuration() -> None:
-    base, tls = conf_settings(MOSQUITTO_BASE), conf_settings(TLS / "mosquitto.conf")
-    for key, values in base.items():
-        if key not in ("listener", "log_type", "log_timestamp_format"):
-            assert tls.get(key) == values, key
-    assert tls["listener"] == ["1883", "8883"]
-    assert tls["allow_anonymous"] == ["false"]
-    assert tls["tls_version"] == ["tlsv1.2"]
+def test_the_bridge_example_forwards_one_factorys_telemetry_as_one_gateway() -> None:
+    conf = conf_settings(BRIDGE_EXAMPLE)
+    assert conf["connection"] == ["millrace-edge"]
+    # Compose publishes the edge's TLS port; the example connects to it.
+    host, _, port = conf["address"][0].rpartition(":")
+    published = [str(p).split(":")[-1] for p in raw_compose()["services"]["rabbitmq"]["ports"]]
+    assert [port] == published and host
+    # One topic, out, QoS 1 (a PUBACK from the edge's quorum queue): the telemetry template with
+    # a fixed factory and any machine.
+    [topic] = conf["topic"]
+    pattern, direction, qos = topic.split()
+    assert (direction, qos) == ("out", "1")
+    template = TopicTemplate(DEFAULT_TEMPLATE)
+    ids = template.parse(pattern.replace("+", "00000000-0000-4000-8000-000000000000"))
+    assert ids.factory_id == "F-01" and pattern.count("+") == 1
+    # Auth takes the gateway from the client id: username and client id are the same.
+    assert conf["remote_clientid"] == conf["remote_username"]
+    # What RabbitMQ's MQTT plugin accepts and does not refuse.
+    assert conf["bridge_protocol_version"] == ["mqttv311"]
+    assert conf["try_private"] == ["false"] and conf["notifications"] == ["false"]
+    assert conf["bridge_insecure"] == ["false"] and conf["bridge_cafile"]
+    # What the plant's broker keeps while Millrace is unreachable survives its restarts.
+    assert conf["persistence"] == ["true"]
+    assert conf["cleansession"] == conf["local_cleansession"] == ["false"]
+    assert int(conf["max_queued_messages"][0]) >= 100_000
 
 
 def free_port() -> int:
@@ -446,29 +510,86 @@ def free_port() -> int:
         return port
 
 
-def test_mosquitto_serves_mqtt_over_tls_with_this_configuration(
-    dev_tls: Path, tmp_path: Path
-) -> None:
-    """Mosquitto started on infra/tls/mosquitto.conf (ports and paths moved to a scratch folder):
-    a gateway with the CA and a password publishes over TLS; a plaintext client is refused on
-    the TLS port."""
+def _mqtt_string(data: bytes, at: int) -> tuple[str, int]:
+    size = int.from_bytes(data[at : at + 2], "big")
+    return data[at + 2 : at + 2 + size].decode(), at + 2 + size
+
+
+def parse_connect(packet: bytes) -> dict[str, Any]:
+    """An MQTT 3.1.1 CONNECT (fixed header included): what the edge would see."""
+    assert packet[0] == 0x10, f"not a CONNECT: {packet[:1]!r}"
+    length, shift, at = 0, 0, 1
+    while True:
+        byte = packet[at]
+        length |= (byte & 0x7F) << shift
+        at += 1
+        shift += 7
+        if not byte & 0x80:
+            break
+    assert len(packet) >= at + length, "CONNECT cut short"
+    name, at = _mqtt_string(packet, at)
+    level, flags = packet[at], packet[at + 1]
+    at += 4  # level, flags, keep-alive
+    client_id, at = _mqtt_string(packet, at)
+    assert not flags & 0x04, "no will expected"
+    username = password = None
+    if flags & 0x80:
+        username, at = _mqtt_string(packet, at)
+    if flags & 0x40:
+        password, at = _mqtt_string(packet, at)
+    return {
+        "protocol": name,
+        "level": level,
+        "clean_session": bool(flags & 0x02),
+        "client_id": client_id,
+        "username": username,
+        "password": password,
+    }
+
+
+def _read_connect(conn: ssl.SSLSocket, deadline: float) -> bytes:
+    data = b""
+    while time.monotonic() < deadline:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        try:
+            parse_connect(data)
+            return data
+        except (AssertionError, IndexError):
+            continue
+    raise AssertionError(f"no complete CONNECT before the deadline: {data!r}")
+
+
+def test_mosquitto_bridges_into_the_edge_with_the_example(dev_tls: Path, tmp_path: Path) -> None:
+    """Mosquitto started on infra/mosquitto/bridge-example.conf (listener, files and the edge's
+    address moved to loopback): it accepts the file, checks the edge's certificate against the
+    CA and signs in over TLS as the gateway, MQTT 3.1.1 without Mosquitto's private bridge flag
+    (which RabbitMQ refuses), keeping its session."""
     broker = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
-    passwd_tool = shutil.which("mosquitto_passwd")
-    if broker is None or passwd_tool is None:
+    if broker is None:
         pytest.skip("mosquitto is not installed")
-    plain, secure = free_port(), free_port()
-    conf = (TLS / "mosquitto.conf").read_text()
-    conf = conf.replace("listener 1883", f"listener {plain} 127.0.0.1")
-    conf = conf.replace("listener 8883", f"listener {secure} 127.0.0.1")
-    conf = conf.replace("/mosquitto/tls/", f"{dev_tls}/")
-    conf = conf.replace("/mosquitto/config/passwd", f"{tmp_path}/passwd")
-    conf = conf.replace("/mosquitto/data/", f"{tmp_path}/")
+    conf = conf_settings(BRIDGE_EXAMPLE)
+    edge = socket.create_server(("127.0.0.1", 0))
+    edge_port = edge.getsockname()[1]
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(dev_tls / "server.crt"), str(dev_tls / "server.key"))
+    plant = free_port()
+    text = BRIDGE_EXAMPLE.read_text()
+    for old, new in (
+        ("listener 1883", f"listener {plant} 127.0.0.1"),
+        ("password_file /etc/mosquitto/passwd", f"password_file {tmp_path}/passwd"),
+        ("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/"),
+        (f"address {conf['address'][0]}", f"address 127.0.0.1:{edge_port}"),
+        (f"bridge_cafile {conf['bridge_cafile'][0]}", f"bridge_cafile {dev_tls}/ca.crt"),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
     # Started by root (CI), Mosquitto would switch to its own user, who cannot read tmp_path.
-    conf += f"\nuser {getpass.getuser()}\n"
-    (tmp_path / "mosquitto.conf").write_text(conf)
-    subprocess.run(
-        [passwd_tool, "-c", "-b", str(tmp_path / "passwd"), "gw-01", "s3cret-gw"], check=True
-    )
+    text += f"\nuser {getpass.getuser()}\nlog_dest stderr\n"
+    (tmp_path / "mosquitto.conf").write_text(text)
+    (tmp_path / "passwd").write_text("")
     (tmp_path / "passwd").chmod(0o600)
     proc = subprocess.Popen(
         [broker, "-c", str(tmp_path / "mosquitto.conf")],
@@ -477,34 +598,27 @@ def test_mosquitto_serves_mqtt_over_tls_with_this_configuration(
         text=True,
     )
     try:
-        _wait_listening(secure, proc)
-        received = threading.Event()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-test")
-        client.username_pw_set("gw-01", "s3cret-gw")
-        client.tls_set(ca_certs=str(dev_tls / "ca.crt"))
-        client.on_connect = lambda c, *_: c.subscribe("factory/f/machine/m/telemetry", qos=1)
-        client.on_subscribe = lambda c, *_: c.publish("factory/f/machine/m/telemetry", b"{}", qos=1)
-        client.on_message = lambda *_: received.set()
-        client.connect("localhost", secure)
-        client.loop_start()
-        try:
-            assert received.wait(10), "no message round trip over TLS"
-        finally:
-            client.loop_stop()
-            client.disconnect()
-        # Plain MQTT on the TLS port: no CONNACK (0x20), only a TLS alert or a closed socket.
-        connect = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04test"
-        with socket.create_connection(("127.0.0.1", secure), timeout=10) as raw:
-            raw.sendall(connect)
-            try:
-                answer = raw.recv(16)
-            except ConnectionResetError:
-                answer = b""
-        assert not answer.startswith(b"\x20"), answer
+        _wait_listening(plant, proc)
+        edge.settimeout(15)
+        raw, _ = edge.accept()
+        deadline = time.monotonic() + 15
+        with context.wrap_socket(raw, server_side=True) as conn:
+            conn.settimeout(5)
+            connect = parse_connect(_read_connect(conn, deadline))
     finally:
+        edge.close()
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
-    assert "Opening ipv4 listen socket on port" in output, output
+    # A configuration error reads "Error: ..." (the fake edge's hang-up is an OpenSSL error).
+    assert "Config loaded" in output and "Error: " not in output, output
+    assert connect == {
+        "protocol": "MQTT",
+        "level": 4,  # 3.1.1; with try_private it would be 0x84
+        "clean_session": False,
+        "client_id": conf["remote_clientid"][0],
+        "username": conf["remote_username"][0],
+        "password": conf["remote_password"][0],
+    }
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[str]) -> None:
