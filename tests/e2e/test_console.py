@@ -4,6 +4,7 @@ alert raised, acknowledged and cleared as an operator sees it."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from shared.settings import MqttSettings
 from tests.browser_fixtures import browser, page  # noqa: F401  (fixtures)
@@ -30,10 +31,19 @@ def operator() -> tuple[str, str]:
     return create_user("Operator")
 
 
-def machine(urls: dict[str, str], auth_headers: Headers, location: str, name: str) -> str:
+def machine(
+    urls: dict[str, str],
+    auth_headers: Headers,
+    location: str,
+    name: str,
+    factory_id: str | None = None,
+) -> str:
+    body = {"name": name, "location": location, "sensor_type": "Temperature"}
+    if factory_id:
+        body["factory_id"] = factory_id
     resp = httpx.post(
         f"{urls['query_api']}/api/v1/machines",
-        json={"name": name, "location": location, "sensor_type": "Temperature"},
+        json=body,
         headers=auth_headers("Supervisor"),
     )
     assert resp.status_code == 201, resp.text
@@ -146,15 +156,29 @@ def test_history_chart_draws_the_stored_points(
         lambda body: body.get("pagination", {}).get("total_records") == 25,
     )
     sign_in(page, urls, operator, location)
-    page.locator(f'.tile[data-machine="{mid}"]').click()
+    tile = page.locator(f'.tile[data-machine="{mid}"]')
+    # The tile's trend of the last hour: minute means (13 windows), from a mean of 60.5 °C to 64 °C.
+    expect(tile.locator(".trend")).to_have_attribute("data-trend-points", "13")
+    expect(tile.locator(".trend")).to_contain_text("↑ rising +3.5 °C · 1 h")
+    expect(tile.locator(".trend")).to_have_attribute(
+        "title", re.compile(r"^temperature, last hour")
+    )
+    tile.click()
     expect(page.locator("#chart canvas").first).to_be_visible()
     expect(page.locator("#chart")).to_have_attribute("data-points", "25")
     expect(page.locator("#tier")).to_have_attribute("data-tier", "raw")
+    expect(page.locator("#chart")).to_have_attribute("data-bands", "0")
     expect(page.locator("#m-last")).to_contain_text("64.0")
-    # 24 h: minute windows of the same points (two a minute, over 12 minutes: 13 windows).
+    # 24 h: minute windows of the same points (two a minute, over 12 minutes: 13 windows), with
+    # each window's minimum and maximum as a band round the mean.
     page.click('[data-preset="24h"]')
     expect(page.locator("#tier")).to_contain_text("interval 1m")
     expect(page.locator("#chart")).to_have_attribute("data-points", "13")
+    expect(page.locator("#chart")).to_have_attribute("data-bands", "1")
+    expect(page.locator("#tier")).to_contain_text("band: min")
+    legend = page.locator("#chart .u-legend")
+    expect(legend).to_contain_text("temperature max")
+    expect(legend).to_contain_text("temperature min")
 
 
 def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
@@ -184,7 +208,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     sign_in(page, urls, operator, location)
     tile = page.locator(f'.tile[data-machine="{mid}"]')
     expect(tile).to_be_visible()
-    t0 = datetime.now(UTC) - timedelta(minutes=2)
+    t0 = datetime.now(UTC) - timedelta(seconds=60)
     k = 0
 
     def hot() -> list[dict[str, Any]]:
@@ -212,8 +236,15 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     expect(tile.locator(".badge.critical")).to_have_text("critical")
     expect(page.locator("#alert-count")).not_to_have_text("")
 
+    # Acknowledging asks for a note first; the tile then says who acknowledged, and the note.
     tile.get_by_role("button", name="Acknowledge").click()
+    note = tile.get_by_label("Acknowledgement note")
+    expect(note).to_be_focused()
+    note.fill("Door left open, closed it")
+    tile.get_by_role("button", name="Confirm").click()
     expect(tile.locator(".badge.acknowledged")).to_be_visible(timeout=2_000)
+    expect(tile.locator(".acked")).to_contain_text(f"acknowledged by {operator[0]}")
+    expect(tile.locator(".acked")).to_contain_text("Door left open, closed it")
     [alert] = httpx.get(
         f"{urls['query_api']}/api/v1/alerts",
         params={"machine_id": mid, "rule_id": rule.json()["rule"]["id"]},
@@ -221,6 +252,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     ).json()["alerts"]
     assert alert["state"] == "acknowledged"
     assert alert["acknowledged_by"] == operator[0]
+    assert alert["ack_note"] == "Door left open, closed it"
 
     send(
         urls,
@@ -236,6 +268,7 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     expect(row).to_contain_text("acknowledged")
     expect(row).to_contain_text(f"by {operator[0]}; cleared")
     expect(row).to_contain_text("by alerter")
+    expect(row).to_contain_text("Door left open, closed it")
 
 
 def test_management_pages_only_for_management(
@@ -252,5 +285,212 @@ def test_management_pages_only_for_management(
     expect(page.locator("#dl-stats")).to_contain_text("in all")
     page.click('#nav a[data-nav="settings"]')
     expect(page.locator("#config table")).to_be_visible()
-    expect(page.locator("#audit table")).to_contain_text("config.update")
+    expect(page.locator("#config-audit table")).to_contain_text("config.update")
     expect(page.locator("#rules table")).to_contain_text("max_temperature_threshold")
+
+
+def test_acknowledge_can_be_cancelled_and_the_note_survives_live_updates(
+    page: Page,  # noqa: F811
+    urls: dict[str, str],
+    auth_headers: Headers,
+    operator: tuple[str, str],
+) -> None:
+    location = f"Console hall {uuid.uuid4().hex[:6]}"
+    mid = machine(urls, auth_headers, location, "Ack kiln")
+    rule = httpx.post(
+        f"{urls['query_api']}/api/v1/alerts/rules",
+        json={
+            "name": "Kiln pressure",
+            "field": "pressure",
+            "comparison": ">",
+            "threshold": 500.0,
+            "clear_threshold": 400.0,
+            "severity": "major",
+            "scope_type": "machine",
+            "scope_value": mid,
+        },
+        headers=auth_headers("Supervisor"),
+    )
+    assert rule.status_code == 201, rule.text
+    t0 = datetime.now(UTC) - timedelta(seconds=60)
+    k = 0
+
+    def high() -> list[dict[str, Any]]:
+        nonlocal k
+        k += 1
+        reading = {"timestamp": iso(t0 + timedelta(seconds=k)), "pressure": 600.0}
+        send(urls, auth_headers, mid, location, [reading])
+        return list(
+            httpx.get(
+                f"{urls['query_api']}/api/v1/alerts",
+                params={"machine_id": mid, "rule_id": rule.json()["rule"]["id"]},
+                headers=auth_headers("Operator"),
+            ).json()["alerts"]
+        )
+
+    poll(high, lambda alerts: len(alerts) == 1, timeout=15)
+    sign_in(page, urls, operator, location)
+    tile = page.locator(f'.tile[data-machine="{mid}"]')
+    expect(tile).to_have_class("tile sev-major")
+    tile.get_by_role("button", name="Acknowledge").click()
+    tile.get_by_role("button", name="Cancel").click()
+    expect(tile.get_by_label("Acknowledgement note")).to_have_count(0)
+    expect(tile.get_by_role("button", name="Acknowledge")).to_be_visible()
+    assert page.url.endswith("#/board")  # the click stayed on the board
+
+    # A note half written while readings keep redrawing the tile is kept.
+    tile.get_by_role("button", name="Acknowledge").click()
+    tile.get_by_label("Acknowledgement note").fill("Checking the valve")
+    value = tile.locator('[data-field="pressure"]')
+    for p in (601.0, 602.0):
+        k += 1
+        send(
+            urls,
+            auth_headers,
+            mid,
+            location,
+            [{"timestamp": iso(t0 + timedelta(seconds=k)), "pressure": p}],
+        )
+        expect(value).to_have_text(f"{p:.0f} kPa", timeout=2_000)
+    expect(tile.get_by_label("Acknowledgement note")).to_have_value("Checking the valve")
+    tile.get_by_label("Acknowledgement note").press("Enter")
+    expect(tile.locator(".acked")).to_contain_text("Checking the valve", timeout=2_000)
+
+
+def test_board_filters_by_factory_and_omits_the_filter_without_factories(
+    page: Page,  # noqa: F811
+    urls: dict[str, str],
+    auth_headers: Headers,
+    operator: tuple[str, str],
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    location = f"Console hall {tag}"
+    north = machine(urls, auth_headers, location, "North press", f"north-{tag}")
+    south = machine(urls, auth_headers, location, "South press", f"south-{tag}")
+    sign_in(page, urls, operator, location)
+    expect(page.locator(".tile")).to_have_count(2)
+    factory = page.locator("#f-factory")
+    expect(factory).to_be_visible()
+    factory.select_option(f"north-{tag}")
+    expect(page.locator(".tile")).to_have_count(1)
+    expect(page.locator(f'.tile[data-machine="{north}"]')).to_contain_text(f"north-{tag}")
+    expect(page.locator(f'.tile[data-machine="{south}"]')).to_have_count(0)
+    factory.select_option("")
+    expect(page.locator(".tile")).to_have_count(2)
+
+    # A status answer without factories (an older query API): no factory filter at all.
+    def without_factories(route: Route) -> None:
+        body = route.fetch().json()
+        for row in body["machines"]:
+            row.pop("factory_id", None)
+        route.fulfill(json=body)
+
+    page.route("**/api/v1/machines/status", without_factories)
+    page.reload()
+    expect(page.locator("#live-state")).to_have_attribute("data-up", "1", timeout=10_000)
+    expect(page.locator(".tile").first).to_be_visible()
+    expect(page.locator("#f-factory")).to_be_hidden()
+
+
+def test_connection_lost_and_restored_banner(
+    page: Page,  # noqa: F811
+    urls: dict[str, str],
+    operator: tuple[str, str],
+) -> None:
+    # The first stream says hello and then ends, as when a proxy or the network drops it; the
+    # retries fail until the route is lifted.
+    calls = 0
+
+    def drop_after_hello(route: Route) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            route.abort()
+            return
+        hello = {"epoch": "test", "heartbeat_s": 15, "expires": time.time() + 600}
+        route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream"},
+            body=f"event: hello\ndata: {orjson.dumps(hello).decode()}\n\n",
+        )
+
+    page.route("**/api/v1/live", drop_after_hello)
+    page.goto(f"{urls['query_api']}/console")
+    page.fill("#username", operator[0])
+    page.fill("#password", operator[1])
+    page.click("#login-form button")
+    banner = page.locator("#banner")
+    expect(banner).to_have_class("lost", timeout=5_000)
+    expect(banner).to_contain_text("Live connection lost")
+    expect(banner).to_contain_text("Reconnecting")
+    expect(page.locator("#live-state")).to_have_text("○ reconnecting…")
+    expect(page.locator("#live-state")).to_have_attribute("data-up", "0")
+    expect(page.locator(".tile").first).to_be_visible()  # the board stays, marked out of date
+    page.unroute("**/api/v1/live")
+    expect(page.locator("#live-state")).to_have_attribute("data-up", "1", timeout=15_000)
+    expect(banner).to_have_class("back")
+    expect(banner).to_contain_text("Live connection restored")
+    expect(banner).to_be_hidden(timeout=10_000)
+    assert calls >= 2
+
+
+def test_live_endpoint_unreachable_from_the_start(
+    page: Page,  # noqa: F811
+    urls: dict[str, str],
+    operator: tuple[str, str],
+) -> None:
+    page.route("**/api/v1/live", lambda route: route.abort())
+    page.goto(f"{urls['query_api']}/console")
+    page.fill("#username", operator[0])
+    page.fill("#password", operator[1])
+    page.click("#login-form button")
+    expect(page.locator("#banner")).to_have_class("lost", timeout=5_000)
+    expect(page.locator("#banner")).to_contain_text("No live connection")
+    expect(page.locator(".tile").first).to_be_visible()  # the board still shows, from the API
+    page.unroute("**/api/v1/live")
+    expect(page.locator("#live-state")).to_have_attribute("data-up", "1", timeout=15_000)
+    expect(page.locator("#banner")).to_have_class("back")
+    expect(page.locator("#banner")).to_contain_text("Live connection established")
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (820, 1180), (768, 1024)])
+def test_board_fits_control_room_and_tablet_screens(
+    browser: Browser,  # noqa: F811
+    urls: dict[str, str],
+    auth_headers: Headers,
+    operator: tuple[str, str],
+    size: tuple[int, int],
+) -> None:
+    location = f"Console hall {uuid.uuid4().hex[:6]}"
+    mid = machine(urls, auth_headers, location, "Width mill")
+    send(
+        urls,
+        auth_headers,
+        mid,
+        location,
+        [{"timestamp": iso(datetime.now(UTC)), "temperature": 50.0}],
+    )
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]})
+    try:
+        pg = context.new_page()
+        sign_in(pg, urls, operator, location)
+        expect(
+            pg.locator(f'.tile[data-machine="{mid}"] [data-field="temperature"]')
+        ).to_be_visible()
+        # Nothing wider than the screen: no sideways scrolling of the page, and the controls
+        # and the tile inside it (measured at once: live updates redraw the tiles).
+        assert pg.evaluate("document.documentElement.scrollWidth") <= size[0]
+        boxes = pg.evaluate(
+            """(sels) => sels.map((s) => {
+                const r = document.querySelector(s).getBoundingClientRect();
+                return [s, r.left, r.right, r.width];
+            })""",
+            ["#nav", "#logout", "#f-text", "#f-location", f'.tile[data-machine="{mid}"]'],
+        )
+        for selector, left, right, width in boxes:
+            assert width > 0 and left >= 0 and right <= size[0], (selector, left, right)
+        pg.locator(f'.tile[data-machine="{mid}"]').click()
+        expect(pg.locator("#chart canvas").first).to_be_visible()
+        assert pg.evaluate("document.documentElement.scrollWidth") <= size[0]
+    finally:
+        context.close()

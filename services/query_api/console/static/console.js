@@ -7,7 +7,7 @@ const SEV_RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
 const PRESETS = { "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 const S = {
   token: null, refresh: null, exp: 0, user: null, perms: new Set(),
-  machines: new Map(), alerts: new Map(), threshold: 120,
+  machines: new Map(), alerts: new Map(), threshold: 120, trends: new Map(), acking: null,
   live: { ctrl: null, lastId: null, up: false, everUp: false, retry: 0 },
   view: null, filter: { location: "", factory: "", text: "" }, chart: null, chartState: null,
 };
@@ -88,9 +88,10 @@ function banner(kind, text) {
 function liveState(up) {
   const el = $("#live-state");
   el.hidden = false;
-  el.textContent = up ? "● live" : "○ not live";
+  el.textContent = up ? "● live" : "○ reconnecting…";
   el.dataset.up = up ? "1" : "0";
   if (up && !S.live.up && S.live.everUp) banner("back", "Live connection restored — data since the gap reloaded from history.");
+  if (up && !S.live.everUp && $("#banner").className === "lost") banner("back", "Live connection established — values are current.");
   if (!up && S.live.up) banner("lost", "Live connection lost — values shown may be out of date. Reconnecting…");
   if (!up && !S.live.everUp) banner("lost", "No live connection — values shown may be out of date. Retrying…");
   if (up) S.live.everUp = true;
@@ -129,9 +130,9 @@ async function startLive() {
         if (id) S.live.lastId = id;
         if (type === "hello") {
           quietMs = 2500 * JSON.parse(data).heartbeat_s;
-          const wasUp = S.live.everUp;
+          const wasUp = S.live.everUp, retried = S.live.retry > 0;
           liveState(true); S.live.retry = 0;
-          if (wasUp) resync();
+          if (wasUp || retried) resync();
         }
         if (data) onLive(type, JSON.parse(data));
       }
@@ -152,7 +153,8 @@ function onLive(type, d) {
     if (!m) return;
     const ts = Date.parse(d.timestamp);
     if (!m.last_seen || ts >= m.last_seen) { m.last_seen = ts; m.values = { ...(m.values || {}), ...d.fields }; m.online = true; }
-    m.factory_id = d.factory_id || m.factory_id;
+    m.factory_id = m.factory_id || d.factory_id || null; // the registry's factory first
+    trendAppend(m.id, ts, d.fields);
     if (S.chartState && S.chartState.machine === d.machine_id) appendPoint(ts, d.fields);
     touch(m);
   } else if (type === "status") {
@@ -175,7 +177,8 @@ let pendingRender = false;
 function touch() {
   if (S.view !== "board" || pendingRender) return;
   pendingRender = true;
-  requestAnimationFrame(() => { pendingRender = false; renderBoard(); });
+  // Still the board when the frame comes (not signed out or gone elsewhere meanwhile).
+  requestAnimationFrame(() => { pendingRender = false; if (S.view === "board" && S.token) renderBoard(); });
 }
 async function resync() {
   await loadStatus();
@@ -195,7 +198,7 @@ async function loadStatus() {
     const ls = r.last_seen ? Date.parse(r.last_seen) : null;
     S.machines.set(r.machine_id, {
       ...old, id: r.machine_id, name: r.name, location: r.location, sensor_type: r.sensor_type,
-      status: r.status, online: r.online,
+      status: r.status, online: r.online, factory_id: r.factory_id || old.factory_id || null,
       last_seen: old.last_seen && old.last_seen > (ls || 0) ? old.last_seen : ls,
       values: old.last_seen && old.last_seen > (ls || 0) ? old.values : r.last_values,
     });
@@ -273,15 +276,99 @@ function tileHtml(m) {
   const values = Object.entries(m.values || {}).map(([k, v]) =>
     `<span class="v${stale ? " stale" : ""}" data-field="${esc(k)}">${fmt(v)} <small>${esc(UNITS[k] || k)}</small></span>`).join("");
   const active = alerts.find((a) => a.state === "active");
-  const ack = active && S.perms.has("ack:alerts") ? `<button class="act" data-ack="${active.id}">Acknowledge</button>` : "";
+  const acked = alerts.find((a) => a.state === "acknowledged");
+  const ack = active && S.perms.has("ack:alerts") ? ackControl(active.id) : "";
+  const ackedBy = !active && acked ? `<div class="acked">acknowledged by ${esc(acked.acknowledged_by)} · ${ago(Date.parse(acked.acknowledged_at))}${acked.ack_note ? ` — “${esc(acked.ack_note)}”` : ""}</div>` : "";
   return `<div class="tile${sev ? " sev-" + sev : ""}${stale && !sev ? " offline" : ""}" data-machine="${esc(m.id)}">
     <div class="name">${esc(m.name)}</div>
-    <div class="loc">${esc(m.location)} · ${esc(m.sensor_type)}</div>
+    <div class="loc">${esc(m.location)} · ${esc(m.sensor_type)}${m.factory_id ? ` · <span class="factory">${esc(m.factory_id)}</span>` : ""}</div>
     <div class="state">${words.join(" ")}</div>
     <div class="values">${values || '<span class="muted">no readings yet</span>'}</div>
+    ${trendHtml(m)}
     <div class="age" data-age="${m.last_seen ?? ""}">${never ? "" : (stale ? "STALE · last " : "") + ago(m.last_seen)}</div>
-    ${ack}
+    ${ackedBy}${ack}
   </div>`;
+}
+
+/* Acknowledging asks for an optional note first (one more click, and the shift log is kept). */
+function ackControl(id) {
+  if (S.acking !== id) return `<button class="act" data-ack="${id}">Acknowledge</button>`;
+  return `<form class="ack-form" data-ack-form="${id}">
+    <input name="note" maxlength="500" placeholder="note (optional): what was done" aria-label="Acknowledgement note">
+    <button class="act" type="submit">Confirm</button> <button class="act" type="button" data-ack-cancel>Cancel</button>
+  </form>`;
+}
+function openAckForm(id) {
+  S.acking = id;
+  if (S.view === "board") renderBoard();
+  else if (S.view === "alerts") renderAlerts();
+  else if (S.view === "machine") loadMachineAlerts();
+  const input = document.querySelector(`[data-ack-form="${id}"] input`);
+  if (input) input.focus();
+}
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("[data-ack-form]");
+  if (!form) return;
+  ev.preventDefault();
+  const note = form.note.value.trim();
+  S.acking = null;
+  try { await acknowledge(Number(form.dataset.ackForm), note); }
+  catch (e) { banner("lost", `Acknowledge refused: ${e.message}`); }
+});
+document.addEventListener("click", (ev) => {
+  if (!ev.target.closest("[data-ack-cancel]")) return;
+  ev.stopPropagation();
+  S.acking = null;
+  if (S.view === "board") renderBoard();
+  else if (S.view === "alerts") renderAlerts();
+  else if (S.view === "machine") loadMachineAlerts();
+}, true);
+
+/* ---------- trend of the last hour on each tile (minute means, then every live reading) ---------- */
+const TREND_S = 3600;
+function trendField(m) {
+  const keys = Object.keys(m.values || {}).filter((k) => typeof m.values[k] === "number");
+  return keys.includes("temperature") ? "temperature" : keys[0] || null;
+}
+async function loadTrend(m) {
+  const field = trendField(m);
+  const have = S.trends.get(m.id);
+  if (!field || (have && (have.loading || Date.now() - have.fetched < 60_000))) return;
+  S.trends.set(m.id, { ...(have || { pts: [] }), field, loading: true, fetched: Date.now() });
+  try {
+    const q = new URLSearchParams({ start_time: new Date(Date.now() - TREND_S * 1000).toISOString(), interval: "1m", fields: field, limit: "100" });
+    const body = await api(`/api/v1/data/machine/${m.id}?${q}`);
+    const pts = body.data.filter((r) => typeof r[field] === "number").map((r) => [Date.parse(r.timestamp), r[field]]);
+    const live = (S.trends.get(m.id) || { pts: [] }).pts.filter((p) => p[0] > (pts.length ? pts[pts.length - 1][0] + 60_000 : 0));
+    S.trends.set(m.id, { field, pts: [...pts, ...live], fetched: Date.now(), loading: false });
+  } catch (e) {
+    S.trends.set(m.id, { field, pts: have ? have.pts : [], fetched: Date.now(), loading: false });
+  }
+  touch();
+}
+function trendAppend(id, ts, fields) {
+  const t = S.trends.get(id);
+  if (!t || typeof fields[t.field] !== "number") return;
+  t.pts.push([ts, fields[t.field]]);
+  const from = Date.now() - TREND_S * 1000;
+  while (t.pts.length && t.pts[0][0] < from) t.pts.shift();
+}
+function trendHtml(m) {
+  const t = S.trends.get(m.id);
+  const from = Date.now() - TREND_S * 1000;
+  const pts = t ? t.pts.filter((p) => p[0] >= from) : [];
+  if (pts.length < 2) return `<div class="trend muted" data-trend-points="${pts.length}">${t && !t.loading ? "no trend in the last hour" : ""}</div>`;
+  const vs = pts.map((p) => p[1]);
+  let lo = Math.min(...vs), hi = Math.max(...vs);
+  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+  const W = 160, H = 30;
+  const line = pts.map((p) => `${((p[0] - from) / (TREND_S * 1000) * W).toFixed(1)},${(H - 2 - (p[1] - lo) / (hi - lo) * (H - 4)).toFixed(1)}`).join(" ");
+  const delta = vs[vs.length - 1] - vs[0];
+  const arrow = Math.abs(delta) < 0.05 * (Math.abs(vs[0]) || 1) ? "→ steady" : delta > 0 ? "↑ rising" : "↓ falling";
+  const unit = UNITS[t.field] || "";
+  return `<div class="trend" data-trend-points="${pts.length}" title="${esc(t.field)}, last hour: ${fmt(lo)}–${fmt(hi)} ${esc(unit)}">
+    <svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" aria-hidden="true"><polyline points="${line}"/></svg>
+    <span class="trend-word">${arrow} ${delta >= 0 ? "+" : ""}${fmt(delta)} ${esc(unit)} · 1 h</span></div>`;
 }
 
 function sortedMachines() {
@@ -300,29 +387,56 @@ function sortedMachines() {
   });
 }
 
+/* The toolbar is built once per visit; live updates redraw the tiles only (a filter being typed,
+   a select held open or an acknowledgement note being written survive them). */
 function renderBoard() {
+  const fresh = S.view !== "board" || !$("#board");
   setView("board");
-  const locations = [...new Set([...S.machines.values()].map((m) => m.location))].sort();
-  const factories = [...new Set([...S.machines.values()].map((m) => m.factory_id).filter(Boolean))].sort();
-  const opt = (v, cur) => `<option value="${esc(v)}"${v === cur ? " selected" : ""}>${esc(v)}</option>`;
+  const all = [...S.machines.values()];
+  const locations = [...new Set(all.map((m) => m.location))].sort();
+  const factories = [...new Set(all.map((m) => m.factory_id).filter(Boolean))].sort();
+  if (fresh) {
+    $("#main").innerHTML = `
+      <div class="toolbar">
+        <h1>Machines</h1>
+        <label>Location <select id="f-location"></select></label>
+        <label id="f-factory-box">Factory <select id="f-factory"></select></label>
+        <label>Find <input id="f-text" type="search" value="${esc(S.filter.text)}" placeholder="name or location" size="16"></label>
+        <span class="muted" id="board-count"></span>
+      </div>
+      <div class="board" id="board"></div>`;
+    $("#f-location").addEventListener("change", (e) => { S.filter.location = e.target.value; renderBoard(); });
+    $("#f-factory").addEventListener("change", (e) => { S.filter.factory = e.target.value; renderBoard(); });
+    $("#f-text").addEventListener("change", (e) => { S.filter.text = e.target.value; renderBoard(); });
+    $("#board").addEventListener("click", onBoardClick);
+  }
+  fillSelect($("#f-location"), locations, S.filter.location);
+  fillSelect($("#f-factory"), factories, S.filter.factory);
+  // Machines without a factory (an older registry) leave the factory filter out.
+  $("#f-factory-box").hidden = !factories.length;
   const list = sortedMachines();
-  $("#main").innerHTML = `
-    <div class="toolbar">
-      <h1 style="margin:0">Machines</h1>
-      <label>Location <select id="f-location"><option value="">all</option>${locations.map((l) => opt(l, S.filter.location)).join("")}</select></label>
-      <label>Factory <select id="f-factory"><option value="">all</option>${factories.map((f) => opt(f, S.filter.factory)).join("")}</select></label>
-      <label>Find <input id="f-text" type="search" value="${esc(S.filter.text)}" placeholder="name or location" size="16"></label>
-      <span class="muted">${list.length} machines · most urgent first</span>
-    </div>
-    <div class="board" id="board">${list.map(tileHtml).join("")}</div>`;
-  $("#f-location").addEventListener("change", (e) => { S.filter.location = e.target.value; renderBoard(); });
-  $("#f-factory").addEventListener("change", (e) => { S.filter.factory = e.target.value; renderBoard(); });
-  $("#f-text").addEventListener("change", (e) => { S.filter.text = e.target.value; renderBoard(); });
-  $("#board").addEventListener("click", onBoardClick);
+  $("#board-count").textContent = `${list.length} machines · most urgent first`;
+  keepDraft(() => { $("#board").innerHTML = list.map(tileHtml).join(""); });
+  for (const m of list.slice(0, 200)) loadTrend(m);
+}
+function fillSelect(sel, values, current) {
+  const key = values.join("\u0000");
+  if (sel.dataset.values === key) return;
+  sel.dataset.values = key;
+  sel.innerHTML = `<option value="">all</option>${values.map((v) => `<option value="${esc(v)}"${v === current ? " selected" : ""}>${esc(v)}</option>`).join("")}`;
+}
+/* Redraw with ``draw`` keeping an acknowledgement note being written (text and focus). */
+function keepDraft(draw) {
+  const input = document.querySelector("[data-ack-form] input");
+  const kept = input && { value: input.value, focused: document.activeElement === input };
+  draw();
+  const again = kept && document.querySelector("[data-ack-form] input");
+  if (again) { again.value = kept.value; if (kept.focused) again.focus(); }
 }
 async function onBoardClick(ev) {
   const ack = ev.target.closest("[data-ack]");
-  if (ack) { ev.stopPropagation(); await acknowledge(Number(ack.dataset.ack)); return; }
+  if (ack) { ev.stopPropagation(); openAckForm(Number(ack.dataset.ack)); return; }
+  if (ev.target.closest("[data-ack-form]")) return;
   const tile = ev.target.closest("[data-machine]");
   if (tile) location.hash = `#/machine/${tile.dataset.machine}`;
 }
@@ -352,7 +466,7 @@ function renderMachine(id) {
   setView("machine");
   const m = S.machines.get(id);
   if (!m) { $("#main").innerHTML = `<p class="error">Unknown machine.</p>`; return; }
-  S.chartState = { machine: id, preset: "1h", start: null, end: null, fields: ["temperature", "pressure", "speed"], data: null, shown: new Set() };
+  S.chartState = { machine: id, preset: "1h", start: null, end: null, fields: ["temperature", "pressure", "speed"], data: null, shown: new Set(), bands: [] };
   $("#main").innerHTML = `
     <p><a href="#/board">← Board</a></p>
     <h1 id="machine-name">${esc(m.name)}</h1>
@@ -384,15 +498,31 @@ async function loadHistory() {
   const start = st.start ?? end - PRESETS[st.preset];
   const interval = pickInterval(end - start);
   const q = new URLSearchParams({ start_time: new Date(start * 1000).toISOString(), end_time: new Date(end * 1000 + 1000).toISOString(), interval, limit: "10000" });
-  const body = await api(`/api/v1/data/machine/${st.machine}?${q}`);
+  const path = `/api/v1/data/machine/${st.machine}?`;
+  // Aggregated windows: the minimum and maximum of each window too, drawn as a band round the mean.
+  const [body, low, high] = await Promise.all(interval === "raw" ? [api(path + q)] : [
+    api(path + q),
+    ...["min", "max"].map((agg) => { const qa = new URLSearchParams(q); qa.set("agg", agg); return api(path + qa); }),
+  ]);
   if (S.chartState !== st) return;
   const rows = body.data;
   const fields = st.fields.filter((f) => rows.some((r) => typeof r[f] === "number"));
   st.fieldsShown = fields.length ? fields : ["temperature"];
-  const data = [rows.map((r) => Date.parse(r.timestamp) / 1000), ...st.fieldsShown.map((f) => rows.map((r) => (typeof r[f] === "number" ? r[f] : null)))];
+  const num = (r, f) => (r && typeof r[f] === "number" ? r[f] : null);
+  const data = [rows.map((r) => Date.parse(r.timestamp) / 1000), ...st.fieldsShown.map((f) => rows.map((r) => num(r, f)))];
+  st.bands = [];
+  if (low && high) {
+    const lows = new Map(low.data.map((r) => [r.timestamp, r])), highs = new Map(high.data.map((r) => [r.timestamp, r]));
+    st.fieldsShown.forEach((f, i) => {
+      const hi = rows.map((r) => num(highs.get(r.timestamp), f)), lo = rows.map((r) => num(lows.get(r.timestamp), f));
+      if (!hi.some((v) => v != null)) return;
+      st.bands.push({ field: i + 1, hi: data.length, lo: data.length + 1 });
+      data.push(hi, lo);
+    });
+  }
   st.data = data; st.range = [start, end]; st.live = st.start == null && interval === "raw";
   const tierWord = { raw: "raw readings", hourly: "hourly tier", daily: "daily tier" }[body.query.tier] || body.query.tier;
-  $("#tier").textContent = `${rows.length} points · interval ${body.query.interval} · answered by the ${tierWord}${body.pagination.has_more ? " · more than shown" : ""}`;
+  $("#tier").textContent = `${rows.length} points · interval ${body.query.interval} · answered by the ${tierWord}${st.bands.length ? " · band: min–max of each window" : ""}${body.pagination.has_more ? " · more than shown" : ""}`;
   $("#tier").dataset.tier = body.query.tier;
   drawChart();
   renderLastReadings(rows);
@@ -425,17 +555,26 @@ function drawChart() {
   const colours = ["#1d1d1d", "#1565c0", "#6a6a6a"];
   const width = box.clientWidth - 16;
   const height = Math.max(220, Math.min(380, window.innerHeight - 420));
+  const shown = (i) => i === 0 || st.shown.has(st.fieldsShown[i]);
+  const bandSeries = st.bands.flatMap((b) => {
+    const f = st.fieldsShown[b.field - 1], colour = colours[(b.field - 1) % 3];
+    const edge = (what) => ({ label: `${f} ${what}`, stroke: colour + "55", width: 0.5, scale: f, show: shown(b.field - 1), spanGaps: false, points: { show: false } });
+    return [edge("max"), edge("min")];
+  });
   const opts = {
     width, height, plugins: [episodesPlugin()],
     scales: { x: { time: true, min: st.range[0], max: st.range[1] } },
-    series: [{}, ...st.fieldsShown.map((f, i) => ({ label: `${f} (${UNITS[f] || ""})`, stroke: colours[i % 3], width: 1.5, scale: f, show: i === 0 || st.shown.has(f), spanGaps: false, points: { show: st.data[0].length < 200 } }))],
+    series: [{}, ...st.fieldsShown.map((f, i) => ({ label: `${f} (${UNITS[f] || ""})`, stroke: colours[i % 3], width: 1.5, scale: f, show: shown(i), spanGaps: false, points: { show: st.data[0].length < 200 } })), ...bandSeries],
+    bands: st.bands.map((b) => ({ series: [b.hi, b.lo], fill: b.field === 1 ? "rgba(29,29,29,0.12)" : "rgba(21,101,192,0.12)" })),
     axes: [{}, ...st.fieldsShown.map((f, i) => ({ scale: f, side: i === 0 ? 3 : 1, label: UNITS[f] || f, grid: { show: i === 0 } }))],
     cursor: { drag: { x: true, y: false } },
     hooks: {
       setSeries: [(u, i) => {
-        if (i == null) return;
+        if (i == null || i > st.fieldsShown.length) return;
         const f = st.fieldsShown[i - 1];
         if (u.series[i].show) st.shown.add(f); else st.shown.delete(f);
+        // A field's band goes and comes with it.
+        for (const b of st.bands) if (b.field === i) for (const j of [b.hi, b.lo]) if (u.series[j].show !== u.series[i].show) u.setSeries(j, { show: u.series[i].show });
       }],
       setSelect: [(u) => {
         if (u.select.width < 5) return;
@@ -447,6 +586,7 @@ function drawChart() {
   };
   S.chart = new uPlot(opts, st.data, box);
   box.dataset.points = String(st.data[0].length);
+  box.dataset.bands = String(st.bands.length);
   S.chart.over.addEventListener("dblclick", () => { Object.assign(S.chartState, { start: null, end: null }); loadHistory(); });
 }
 function appendPoint(ts, fields) {
@@ -473,7 +613,7 @@ async function loadMachineAlerts() {
   const body = await api(`/api/v1/alerts?machine_id=${st.machine}&limit=50`);
   st.episodes = body.alerts;
   if (S.chart) S.chart.redraw();
-  $("#m-alerts").innerHTML = alertTable(body.alerts, true);
+  keepDraft(() => { $("#m-alerts").innerHTML = alertTable(body.alerts, true); });
 }
 
 function alertTable(alerts, compact) {
@@ -484,7 +624,7 @@ function alertTable(alerts, compact) {
       const m = S.machines.get(a.machine_id);
       const acked = a.acknowledged_at ? `acknowledged ${when(a.acknowledged_at)} by ${esc(a.acknowledged_by)}` : "";
       const who = a.state === "cleared" ? [acked, `cleared ${when(a.cleared_at)} by ${esc(a.cleared_by)}`].filter(Boolean).join("; ") : acked || "ACTIVE";
-      const acts = a.state === "cleared" || !canAck ? "" : `${a.state === "active" ? `<button class="act" data-ack="${a.id}">Acknowledge</button> ` : ""}<button class="act" data-clear="${a.id}">Clear</button>`;
+      const acts = a.state === "cleared" || !canAck ? "" : `${a.state === "active" ? ackControl(a.id) + " " : ""}<button class="act" data-clear="${a.id}">Clear</button>`;
       const value = a.kind === "offline" ? `silent ${fmt(a.value)} s` : `${fmt(a.value)} ${esc(UNITS[a.field] || "")} ${esc(a.comparison || "")} ${fmt(a.threshold)}`;
       return `<tr class="${a.state}" data-alert="${a.id}"><td><span class="badge ${esc(a.severity)}">${esc(a.severity)}</span></td>
         ${compact ? "" : `<td><a href="#/machine/${esc(a.machine_id)}">${esc(m ? m.name : a.machine_id)}</a></td>`}
@@ -496,7 +636,7 @@ document.addEventListener("click", async (ev) => {
   if (!inTable) return;
   const ack = ev.target.closest("[data-ack]"), clr = ev.target.closest("[data-clear]");
   try {
-    if (ack) await acknowledge(Number(ack.dataset.ack));
+    if (ack) openAckForm(Number(ack.dataset.ack));
     if (clr) await clearAlert(Number(clr.dataset.clear));
   } catch (e) { banner("lost", e.message); }
 });
@@ -504,7 +644,7 @@ document.addEventListener("click", async (ev) => {
 async function renderAlerts() {
   setView("alerts");
   const open = [...S.alerts.values()].sort((a, b) => (a.state === "active" ? 0 : 1) - (b.state === "active" ? 0 : 1) || SEV_RANK[a.severity] - SEV_RANK[b.severity] || Date.parse(b.raised_at) - Date.parse(a.raised_at));
-  $("#main").innerHTML = `<h1>Alerts</h1><h2>Open (${open.length})</h2><div id="open-alerts">${alertTable(open, false)}</div><h2>History</h2><div id="alert-history">loading…</div>`;
+  keepDraft(() => { $("#main").innerHTML = `<h1>Alerts</h1><h2>Open (${open.length})</h2><div id="open-alerts">${alertTable(open, false)}</div><h2>History</h2><div id="alert-history">loading…</div>`; });
   const body = await api("/api/v1/alerts?state=cleared&limit=50");
   if (S.view === "alerts") $("#alert-history").innerHTML = alertTable(body.alerts, false);
 }
@@ -538,7 +678,7 @@ async function renderSettings() {
       <input name="threshold" type="number" step="any" placeholder="threshold" required><input name="clear_threshold" type="number" step="any" placeholder="clear at">
       <input name="duration_s" type="number" min="0" placeholder="hold (s)"><select name="severity"><option>critical</option><option selected>major</option><option>minor</option><option>warning</option></select>
       <button class="act">Add rule</button><span class="error" id="rule-error"></span></form>` : ""}
-    ${mgmt ? `<h2>Configuration</h2><div id="config">loading…</div><h2>Audit log</h2><div id="audit">loading…</div>` : ""}`;
+    ${mgmt ? `<h2>Configuration</h2><div id="config">loading…</div><h2>Configuration changes</h2><div id="config-audit">loading…</div><h2>Audit log</h2><div id="audit">loading…</div>` : ""}`;
   const rules = (await api("/api/v1/alerts/rules")).rules;
   $("#rules").innerHTML = `<table><tr><th>name</th><th>condition</th><th>clear</th><th>hold</th><th>severity</th><th>scope</th><th>by</th></tr>${rules.map((r) => `<tr class="${r.enabled ? "" : "cleared"}"><td>${esc(r.name)}${r.managed_by ? ` <span class="muted">(from ${esc(r.managed_by)})</span>` : ""}</td>
     <td>${r.kind === "offline" ? `silent &gt; ${r.offline_after_s} s` : `${esc(r.field)} ${esc(r.comparison)} ${fmt(r.threshold)}`}</td><td>${fmt(r.clear_threshold)}</td><td>${r.duration_s} s</td>
@@ -553,9 +693,12 @@ async function renderSettings() {
     catch (err) { $("#rule-error").textContent = err.message; }
   });
   if (!mgmt) return;
-  const [config, audit] = await Promise.all([api("/api/v1/config"), api("/api/v1/audit?limit=30")]);
+  // The configuration's own changes apart: in a busy plant they would drown among the rest.
+  const [config, changes, audit] = await Promise.all([api("/api/v1/config"), api("/api/v1/audit?action=config.update&limit=10"), api("/api/v1/audit?limit=30")]);
   $("#config").innerHTML = `<table><tr><th>setting</th><th>value</th><th>changed</th><th>by</th></tr>${config.settings.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(JSON.stringify(s.value))}</td><td>${when(s.updated_at)}</td><td>${esc(s.updated_by)}</td></tr>`).join("")}</table>`;
-  $("#audit").innerHTML = `<table><tr><th>time</th><th>who</th><th>action</th><th>target</th><th>old → new</th></tr>${audit.entries.map((a) => `<tr><td>${when(a.time)}</td><td>${esc(a.username)} (${esc(a.role)})</td><td>${esc(a.action)}</td><td>${esc(a.target)}</td><td>${esc(JSON.stringify(a.old_value))} → ${esc(JSON.stringify(a.new_value))}</td></tr>`).join("")}</table>`;
+  const auditTable = (entries) => entries.length ? `<table><tr><th>time</th><th>who</th><th>action</th><th>target</th><th>old → new</th></tr>${entries.map((a) => `<tr><td>${when(a.time)}</td><td>${esc(a.username)} (${esc(a.role)})</td><td>${esc(a.action)}</td><td>${esc(a.target)}</td><td>${esc(JSON.stringify(a.old_value))} → ${esc(JSON.stringify(a.new_value))}</td></tr>`).join("")}</table>` : `<p class="muted">None yet.</p>`;
+  $("#config-audit").innerHTML = auditTable(changes.entries);
+  $("#audit").innerHTML = auditTable(audit.entries);
 }
 
 /* ---------- routing ---------- */
