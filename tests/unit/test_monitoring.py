@@ -7,33 +7,49 @@ the example bridge of a plant's own broker into Millrace's MQTT edge."""
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import importlib
 import json
+import os
 import pkgutil
 import re
 import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+import aio_pika
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 
 import services
 import shared
+from shared import edge as edge_queue
 from shared.edge import DEFAULT_TEMPLATE, EdgeSettings
 from shared.lineprotocol import MEASUREMENT
 from shared.mqtt_topics import TopicTemplate
 from shared.readings import BUILTIN_FIELDS
-from shared.settings import InfluxSettings
-from tests.unit.test_compose import CONTRACT_PORTS, EDGE_CONF, rabbitmq_conf, raw_compose
+from shared.settings import AmqpSettings, InfluxSettings
+from tests.unit.test_compose import (
+    CONTRACT_PORTS,
+    EDGE_CONF,
+    RABBITMQ_DIR,
+    rabbitmq_conf,
+    raw_compose,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "infra" / "prometheus"
@@ -630,3 +646,204 @@ def _wait_listening(port: int, proc: subprocess.Popen[str]) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"mosquitto never listened on {port}")
+
+
+# ------------------------------------------------------------------ the MQTT edge on RabbitMQ
+
+GATEWAY = ("gw-01", "s3cret-gw")
+
+
+class FakeAuth(BaseHTTPRequestHandler):
+    """auth's MQTT endpoints as RabbitMQ's HTTP backend calls them: one gateway, GATEWAY."""
+
+    calls: list[tuple[str, dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        size = int(self.headers.get("content-length") or 0)
+        fields = dict(parse_qsl(self.rfile.read(size).decode()))
+        self.calls.append((self.path, fields))
+        ok = fields.get("username") == GATEWAY[0]
+        if self.path.endswith("/user"):
+            ok = ok and fields.get("password") == GATEWAY[1]
+        body = b"allow" if ok else b"deny"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _wait_port(port: int, deadline: float, what: str) -> None:
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never listened on {port}")
+
+
+@pytest.fixture
+def edge_node(dev_tls: Path) -> Iterator[dict[str, Any]]:
+    """A scratch RabbitMQ node (not the pipeline's) on compose's enabled_plugins and edge
+    configuration, with ports, certificate paths and auth's address moved to loopback."""
+    server = shutil.which("rabbitmq-server") or shutil.which("rabbitmq-server", path="/usr/sbin")
+    ctl = shutil.which("rabbitmqctl") or shutil.which("rabbitmqctl", path="/usr/sbin")
+    if server is None or ctl is None:
+        pytest.skip("RabbitMQ is not installed")
+    if os.geteuid() != 0:
+        pytest.skip("RabbitMQ's wrapper runs nodes as user rabbitmq: needs root")
+    auth = ThreadingHTTPServer(("127.0.0.1", 0), FakeAuth)
+    FakeAuth.calls = []
+    threading.Thread(target=auth.serve_forever, daemon=True).start()
+    ports = {k: free_port() for k in ("amqp", "mqtt", "mqtts", "mgmt", "prom", "dist")}
+    # Readable by user rabbitmq (pytest's own tmp_path is root's alone).
+    home = Path(tempfile.mkdtemp(prefix="millrace-edge-node-", dir="/tmp"))
+    home.chmod(0o755)
+    shutil.copytree(dev_tls, home / "tls")
+    conf = EDGE_CONF.read_text()
+    for old, new in (
+        (
+            "mqtt.listeners.tcp.default = 1883",
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{ports['mqtt']}",
+        ),
+        (
+            "mqtt.listeners.ssl.default = 8883",
+            f"mqtt.listeners.ssl.default = 127.0.0.1:{ports['mqtts']}",
+        ),
+    ):
+        assert conf.count(old) == 1, old
+        conf = conf.replace(old, new)
+    conf = conf.replace("/etc/rabbitmq/tls/", f"{home}/tls/")
+    conf = conf.replace("http://auth:8003/", f"http://127.0.0.1:{auth.server_address[1]}/")
+    (home / "conf.d").mkdir()
+    (home / "conf.d" / EDGE_CONF.name).write_text(conf)
+    (home / "rabbitmq.conf").write_text(
+        f"listeners.tcp.default = 127.0.0.1:{ports['amqp']}\n"
+        f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {ports['mgmt']}\n"
+        f"prometheus.tcp.ip = 127.0.0.1\nprometheus.tcp.port = {ports['prom']}\n"
+    )
+    shutil.copy(RABBITMQ_DIR / "enabled_plugins", home / "enabled_plugins")
+    subprocess.run(["chown", "-R", "rabbitmq:", str(home)], check=True)
+    node = f"millrace-edge-test-{os.getpid()}@localhost"
+    env = {
+        **os.environ,
+        "RABBITMQ_NODENAME": node,
+        "RABBITMQ_NODE_PORT": str(ports["amqp"]),
+        "RABBITMQ_DIST_PORT": str(ports["dist"]),
+        "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq.conf"),
+        "RABBITMQ_CONFIG_FILES": str(home / "conf.d"),
+        "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(home / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+        "RABBITMQ_PID_FILE": str(home / "rabbitmq.pid"),
+    }
+    subprocess.run([server, "-detached"], env=env, check=True, timeout=60)
+    try:
+        deadline = time.monotonic() + 90
+        try:
+            for name in ("amqp", "mqtt", "mqtts"):
+                _wait_port(ports[name], deadline, f"the scratch node's {name} listener")
+        except AssertionError:
+            logs = "".join(p.read_text() for p in (home / "log").glob("*.log"))
+            raise AssertionError(logs[-4000:]) from None
+        yield {"ports": ports, "conf": rabbitmq_conf(conf), "home": home}
+    finally:
+        subprocess.run([ctl, "-n", node, "stop"], capture_output=True, timeout=120)
+        pid_file = home / "rabbitmq.pid"
+        if pid_file.exists():  # stop failed: end the node we started, by its pid
+            subprocess.run(["kill", pid_file.read_text().strip()], capture_output=True)
+        auth.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def _declare_edge(url: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await edge_queue.declare(channel, EdgeSettings(), AmqpSettings(url=url))
+
+
+async def _take_from_edge(url: str, deadline: float) -> aio_pika.abc.AbstractIncomingMessage:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(EdgeSettings().queue)
+        while time.monotonic() < deadline:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.1)
+    raise AssertionError("nothing reached the edge queue")
+
+
+def _mqtt_client(client_id: str, password: str, dev_tls: Path) -> mqtt.Client:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
+    )
+    client.username_pw_set(client_id, password)
+    client.tls_set(ca_certs=str(dev_tls / "ca.crt"))
+    return client
+
+
+def _connect(client: mqtt.Client, port: int, deadline: float) -> Any:
+    answers: list[Any] = []
+    client.on_connect = lambda c, u, flags, rc, props: answers.append(rc)
+    client.connect("localhost", port)
+    client.loop_start()
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert answers, "no CONNACK"
+    return answers[0]
+
+
+def test_rabbitmq_serves_the_edge_over_tls_with_compose_configuration(
+    edge_node: dict[str, Any], dev_tls: Path
+) -> None:
+    """On a real RabbitMQ node with compose's plugins and edge configuration: a gateway signs in
+    over TLS with its client id and secret (RabbitMQ asks auth at the configured paths), its
+    QoS 1 publish is acknowledged and lands in the edge queue; a wrong secret is refused; plain
+    MQTT on the TLS port gets no CONNACK."""
+    ports, conf = edge_node["ports"], edge_node["conf"]
+    url = f"amqp://guest:guest@127.0.0.1:{ports['amqp']}/"
+    asyncio.run(_declare_edge(url))
+    deadline = time.monotonic() + 30
+    machine = str(uuid.uuid4())
+    topic = TopicTemplate(DEFAULT_TEMPLATE).levels
+    topic_name = "/".join(topic).format(factory_id="F-01", machine_id=machine)
+    client = _mqtt_client(GATEWAY[0], GATEWAY[1], dev_tls)
+    try:
+        assert not _connect(client, ports["mqtts"], deadline).is_failure
+        info = client.publish(topic_name, b'{"readings": []}', qos=1)
+        info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+        assert info.is_published(), "no PUBACK from the edge"
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    message = asyncio.run(_take_from_edge(url, deadline))
+    assert message.routing_key == topic_name.replace("/", ".")
+    assert message.body == b'{"readings": []}'
+    paths = {path for path, _ in FakeAuth.calls}
+    configured = {
+        urlsplit(conf[k]).path for k in conf if k.startswith("auth_http.") and k.endswith("_path")
+    }
+    assert {"/api/v1/mqtt/auth/user", "/api/v1/mqtt/auth/topic"} <= paths <= configured
+    [user] = [f for path, f in FakeAuth.calls if path.endswith("/user")]
+    assert user["username"] == GATEWAY[0] and user.get("client_id") == GATEWAY[0]
+    # A wrong secret: refused at CONNECT.
+    intruder = _mqtt_client(GATEWAY[0], "wrong", dev_tls)
+    try:
+        assert _connect(intruder, ports["mqtts"], deadline).is_failure
+    finally:
+        intruder.loop_stop()
+        intruder.disconnect()
+    # Plain MQTT on the TLS port: no CONNACK (0x20), only a TLS alert or a closed socket.
+    connect = b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04test"
+    with socket.create_connection(("127.0.0.1", ports["mqtts"]), timeout=10) as raw:
+        raw.sendall(connect)
+        try:
+            answer = raw.recv(16)
+        except ConnectionResetError:
+            answer = b""
+    assert not answer.startswith(b"\x20"), answer
