@@ -2,8 +2,9 @@
 docker compose, checked offline: every metric a query names is one the services register (read
 from the code: every module of shared/ and services/ imported, the registry listed) or one
 RabbitMQ or Prometheus itself provides (infra/prometheus/external-metrics.txt). Where the real
-tool is installed (promtool, nginx, mosquitto, openssl) it checks the files too: Mosquitto runs
-the example bridge of a plant's own broker into Millrace's MQTT edge."""
+tool is installed (promtool, nginx, rabbitmq-server, mosquitto, openssl) it checks the files too:
+a scratch RabbitMQ node serves the MQTT edge on compose's configuration, and Mosquitto runs the
+example bridge of a plant's own broker into it."""
 
 from __future__ import annotations
 
