@@ -190,6 +190,22 @@ def test_what_on_call_must_know_at_3am_has_an_alert() -> None:
     assert jobs and set(jobs.group(1).split("|")) == set(CONTRACT_PORTS)
 
 
+def test_every_alert_has_its_line_in_the_runbook() -> None:
+    """docs/production.md's alert table (what to do when it fires) names every rule, no more."""
+    doc = (ROOT / "docs" / "production.md").read_text()
+    section = doc.split("\n## Monitoring and alerts\n", 1)[1].split("\n## ", 1)[0]
+    listed: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| Millrace"):
+            first = line.split("|")[1].strip()
+            # "MillraceRabbitMQMemoryAlarm / DiskAlarm": the second shares the first's prefix.
+            names = [n.strip() for n in first.split("/")]
+            prefix = re.match(r"Millrace[A-Z][a-z]+(?:MQ)?", names[0])
+            assert prefix, first
+            listed |= {n if n.startswith("Millrace") else prefix.group(0) + n for n in names}
+    assert listed == {r["alert"] for r in alert_rules()}
+
+
 def test_the_mqtt_edge_has_its_alerts() -> None:
     """No bridge on the edge queue, the queue nearly at its bound, the queue growing, gateways
     gone: each has a rule on the queue the settings name, and the bound is the deployed one."""
