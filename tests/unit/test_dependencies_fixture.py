@@ -13,6 +13,7 @@ import pytest
 from tests.dependencies import (
     TEST_DATABASE,
     TEST_REDIS_DB,
+    DependencyControl,
     docker_engine,
     environment_dependencies,
     select_dependencies,
@@ -87,3 +88,11 @@ def test_with_an_engine_testcontainers_starts_the_dependencies(
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{refused_port}")
     with pytest.raises(docker.errors.DockerException), ExitStack() as stack:
         select_dependencies(stack)
+
+
+@pytest.mark.usefixtures("environment")
+def test_only_a_local_redis_can_be_frozen() -> None:
+    """A local dependency is frozen by its process id, which only Redis tells its clients."""
+    control = DependencyControl(environment_dependencies())
+    with pytest.raises(ValueError, match="only redis"), control.frozen("postgres"):
+        pass
