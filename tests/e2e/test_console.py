@@ -159,7 +159,7 @@ def test_history_chart_draws_the_stored_points(
     tile = page.locator(f'.tile[data-machine="{mid}"]')
     # The tile's trend of the last hour: minute means (13 windows), from a mean of 60.5 °C to 64 °C.
     expect(tile.locator(".trend")).to_have_attribute("data-trend-points", "13")
-    expect(tile.locator(".trend")).to_contain_text("↑ rising +3.5 °C · 1 h")
+    expect(tile.locator(".trend")).to_contain_text("1 h ↑ rising +3.5 °C")
     expect(tile.locator(".trend")).to_have_attribute(
         "title", re.compile(r"^temperature, last hour")
     )
@@ -176,9 +176,11 @@ def test_history_chart_draws_the_stored_points(
     expect(page.locator("#chart")).to_have_attribute("data-points", "13")
     expect(page.locator("#chart")).to_have_attribute("data-bands", "1")
     expect(page.locator("#tier")).to_contain_text("band: min")
-    legend = page.locator("#chart .u-legend")
-    expect(legend).to_contain_text("temperature max")
-    expect(legend).to_contain_text("temperature min")
+    # The legend lists the band of the shown field only (pressure and speed start hidden).
+    legend = page.locator("#chart .u-legend .u-series")
+    expect(legend.filter(has_text="temperature max")).to_be_visible()
+    expect(legend.filter(has_text="temperature min")).to_be_visible()
+    expect(legend.filter(has_text="pressure max")).to_be_hidden()
 
 
 def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(

@@ -281,7 +281,7 @@ function tileHtml(m) {
   const ackedBy = !active && acked ? `<div class="acked">acknowledged by ${esc(acked.acknowledged_by)} · ${ago(Date.parse(acked.acknowledged_at))}${acked.ack_note ? ` — “${esc(acked.ack_note)}”` : ""}</div>` : "";
   return `<div class="tile${sev ? " sev-" + sev : ""}${stale && !sev ? " offline" : ""}" data-machine="${esc(m.id)}">
     <div class="name">${esc(m.name)}</div>
-    <div class="loc">${esc(m.location)} · ${esc(m.sensor_type)}${m.factory_id ? ` · <span class="factory">${esc(m.factory_id)}</span>` : ""}</div>
+    <div class="loc">${esc(m.location)}${m.factory_id ? ` · <span class="factory">${esc(m.factory_id)}</span>` : ""}</div>
     <div class="state">${words.join(" ")}</div>
     <div class="values">${values || '<span class="muted">no readings yet</span>'}</div>
     ${trendHtml(m)}
@@ -367,8 +367,8 @@ function trendHtml(m) {
   const arrow = Math.abs(delta) < 0.05 * (Math.abs(vs[0]) || 1) ? "→ steady" : delta > 0 ? "↑ rising" : "↓ falling";
   const unit = UNITS[t.field] || "";
   return `<div class="trend" data-trend-points="${pts.length}" title="${esc(t.field)}, last hour: ${fmt(lo)}–${fmt(hi)} ${esc(unit)}">
-    <svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" aria-hidden="true"><polyline points="${line}"/></svg>
-    <span class="trend-word">${arrow} ${delta >= 0 ? "+" : ""}${fmt(delta)} ${esc(unit)} · 1 h</span></div>`;
+    <span class="trend-span">1 h</span><svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" aria-hidden="true"><polyline points="${line}"/></svg>
+    <span class="trend-word">${arrow} ${delta >= 0 ? "+" : ""}${fmt(delta)} ${esc(unit)}</span></div>`;
 }
 
 function sortedMachines() {
@@ -575,6 +575,7 @@ function drawChart() {
         if (u.series[i].show) st.shown.add(f); else st.shown.delete(f);
         // A field's band goes and comes with it.
         for (const b of st.bands) if (b.field === i) for (const j of [b.hi, b.lo]) if (u.series[j].show !== u.series[i].show) u.setSeries(j, { show: u.series[i].show });
+        bandLegend(u);
       }],
       setSelect: [(u) => {
         if (u.select.width < 5) return;
@@ -587,7 +588,14 @@ function drawChart() {
   S.chart = new uPlot(opts, st.data, box);
   box.dataset.points = String(st.data[0].length);
   box.dataset.bands = String(st.bands.length);
+  bandLegend(S.chart);
   S.chart.over.addEventListener("dblclick", () => { Object.assign(S.chartState, { start: null, end: null }); loadHistory(); });
+}
+/* The legend lists a band's min and max (their values under the cursor) only while its field
+   is shown: a hidden field's band would be two more greyed rows to read past. */
+function bandLegend(u) {
+  const rows = u.root.querySelectorAll(".u-legend .u-series");
+  for (const b of S.chartState.bands) for (const j of [b.hi, b.lo]) if (rows[j]) rows[j].hidden = !u.series[b.field].show;
 }
 function appendPoint(ts, fields) {
   const st = S.chartState;
@@ -696,7 +704,7 @@ async function renderSettings() {
   // The configuration's own changes apart: in a busy plant they would drown among the rest.
   const [config, changes, audit] = await Promise.all([api("/api/v1/config"), api("/api/v1/audit?action=config.update&limit=10"), api("/api/v1/audit?limit=30")]);
   $("#config").innerHTML = `<table><tr><th>setting</th><th>value</th><th>changed</th><th>by</th></tr>${config.settings.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(JSON.stringify(s.value))}</td><td>${when(s.updated_at)}</td><td>${esc(s.updated_by)}</td></tr>`).join("")}</table>`;
-  const auditTable = (entries) => entries.length ? `<table><tr><th>time</th><th>who</th><th>action</th><th>target</th><th>old → new</th></tr>${entries.map((a) => `<tr><td>${when(a.time)}</td><td>${esc(a.username)} (${esc(a.role)})</td><td>${esc(a.action)}</td><td>${esc(a.target)}</td><td>${esc(JSON.stringify(a.old_value))} → ${esc(JSON.stringify(a.new_value))}</td></tr>`).join("")}</table>` : `<p class="muted">None yet.</p>`;
+  const auditTable = (entries) => entries.length ? `<table class="audit"><tr><th>time</th><th>who</th><th>action</th><th>target</th><th>old → new</th></tr>${entries.map((a) => `<tr><td>${when(a.time)}</td><td>${esc(a.username)} (${esc(a.role)})</td><td>${esc(a.action)}</td><td>${esc(a.target)}</td><td>${esc(JSON.stringify(a.old_value))} → ${esc(JSON.stringify(a.new_value))}</td></tr>`).join("")}</table>` : `<p class="muted">None yet.</p>`;
   $("#config-audit").innerHTML = auditTable(changes.entries);
   $("#audit").innerHTML = auditTable(audit.entries);
 }
