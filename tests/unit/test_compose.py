@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -295,6 +297,34 @@ def _settings(name: str) -> type[BaseSettings]:
 
 APP_SERVICES = sorted(CONTRACT_PORTS)
 WRITTEN = [n for n in APP_SERVICES if settings_class(n) is not None]
+
+
+# ------------------------------------------------------------------ the Compose specification
+
+
+def check_compose_spec(path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema (a dev dependency) against its vendored Compose specification schema:
+    offline, what `docker compose config` would refuse as malformed."""
+    tool = Path(sys.executable).with_name("check-jsonschema")
+    if not tool.exists():
+        pytest.skip("check-jsonschema is not installed (make install)")
+    return subprocess.run(
+        [str(tool), "--builtin-schema", "vendor.compose-spec", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    done = check_compose_spec(COMPOSE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_specification_check_rejects_a_misspelt_key(tmp_path: Path) -> None:
+    text = COMPOSE.read_text().replace("    healthcheck:\n", "    healthchek:\n", 1)
+    (tmp_path / "compose.yaml").write_text(text)
+    assert check_compose_spec(tmp_path / "compose.yaml").returncode != 0
 
 
 # ------------------------------------------------------------------ services and ports
