@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from services.alerter.evaluation import RuleEvaluation
 from services.alerter.notify import Notifier
-from services.alerter.rules import Action, Rule
+from services.alerter.rules import Action, Evaluator, Rule
 from services.alerter.settings import Settings
 from services.alerter.store import AlertStore
 from shared.db import create_pool, migrate
+from shared.machines import MachineCache, MachineRepository
 from shared.settings import PostgresSettings
 
 pytestmark = pytest.mark.integration
@@ -135,3 +137,49 @@ async def test_webhook_is_signed_retried_and_every_attempt_logged(
         )
         rows = await cur.fetchall()
     assert rows == [(1, False, 500), (2, False, 500), (3, True, 204)]
+
+
+async def test_alerts_record_the_machine_s_registered_factory(store: AlertStore) -> None:
+    """A reading claiming another factory is judged, and its alert recorded, under the factory
+    its machine is registered in."""
+    repo = MachineRepository(store.pool)
+    plant = f"plant-{uuid.uuid4().hex[:6]}"
+    machine = await repo.create("Oven", "Hall 1", "Temperature", "active", plant)
+    async with store.pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO alert_rules (name, field, comparison, threshold, severity, factory_id,"
+            " created_by) VALUES ('hot here', 'temperature', '>', 80, 'major', %s, 'test'),"
+            " ('hot elsewhere', 'temperature', '>', 80, 'major', 'elsewhere', 'test')"
+            " RETURNING id",
+            (plant,),
+        )
+        here, elsewhere = [str(r[0]) for r in await cur.fetchall()]
+    rules = [r for r in await store.rules() if r.id in (here, elsewhere)]
+    assert {r.factory_id for r in rules} == {plant, "elsewhere"}
+    evaluation = RuleEvaluation(
+        Settings(),
+        None,
+        store,
+        Evaluator(),
+        MachineCache(repo, None),  # type: ignore[arg-type]
+    )
+    evaluation.evaluator.set_rules(rules)
+    claimed = {
+        "machine_id": machine.id,
+        "factory_id": "elsewhere",  # what the sender said
+        "location": "Hall 1",
+        "ts": time.time_ns(),
+        "fields": {"temperature": 95.0},
+    }
+    unknown = {**claimed, "machine_id": str(uuid.uuid4())}
+    judged = await evaluation.registered([claimed, unknown])
+    assert {(r["machine_id"], r["factory_id"]) for r in judged} == {
+        (machine.id, plant),
+        (unknown["machine_id"], None),
+    }
+    actions = [a for r in judged for a in evaluation.evaluator.evaluate(r)]
+    assert [(a.rule.id, a.reading["machine_id"]) for a in actions] == [(here, machine.id)]
+    alert = await store.open(actions[0])
+    assert alert is not None and alert["factory_id"] == plant
+    swept = {m["machine_id"]: m for m in await store.machines()}
+    assert swept[machine.id]["factory_id"] == plant

@@ -105,3 +105,37 @@ def test_webhook_signature_is_hmac_sha256_of_the_body() -> None:
     body = b'{"event":"opened"}'
     expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
     assert signature(b"k", body) == "sha256=" + expected
+
+
+def test_a_rule_of_a_factory_watches_only_machines_registered_there() -> None:
+    ev = Evaluator()
+    ev.set_rules([_with(id="ra", factory_id="plant-a"), _with(id="rall")])
+    # The machine carries its registered factory (the alerter looks it up).
+    opened = ev.evaluate(reading(1, 90, "m1", factory_id="plant-a"))
+    assert sorted(a.rule.id for a in opened) == ["ra", "rall"]
+    elsewhere = ev.evaluate(reading(1, 90, "m2", factory_id="plant-b"))
+    assert [a.rule.id for a in elsewhere] == ["rall"]
+    unregistered = ev.evaluate(reading(1, 90, "m3", factory_id=None))  # type: ignore[arg-type]
+    assert [a.rule.id for a in unregistered] == ["rall"]
+    # Its scope still narrows it within the factory.
+    narrow = _with(id="rloc", factory_id="plant-a", scope_type="location", scope_value="Hall 2")
+    assert narrow.applies({"factory_id": "plant-a", "location": "Hall 2"})
+    assert not narrow.applies({"factory_id": "plant-a", "location": "Hall 3"})
+    assert not narrow.applies({"factory_id": "plant-b", "location": "Hall 2"})
+
+
+def test_offline_rules_of_a_factory() -> None:
+    rule = Rule(
+        id="off",
+        name="silent",
+        kind="offline",
+        severity="minor",
+        offline_after_s=60,
+        factory_id="plant-a",
+    )
+    machines = [
+        {"machine_id": "m1", "factory_id": "plant-a", "last_seen_ns": 0},
+        {"machine_id": "m2", "factory_id": "plant-b", "last_seen_ns": 0},
+    ]
+    actions = offline_actions([rule], machines, set(), 120 * S)
+    assert [(a.kind, a.reading["machine_id"]) for a in actions] == [("open", "m1")]
