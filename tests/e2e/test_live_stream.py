@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from shared.settings import MqttSettings
+from tests.e2e.factory_users import FactoryUsers
 from tests.e2e.pipeline import create_machine, iso
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import mosquitto_pub
@@ -97,3 +98,42 @@ def test_unknown_last_event_id_gets_a_gap(urls: dict[str, str], auth_headers: He
     with LiveReader(urls["query_api"], headers) as live:
         ev = live.wait_for(lambda e: e.type == "gap", 5)
         assert "history" in ev.data["reason"]
+
+
+def test_a_user_of_one_factory_streams_only_that_factory(
+    urls: dict[str, str], auth_headers: Headers
+) -> None:
+    users = FactoryUsers(urls["auth"])
+    tag = uuid.uuid4().hex[:6]
+    fa, fb = f"la-{tag}", f"lb-{tag}"
+    q = urls["query_api"]
+    admin = auth_headers("Supervisor")  # every factory
+    machines = {}
+    for factory in (fa, fb):
+        body = {"name": f"L-{tag}", "location": "Live hall", "sensor_type": "Temperature"}
+        resp = httpx.post(
+            f"{q}/api/v1/machines", json={**body, "factory_id": factory}, headers=admin
+        )
+        assert resp.status_code == 201, resp.text
+        machines[factory] = resp.json()["machine"]["id"]
+    of_a = users("Operator", fa)
+    stream = {**of_a, "Accept": "text/event-stream"}
+    refused = httpx.get(f"{q}/api/v1/live", params={"factory": fb}, headers=stream, timeout=5)
+    assert refused.status_code == 403 and fb in refused.json()["message"]
+    with LiveReader(q, of_a, {"types": "reading"}) as live:
+        assert live.status_code == 200
+        live.wait_for(lambda e: e.type == "hello", 5)
+        now = iso(datetime.now(UTC))
+        # One batch, B's machine first: had it not been filtered, its reading would come first.
+        batch = [
+            {"machine_id": machines[f], "readings": [{"timestamp": now, "temperature": 40.0}]}
+            for f in (fb, fa)
+        ]
+        resp = httpx.post(
+            f"{urls['ingest_gateway']}/api/v1/data/ingest",
+            json={"gateway_id": "GW-LIVE", "batch": batch},
+            headers=admin,
+        )
+        assert resp.status_code == 202, resp.text
+        ev = live.wait_for(lambda e: e.type == "reading", 5)
+        assert (ev.data["machine_id"], ev.data["factory_id"]) == (machines[fa], fa)
