@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,9 +28,11 @@ class StatusLink:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         s = settings
+        # Replicas may share MQTT_CLIENT_ID (compose --scale): two connections with one client id
+        # would disconnect each other forever, so the connection's id names the process too.
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.mqtt.client_id,
+            client_id=f"{s.mqtt.client_id}-{socket.gethostname()}-{os.getpid()}"[:120],
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
