@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from services.mqtt_bridge.link import Inbound
-from shared.mqtt_topics import TopicTemplate
 from services.mqtt_bridge.triage import classify, dead_letters, envelopes, resolve
 from shared.machines import Machine
 from shared.mqtt_payload import DeadReason
+from shared.mqtt_topics import TopicTemplate
 from shared.readings import ValidationContext
 from tools.simulator.payloads import FAULT_KINDS, fault, telemetry_topic
 
@@ -26,7 +26,7 @@ def machine(sensor_type: str = "Temperature") -> Machine:
 
 def message(topic: str | None, payload: bytes | dict[str, object], mid: int = 1) -> Inbound:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return Inbound(mid, 1, topic, body, generation=1)
+    return Inbound(mid, topic, body)
 
 
 # "Now" for these tests, so the fixed timestamps below never age out of the retention.
