@@ -53,6 +53,11 @@ def test_openapi_describes_every_route(auth_client: TestClient) -> None:
         ("/api/v1/auth/gateways", "get"),
         ("/api/v1/auth/gateways", "post"),
         ("/api/v1/auth/gateways/{gateway_id}/disable", "post"),
+        # The MQTT broker's HTTP authentication backend.
+        ("/api/v1/mqtt/auth/user", "post"),
+        ("/api/v1/mqtt/auth/vhost", "post"),
+        ("/api/v1/mqtt/auth/resource", "post"),
+        ("/api/v1/mqtt/auth/topic", "post"),
         ("/.well-known/jwks.json", "get"),
     ]
     assert sorted((p, m) for p, ops in paths.items() for m in ops) == sorted(expected)
