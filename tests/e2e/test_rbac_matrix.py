@@ -37,6 +37,12 @@ PUBLIC = {
     ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/token"),
     ("GET", "/.well-known/jwks.json"),
+    # RabbitMQ's HTTP auth backend asks these about MQTT clients (the client's own secret is
+    # the credential, checked by auth; no bearer token).
+    ("POST", "/api/v1/mqtt/auth/user"),
+    ("POST", "/api/v1/mqtt/auth/vhost"),
+    ("POST", "/api/v1/mqtt/auth/resource"),
+    ("POST", "/api/v1/mqtt/auth/topic"),
 }
 # What a role holding the permission may get for these requests (an empty body, a random id):
 # past authorization, and never a server error.
@@ -180,23 +186,25 @@ def _plant(urls: dict[str, str], admin: dict[str, str]) -> Plant:
     assert resp.status_code == 201, resp.text
     rule_a = resp.json()["rule"]
     assert rule_a["factory_id"] == a  # a machine's rule belongs to the machine's factory
-    # One reading of A's machine: the running alerter opens the rule's alert.
-    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    batch = {"machine_id": machine_a, "readings": [{"timestamp": at, "temperature": 20.0}]}
-    resp = httpx.post(
-        f"{urls['ingest_gateway']}/api/v1/data/ingest",
-        json={"gateway_id": "GW-SCOPE", "batch": [batch]},
-        headers=admin,
-        timeout=10,
-    )
-    assert resp.status_code == 202, resp.text
-    alerts = poll(
-        lambda: httpx.get(
+
+    # Readings of A's machine until the running alerter, once it has loaded the rule (within
+    # ALERTER_RULES_REFRESH_S), opens the rule's alert.
+    def alerts_after_a_reading() -> list[dict[str, Any]]:
+        at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        batch = {"machine_id": machine_a, "readings": [{"timestamp": at, "temperature": 20.0}]}
+        resp = httpx.post(
+            f"{urls['ingest_gateway']}/api/v1/data/ingest",
+            json={"gateway_id": "GW-SCOPE", "batch": [batch]},
+            headers=admin,
+            timeout=10,
+        )
+        assert resp.status_code == 202, resp.text
+        found = httpx.get(
             f"{q}/api/v1/alerts", params={"rule_id": rule_a["id"]}, headers=admin, timeout=10
-        ).json()["alerts"],
-        bool,
-        timeout=30,
-    )
+        )
+        return list(found.json()["alerts"])
+
+    alerts = poll(alerts_after_a_reading, bool, timeout=30)
     assert alerts[0]["factory_id"] == a  # recorded under the machine's registered factory
     return Plant(a, b, location, machine_a, machine_b, rule_a, int(alerts[0]["id"]))
 
