@@ -16,11 +16,10 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from shared.settings import MqttSettings
 from tests.browser_fixtures import browser, page  # noqa: F401  (fixtures)
 from tests.e2e.pipeline import create_user, poll
 from tests.e2e.test_pipeline import iso
-from tests.mqtt_fixtures import mosquitto_pub
+from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
 
 pytestmark = pytest.mark.e2e
 Headers = Callable[[str], dict[str, str]]
@@ -128,7 +127,7 @@ def test_http_and_mqtt_readings_appear_on_the_board_within_2_s(
         {"timestamp": iso(datetime.now(UTC)), "sensor_type": "Temperature", "speed": 1234}
     )
     sent = time.monotonic()
-    mosquitto_pub(MqttSettings(), f"factory/console/machine/{mid}/telemetry", [payload])
+    mosquitto_pub(service_mqtt(), f"factory/console/machine/{mid}/telemetry", [payload])
     expect(tile.locator('[data-field="speed"]')).to_have_text("1234 RPM", timeout=2_000)
     assert time.monotonic() - sent < 2
 

@@ -21,9 +21,9 @@ import orjson
 import pytest
 
 from shared.db import create_pool
-from shared.settings import MqttSettings, PostgresSettings
+from shared.settings import PostgresSettings
 from tests.e2e.pipeline import iso, poll, stored_history
-from tests.mqtt_fixtures import mosquitto_pub
+from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_unknown_machine_reading_is_replayed_once_the_machine_exists(
     machine = str(uuid.uuid4())
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
     payload = orjson.dumps({"timestamp": iso(at), "temperature": 81.25, "speed": 1300})
-    mosquitto_pub(MqttSettings(), f"factory/f1/machine/{machine}/telemetry", [payload])
+    mosquitto_pub(service_mqtt(), f"factory/f1/machine/{machine}/telemetry", [payload])
 
     def letters() -> dict[str, Any]:
         resp = httpx.get(

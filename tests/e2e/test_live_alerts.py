@@ -16,9 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from shared.settings import MqttSettings
 from tests.e2e.pipeline import create_machine, iso, poll, service_url
 from tests.live_client import LiveReader
+from tests.mqtt_fixtures import service_mqtt
 
 pytestmark = pytest.mark.e2e
 Headers = Callable[[str], dict[str, str]]
@@ -92,9 +92,13 @@ def make_rule(urls: dict[str, str], headers: Headers, machine: str, **over: Any)
 
 
 def retained(topic: str) -> dict[str, Any] | None:
-    m = MqttSettings()
+    m = service_mqtt()  # the edge speaks MQTT 3.1.1 and wants a user and a client id
+    cmd = ["mosquitto_sub", "-h", m.host, "-p", str(m.port), "-t", topic, "-C", "1", "-W", "3"]
+    cmd += ["-V", "mqttv311", "-i", f"{m.username or 'sub'}-{uuid.uuid4().hex[:8]}"]
+    if m.username:
+        cmd += ["-u", m.username, *(["-P", m.password.get_secret_value()] if m.password else [])]
     out = subprocess.run(
-        ["mosquitto_sub", "-h", m.host, "-p", str(m.port), "-t", topic, "-C", "1", "-W", "3"],
+        cmd,
         capture_output=True,
         timeout=10,
         check=False,

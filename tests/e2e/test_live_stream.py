@@ -11,11 +11,10 @@ import httpx
 import orjson
 import pytest
 
-from shared.settings import MqttSettings
 from tests.e2e.factory_users import FactoryUsers
 from tests.e2e.pipeline import create_machine, iso
 from tests.live_client import LiveReader
-from tests.mqtt_fixtures import mosquitto_pub
+from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
 
 pytestmark = pytest.mark.e2e
 Headers = Callable[[str], dict[str, str]]
@@ -70,7 +69,7 @@ def test_http_and_mqtt_readings_reach_a_filtered_stream_within_2_s(
             {"timestamp": iso(datetime.now(UTC)), "sensor_type": "Temperature", "speed": 1234}
         )
         sent = time.monotonic()
-        mosquitto_pub(MqttSettings(), f"factory/{factory}/machine/{watched}/telemetry", [payload])
+        mosquitto_pub(service_mqtt(), f"factory/{factory}/machine/{watched}/telemetry", [payload])
         ev = live.wait_for(lambda e: e.type == "reading" and e.data["source"] == "mqtt", 2)
         assert time.monotonic() - sent < 2
         assert ev.data["fields"] == {"speed": 1234.0}

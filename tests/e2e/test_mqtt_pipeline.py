@@ -1,7 +1,11 @@
-"""MQTT gateways → bridge → RabbitMQ → writer → InfluxDB → query API, with the running pipeline.
+"""MQTT gateways → edge → bridge → RabbitMQ → writer → InfluxDB → query API, with the running
+pipeline.
 
-The first test goes through the bridge of ``make up``. The crash test runs a bridge of its own
-(own client id, own topic prefix, the real topology and registry) so that it can SIGKILL it.
+The first test publishes to the edge as a Millrace service (the broker user of ``AMQP_URL``) and
+goes through the bridge of ``make up``; the simulator test signs in as a registered gateway. The
+crash test runs a bridge of its own (own client id, own topic prefix and edge queue, the real
+topology and registry) so that it can SIGKILL it. What gateways may publish is
+tests/e2e/test_mqtt_edge.py.
 """
 
 from __future__ import annotations
@@ -10,19 +14,29 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aio_pika
 import httpx
 import orjson
 import pytest
 
 from services.mqtt_bridge.settings import Settings
+from shared.edge import EdgeSettings
 from shared.settings import MqttSettings
-from tests.e2e.pipeline import create_machine, history, iso, poll
-from tests.mqtt_fixtures import ROOT, BridgeProcess, MqttScope, mosquitto_pub, wait_until
+from tests.e2e.pipeline import create_machine, history, iso, poll, stored_history
+from tests.logscan import remember
+from tests.mqtt_fixtures import (
+    ROOT,
+    BridgeProcess,
+    MqttScope,
+    mosquitto_pub,
+    service_mqtt,
+    wait_until,
+)
 from tools.simulator import (
     ClientCredentials,
     Config,
@@ -59,7 +73,7 @@ def test_mosquitto_pub_reading_is_served_by_the_query_api(
         {"timestamp": iso(at), "sensor_type": "Temperature", "temperature": 72.5, "speed": 1450}
     )
     topic = f"factory/{factory}/machine/{machine}/telemetry"
-    mosquitto_pub(MqttSettings(), topic, [payload])
+    mosquitto_pub(service_mqtt(), topic, [payload])
 
     result = poll(
         lambda: history(urls, auth_headers, machine, at),
@@ -94,8 +108,27 @@ def writers_total(name: str) -> float:
     return total
 
 
+@pytest.fixture
+async def own_edge(mqtt_scope: MqttScope) -> AsyncIterator[Settings]:
+    """Bridge settings with an edge queue of the test's own on the real topology (so the
+    writers of ``make up`` store what it bridges); the queue is deleted afterwards."""
+    settings = Settings(
+        mqtt=mqtt_scope.mqtt,
+        edge=EdgeSettings(
+            queue=f"{mqtt_scope.prefix}.mqtt.telemetry", topic_template=mqtt_scope.template
+        ),
+    )
+    yield settings
+    async with await aio_pika.connect(settings.amqp.url.get_secret_value()) as conn:
+        await (await conn.channel()).queue_delete(settings.edge.queue)
+
+
 def test_bridge_sigkilled_mid_stream_loses_nothing_and_stores_each_reading_once(
-    mqtt_scope: MqttScope, urls: dict[str, str], auth_headers: Headers, tmp_path: Path
+    own_edge: Settings,
+    mqtt_scope: MqttScope,
+    urls: dict[str, str],
+    auth_headers: Headers,
+    tmp_path: Path,
 ) -> None:
     """The bridge is killed while messages are in flight; the ones it had not acknowledged come
     again after the restart. InfluxDB would overwrite a repeated point with itself, so the
@@ -103,8 +136,7 @@ def test_bridge_sigkilled_mid_stream_loses_nothing_and_stores_each_reading_once(
     (identical: a harmless re-delivery; different values: a conflict, which must not happen)."""
     inflight = 50
     bridge = BridgeProcess(
-        Settings(mqtt=mqtt_scope.mqtt, topic_template=mqtt_scope.template, max_inflight=inflight),
-        tmp_path / "b.log",
+        own_edge.model_copy(update={"max_inflight": inflight}), tmp_path / "b.log"
     )
     machine = create_machine(urls, auth_headers, "Press shop, Line 5")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
@@ -151,8 +183,9 @@ def test_bridge_sigkilled_mid_stream_loses_nothing_and_stores_each_reading_once(
     assert duplicates - before[0] <= inflight, duplicates - before[0]
 
 
-def create_gateway() -> tuple[str, str]:
-    """Gateway credentials through the admin CLI, printed once, as an operator gets them."""
+def create_gateway() -> tuple[str, str, str]:
+    """(client id, secret, factory) of a gateway made through the admin CLI, printed once, as an
+    operator gets them."""
     result = subprocess.run(
         [
             sys.executable,
@@ -167,19 +200,23 @@ def create_gateway() -> tuple[str, str]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    fields = dict(
-        line.split(":", 1) for line in result.stdout.splitlines() if line.startswith("client_")
-    )
-    return fields["client_id"].strip(), fields["client_secret"].strip()
+    fields = {
+        name: value.strip()
+        for name, value in (
+            line.split(":", 1) for line in result.stdout.splitlines() if ":" in line
+        )
+    }
+    return fields["client_id"], remember(fields["client_secret"]), fields["factory"]
 
 
 def test_simulated_gateways_over_mqtt_and_http_reach_the_query_api(
     running_bridge: str, urls: dict[str, str], auth_headers: Headers
 ) -> None:
+    """One gateway, both doors: over MQTT it signs in to the edge with the client id and secret
+    it exchanges for tokens over HTTP."""
     machines = [create_machine(urls, auth_headers, "Paint shop") for _ in range(2)]
-    factory = f"e2e-sim-{uuid.uuid4().hex[:6]}"
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=15)
-    client_id, secret = create_gateway()
+    client_id, secret, factory = create_gateway()  # the factory the machines were created in
     mqtt = MqttSettings()
     config = Config(
         [SimMachine(m, factory) for m in machines],
@@ -189,7 +226,9 @@ def test_simulated_gateways_over_mqtt_and_http_reach_the_query_api(
         readings_per_message=5,
         start_us=int(start.timestamp() * 1_000_000),
     )
-    with MqttPublisher(mqtt.host, mqtt.port) as gateway:
+    with MqttPublisher(
+        mqtt.host, mqtt.port, client_id=f"{client_id}-sim", username=client_id, password=secret
+    ) as gateway:
         http = HttpPublisher(
             urls["ingest_gateway"], credentials=ClientCredentials(urls["auth"], client_id, secret)
         )
@@ -200,8 +239,4 @@ def test_simulated_gateways_over_mqtt_and_http_reach_the_query_api(
     assert stats.readings == 40
     assert stats.http_statuses == {202: 4}
     for machine in machines:
-        poll(
-            lambda m=machine: history(urls, auth_headers, m, start),
-            lambda r: r.status_code == 200 and r.json()["pagination"]["total_records"] == 20,
-            timeout=30,
-        )
+        stored_history(urls, auth_headers, machine, start, records=20)
