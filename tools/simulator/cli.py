@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(args.verbose)
     try:
         report = asyncio.run(_run(args))
-    except AuthRequired as e:
+    except (AuthRequired, ConnectionError) as e:
         log.error("%s", e)
         sys.exit(2)
     except KeyboardInterrupt:
