@@ -216,26 +216,49 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["REDIS_URL"] = with_path(RedisSettings().url.get_secret_value(), str(TEST_REDIS_DB))
 
 
+# The PostgreSQL advisory lock that integration runs on the same test stores share: each run
+# holds it shared for as long as it lasts; emptying the stores needs it alone.
+STORES_IN_USE = 0x6D696C6C  # "mill"
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _fresh_test_stores(request: pytest.FixtureRequest) -> None:
+def _fresh_test_stores(request: pytest.FixtureRequest) -> Iterator[None]:
     """A run with integration tests starts from an empty test database and test Redis database
-    (they hold nothing but what earlier runs left). Runs without them touch neither, so unit
-    tests run beside a locked integration run cannot pull its data away."""
+    (they hold nothing but what earlier runs left), unless another run is using them at the
+    time: then both keep what is there, so neither pulls the other's data away. Runs without
+    integration tests touch neither."""
     if not any(item.get_closest_marker("integration") for item in request.session.items):
+        yield
         return
     import psycopg
-    import redis
-    from psycopg import sql
 
     deps: Dependencies = request.getfixturevalue("dependencies")
     try:
-        with psycopg.connect(deps.postgres, connect_timeout=3, autocommit=True) as conn:
-            for table in TEST_TABLES:
-                if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() != (None,):
-                    conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+        conn = psycopg.connect(deps.postgres, connect_timeout=3, autocommit=True)
     except psycopg.OperationalError:
-        return  # not reachable: the tests that need it fail, saying so
-    client = redis.Redis.from_url(deps.redis, socket_timeout=3)
+        yield  # not reachable: the tests that need it fail, saying so
+        return
+    try:
+        alone = conn.execute("SELECT pg_try_advisory_lock(%s)", (STORES_IN_USE,)).fetchone()
+        if alone == (True,):
+            _empty_test_stores(conn, deps.redis)
+        # Shared from now on (taken before the exclusive one is let go: no run can slip in).
+        conn.execute("SELECT pg_advisory_lock_shared(%s)", (STORES_IN_USE,))
+        if alone == (True,):
+            conn.execute("SELECT pg_advisory_unlock(%s)", (STORES_IN_USE,))
+        yield  # the connection, and with it the shared lock, lasts until the run ends
+    finally:
+        conn.close()  # also after a PostgreSQL restart broke it
+
+
+def _empty_test_stores(conn: Any, redis_url: str) -> None:
+    import redis
+    from psycopg import sql
+
+    for table in TEST_TABLES:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() != (None,):
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+    client = redis.Redis.from_url(redis_url, socket_timeout=3)
     try:
         assert client.connection_pool.connection_kwargs.get("db") == TEST_REDIS_DB
         client.flushdb()
