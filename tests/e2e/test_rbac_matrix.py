@@ -20,6 +20,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -362,22 +363,20 @@ def test_role_factory_endpoint_matrix(
 ) -> None:
     admin = auth_headers("Management")  # every factory
     p = _plant(urls, admin)
-    callers = [
-        Caller(f"{role.value} of A", role, (p.a,), factory_users(role.value, p.a))
+    scopes: list[tuple[str, Role, tuple[str, ...] | None]] = [
+        (f"{role.value} of {name}", role, (factory,))
+        for name, factory in (("A", p.a), ("B", p.b))
         for role in (Role.OPERATOR, Role.SUPERVISOR, Role.MANAGEMENT)
     ]
-    callers += [
-        Caller(f"{role.value} of B", role, (p.b,), factory_users(role.value, p.b))
-        for role in (Role.OPERATOR, Role.SUPERVISOR, Role.MANAGEMENT)
+    scopes += [
+        ("Management of A and B", Role.MANAGEMENT, (p.a, p.b)),
+        ("Supervisor of every factory", Role.SUPERVISOR, None),
     ]
+    # Users are made through the admin CLI (a process and a password hash each): at once.
+    with ThreadPoolExecutor(len(scopes)) as pool:
+        made = pool.map(lambda sc: factory_users(sc[1].value, *(sc[2] or ())), scopes)
+        callers = [Caller(*sc, headers) for sc, headers in zip(scopes, made, strict=True)]
     callers += [
-        Caller(
-            "Management of A and B",
-            Role.MANAGEMENT,
-            (p.a, p.b),
-            factory_users("Management", p.a, p.b),
-        ),
-        Caller("Supervisor of every factory", Role.SUPERVISOR, None, factory_users("Supervisor")),
         Caller("Management of every factory", Role.MANAGEMENT, None, admin),
         Caller(
             "Gateway (default factory)",
