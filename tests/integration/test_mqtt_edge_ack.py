@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aio_pika
 import orjson
@@ -58,53 +59,58 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 """
 
 
-@pytest.fixture
-async def connection(bridge_settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(bridge_settings.amqp.url.get_secret_value())
-    async with conn:
-        yield conn
-
-
-async def publish(settings: Settings, scope: MqttScope, payloads: list[bytes]) -> None:
-    """Declare the test's edge queue (as a bridge would), then publish each payload over MQTT;
-    returns once the edge PUBACKed every one."""
-    async with await aio_pika.connect(settings.amqp.url.get_secret_value()) as conn:
-        await edge.declare(await conn.channel(), settings.edge, settings.amqp, settings.mqtt.topics)
-    topic = scope.topic("f-ack", "m-1")
-    await asyncio.to_thread(mosquitto_pub, settings.mqtt, topic, payloads)
-
-
-async def ready_in_queue(settings: Settings) -> int:
-    """Messages waiting in the edge queue, not delivered to anyone."""
-    async with await aio_pika.connect(settings.amqp.url.get_secret_value()) as conn:
-        channel = await conn.channel()
-        queue = await channel.declare_queue(settings.edge.queue, passive=True)
-        return queue.declaration_result.message_count or 0
-
-
 def payloads(n: int) -> list[bytes]:
     return [orjson.dumps({"n": i}) for i in range(n)]
 
 
-async def receive(
-    settings: Settings, connection: AbstractRobustConnection, count: int
-) -> tuple[EdgeLink, list[Inbound]]:
-    received: list[Inbound] = []
-    link = EdgeLink(settings, connection, received.append)
-    await link.start()
-    await async_wait_until(lambda: len(received) >= count, 15, f"{count} edge messages")
-    return link, received
+@dataclass
+class EdgeQueue:
+    """The test's edge queue: fill it over MQTT, consume it with edge links, count what waits."""
+
+    settings: Settings
+    scope: MqttScope
+    connection: AbstractRobustConnection
+
+    async def publish(self, n: int) -> list[bytes]:
+        """Declare the queue (as a bridge would), then publish ``n`` messages over MQTT; returns
+        their payloads once the edge PUBACKed every one."""
+        s = self.settings
+        async with await aio_pika.connect(s.amqp.url.get_secret_value()) as conn:
+            await edge.declare(await conn.channel(), s.edge, s.amqp, s.mqtt.topics)
+        sent = payloads(n)
+        await asyncio.to_thread(mosquitto_pub, s.mqtt, self.scope.topic("f-ack", "m-1"), sent)
+        return sent
+
+    async def receive(self, count: int) -> tuple[EdgeLink, list[Inbound]]:
+        """A new link (its own channel) once it holds ``count`` messages."""
+        received: list[Inbound] = []
+        link = EdgeLink(self.settings, self.connection, received.append)
+        await link.start()
+        await async_wait_until(lambda: len(received) >= count, 15, f"{count} edge messages")
+        return link, received
+
+    async def waiting(self) -> int:
+        """Messages in the queue not delivered to anyone."""
+        async with await aio_pika.connect(self.settings.amqp.url.get_secret_value()) as conn:
+            channel = await conn.channel()
+            queue = await channel.declare_queue(self.settings.edge.queue, passive=True)
+            return queue.declaration_result.message_count or 0
+
+
+@pytest.fixture
+async def edge_queue(
+    bridge_settings: Settings, edge_cleanup: None, mqtt_scope: MqttScope
+) -> AsyncIterator[EdgeQueue]:
+    conn = await aio_pika.connect_robust(bridge_settings.amqp.url.get_secret_value())
+    async with conn:
+        yield EdgeQueue(bridge_settings, mqtt_scope, conn)
 
 
 async def test_a_bridge_killed_mid_group_leaves_its_unacked_messages_to_be_redelivered(
-    bridge_settings: Settings,
-    edge_cleanup: None,
-    mqtt_scope: MqttScope,
-    connection: AbstractRobustConnection,
+    edge_queue: EdgeQueue,
 ) -> None:
     total, acked = 30, 12
-    sent = payloads(total)
-    await publish(bridge_settings, mqtt_scope, sent)
+    sent = await edge_queue.publish(total)
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -112,7 +118,7 @@ async def test_a_bridge_killed_mid_group_leaves_its_unacked_messages_to_be_redel
         str(total),
         str(acked),
         cwd=ROOT,
-        env=bridge_env(bridge_settings, 0),
+        env=bridge_env(edge_queue.settings, 0),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -127,44 +133,36 @@ async def test_a_bridge_killed_mid_group_leaves_its_unacked_messages_to_be_redel
             holder.kill()  # SIGKILL: no channel close, no cancel, nothing settled
         await holder.wait()
 
-    link, received = await receive(bridge_settings, connection, total - acked)
+    link, received = await edge_queue.receive(total - acked)
     await link.stop_consuming()  # a round trip: every delivery before it has arrived
     again = {m.payload.decode() for m in received}
     assert len(received) == total - acked
     assert again == {p.decode() for p in sent} - first_group
     assert await link.ack(received) == (total - acked, 0)
     await link.close()
-    assert await ready_in_queue(bridge_settings) == 0
+    assert await edge_queue.waiting() == 0
 
 
 async def test_messages_of_a_closed_channel_are_stale_and_delivered_again(
-    bridge_settings: Settings,
-    edge_cleanup: None,
-    mqtt_scope: MqttScope,
-    connection: AbstractRobustConnection,
+    edge_queue: EdgeQueue,
 ) -> None:
-    sent = payloads(5)
-    await publish(bridge_settings, mqtt_scope, sent)
-    old, first = await receive(bridge_settings, connection, 5)
+    sent = await edge_queue.publish(5)
+    old, first = await edge_queue.receive(5)
     await old.close()  # the channel is gone: the broker takes the five back
     assert await old.ack(first) == (0, 5)  # never acked on another channel
-    new, second = await receive(bridge_settings, connection, 5)
+    new, second = await edge_queue.receive(5)
     assert sorted(m.payload for m in second) == sorted(sent)
     assert await new.ack(second) == (5, 0)
     await new.stop_consuming()
     await new.close()
-    assert await ready_in_queue(bridge_settings) == 0
+    assert await edge_queue.waiting() == 0
 
 
 async def test_a_released_group_comes_back_and_an_acked_one_does_not(
-    bridge_settings: Settings,
-    edge_cleanup: None,
-    mqtt_scope: MqttScope,
-    connection: AbstractRobustConnection,
+    edge_queue: EdgeQueue,
 ) -> None:
-    sent = payloads(6)
-    await publish(bridge_settings, mqtt_scope, sent)
-    link, received = await receive(bridge_settings, connection, 6)
+    await edge_queue.publish(6)
+    link, received = await edge_queue.receive(6)
     assert await link.ack(received[:3]) == (3, 0)
     await link.release(received[3:])
     await async_wait_until(lambda: len(received) >= 9, 15, "the released group redelivered")
@@ -173,4 +171,4 @@ async def test_a_released_group_comes_back_and_an_acked_one_does_not(
     assert [m.payload for m in received[6:]] == [m.payload for m in received[3:6]]
     assert await link.ack(received[6:]) == (3, 0)
     await link.close()
-    assert await ready_in_queue(bridge_settings) == 0
+    assert await edge_queue.waiting() == 0
