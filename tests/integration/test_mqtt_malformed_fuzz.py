@@ -86,8 +86,13 @@ async def test_malformed_payloads_are_all_dead_lettered(
     client.loop_start()
     try:
         infos = [client.publish(topic, p, qos=1) for p in payloads]
-        await asyncio.to_thread(lambda: [info.wait_for_publish(30) for info in infos])
-        assert all(info.is_published() for info in infos)
+
+        def pubacked() -> bool:
+            for info in infos:
+                info.wait_for_publish(30)
+            return all(info.is_published() for info in infos)
+
+        assert await asyncio.to_thread(pubacked)
     finally:
         client.loop_stop()
         client.disconnect()
