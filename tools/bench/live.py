@@ -36,9 +36,10 @@ import orjson
 from shared.settings import PostgresSettings
 from tools.bench import http_phase
 from tools.bench.figures import Context, Figure
-from tools.bench.httpload import IngestBodies
+from tools.bench.httpload import IngestBodies, Job
 from tools.bench.memory import rss_mb
 from tools.bench.stack import instances, parent_map, tree, url
+from tools.bench.stored import writers_written
 from tools.bench.table import Row, ms, num
 from tools.common.auth import access_token, dev_password, login
 from tools.common.stats import percentile
@@ -50,7 +51,7 @@ log = logging.getLogger("tools.bench")
 CLIENTS = int(os.environ.get("BENCH_LIVE_CLIENTS", "500"))
 CLIENT_PROCESSES = 2
 PROBE_RATE = 10.0
-PROBE_SITE, ALERT_SITE = "bench-live", "bench-alert"
+WATCHED_FACTORY, ALERT_FACTORY = "bench-watched", "bench-alerting"
 LATENCY_TARGET_MS = 1000.0
 THROUGHPUT_TOLERANCE = 0.10
 ALERT_TARGET_MS = 2000.0
@@ -437,34 +438,65 @@ async def _wait_clients(http: httpx.AsyncClient, n: int, timeout_s: float) -> No
         await asyncio.sleep(0.25)  # the gauge has no notification
 
 
+async def stored_rate(ctx: Context, requests: int) -> float:
+    """Readings/s stored end to end, closed loop: from the first request to the writers'
+    counters showing every reading (readings carry their machine's registered factory, so the
+    writers' counters, not a factory's count in InfluxDB, say when they are all in)."""
+    a = ctx.args
+    bodies = IngestBodies(
+        ctx.machines, ctx.factory("t"), time.time_ns() // 1000 - 60_000_000, a.readings_per_machine
+    )
+    async with httpx.AsyncClient(timeout=5) as http:
+        baseline = await writers_written(http)
+        jobs = [
+            Job(
+                target=http_phase.target("ingest_gateway", ctx.token),
+                requests=requests // a.http_processes + (p < requests % a.http_processes),
+                stride=a.http_processes,
+                offset=p,
+                connections=a.http_connections,
+                start_at=time.time() + 0.5,
+                bodies=bodies,
+            )
+            for p in range(a.http_processes)
+        ]
+        outcomes = await http_phase.spread(ctx.pool, jobs)
+        statuses = http_phase.merge_statuses(outcomes)
+        if statuses.get(202, 0) != requests:
+            raise OSError(f"not every batch accepted: {statuses}")
+        started = min(o.started for o in outcomes)
+        expected = requests * len(ctx.machines) * a.readings_per_machine
+        deadline = time.monotonic() + 300
+        while (written := await writers_written(http) - baseline) < expected:
+            if time.monotonic() > deadline:
+                raise OSError(f"only {written} of {expected} readings stored in time")
+            await asyncio.sleep(0.1)  # the counters have no change notification
+        done_at = time.time()
+    ctx.note_backlog(started, done_at)
+    return expected / (done_at - started)
+
+
 async def measure(ctx: Context) -> dict[str, float]:
     """One run: throughput without clients, clients connected, half load with probe readings
     and alert episodes, throughput with clients; query_api's RSS throughout."""
     a = ctx.args
     machines = ctx.machines
-    probes = [m.id for m in await ensure_machines(PostgresSettings(), PROBE_SITE, 4)]
-    [alerting_machine] = [m.id for m in await ensure_machines(PostgresSettings(), ALERT_SITE, 1)]
-    watched = ctx.factory("w")
+    # Readings carry their machine's registered factory: the watched machines have one of
+    # their own (the load's machines do not), as has the alert probe.
+    watched_machines = await ensure_machines(PostgresSettings(), WATCHED_FACTORY, 4)
+    alert_machines = await ensure_machines(PostgresSettings(), ALERT_FACTORY, 1)
+    for m, factory in [(m, WATCHED_FACTORY) for m in watched_machines] + [
+        (alert_machines[0], ALERT_FACTORY)
+    ]:
+        if m.factory_id != factory:
+            raise RuntimeError(f"machine {m.name} is registered in {m.factory_id}, not {factory}")
+    probes = [m.id for m in watched_machines]
+    alert_machine = alert_machines[0].id
+    watched = WATCHED_FACTORY
     per_request = len(machines) * a.readings_per_machine
     requests = max(1000, a.http_requests // 2)
 
-    async def throughput(kind: str) -> float:
-        t = await http_phase.throughput(
-            ctx.pool,
-            ctx.token,
-            machines,
-            ctx.factory(kind),
-            requests,
-            a.http_processes,
-            a.http_connections,
-            a.readings_per_machine,
-        )
-        if t.stored < t.readings:
-            raise OSError(f"only {t.stored} of {t.readings} readings stored in time")
-        ctx.note_backlog(t.started, t.finished)
-        return t.stored_per_s
-
-    without = await throughput("n")
+    without = await stored_rate(ctx, requests)
     half_load = a.fresh_load or without / 2
     rss_idle = await asyncio.to_thread(query_api_rss)
     fleet = ClientFleet(ClientJob(url("query_api"), ctx.token, watched, CLIENTS), CLIENT_PROCESSES)
@@ -479,7 +511,7 @@ async def measure(ctx: Context) -> dict[str, float]:
             probing = asyncio.create_task(
                 probe_readings(ctx.token, watched, probes, PROBE_RATE, stop_probes)
             )
-            async with AlertProbe(ctx.token, ctx.factory("a"), alerting_machine) as alert:
+            async with AlertProbe(ctx.token, ALERT_FACTORY, alert_machine) as alert:
                 await alert.warm_up(http)
                 stop_alerts = asyncio.Event()
                 alerting = asyncio.create_task(alert_episodes(alert, stop_alerts))
@@ -502,7 +534,7 @@ async def measure(ctx: Context) -> dict[str, float]:
                 window = (begun, time.time())
                 stop_alerts.set()
                 alerts = await alerting
-            with_clients = await throughput("y")
+            with_clients = await stored_rate(ctx, requests)
             stop_probes.set()
             await probing
             connected_at_end = await live_clients(http)
