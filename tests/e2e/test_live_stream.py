@@ -111,13 +111,13 @@ def test_a_user_of_one_factory_streams_only_that_factory(
     for factory in (fa, fb):
         body = {"name": f"L-{tag}", "location": "Live hall", "sensor_type": "Temperature"}
         resp = httpx.post(
-            f"{q}/api/v1/machines", json={**body, "factory_id": factory}, headers=admin
+            f"{q}/api/v1/machines", json={**body, "factory_id": factory}, headers=admin, timeout=10
         )
         assert resp.status_code == 201, resp.text
         machines[factory] = resp.json()["machine"]["id"]
     of_a = users("Operator", fa)
     stream = {**of_a, "Accept": "text/event-stream"}
-    refused = httpx.get(f"{q}/api/v1/live", params={"factory": fb}, headers=stream, timeout=5)
+    refused = httpx.get(f"{q}/api/v1/live", params={"factory": fb}, headers=stream, timeout=10)
     assert refused.status_code == 403 and fb in refused.json()["message"]
     with LiveReader(q, of_a, {"types": "reading"}) as live:
         assert live.status_code == 200
@@ -132,6 +132,7 @@ def test_a_user_of_one_factory_streams_only_that_factory(
             f"{urls['ingest_gateway']}/api/v1/data/ingest",
             json={"gateway_id": "GW-LIVE", "batch": batch},
             headers=admin,
+            timeout=10,
         )
         assert resp.status_code == 202, resp.text
         ev = live.wait_for(lambda e: e.type == "reading", 5)
