@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.e2e.factory_users import FactoryUsers
 from tests.e2e.pipeline import create_machine, iso, poll, service_url
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import service_mqtt
@@ -262,3 +263,53 @@ def test_rule_permissions_and_validation(urls: dict[str, str], auth_headers: Hea
     assert httpx.delete(url, headers=auth_headers("Supervisor")).status_code == 403
     assert httpx.delete(url, headers=auth_headers("Management")).status_code == 204
     assert httpx.delete(url, headers=auth_headers("Management")).status_code == 404
+
+
+def test_a_user_of_one_factory_gets_only_its_factory_s_alerts(
+    alerter: str, urls: dict[str, str], auth_headers: Headers
+) -> None:
+    """Alerts of two factories raised by one batch (factory B's machine first): the stream of a
+    user of factory A carries A's alert, and B's never; the API hides B's alert from A's user."""
+    tag = uuid.uuid4().hex[:6]
+    q = urls["query_api"]
+    admin = auth_headers("Supervisor")  # every factory
+    machines: dict[str, str] = {}
+    rules: dict[str, str] = {}
+    for name in ("A", "B"):
+        factory = f"al{name.lower()}-{tag}"
+        body = {"name": f"Oven {name}", "location": "Alert hall", "sensor_type": "Temperature"}
+        resp = httpx.post(
+            f"{q}/api/v1/machines", json={**body, "factory_id": factory}, headers=admin, timeout=10
+        )
+        assert resp.status_code == 201, resp.text
+        machines[name] = resp.json()["machine"]["id"]
+        rule = make_rule(
+            urls, auth_headers, machines[name], threshold=-1000.0, clear_threshold=None
+        )
+        rules[name] = rule["id"]
+        assert alerts_of(urls, auth_headers, machines[name], rules[name]) == []
+    user_a = FactoryUsers(urls["auth"])("Operator", f"ala-{tag}")
+    with LiveReader(q, user_a, {"types": "alert"}) as live:
+        assert live.status_code == 200
+
+        def both_open() -> list[list[dict[str, Any]]]:
+            at = iso(datetime.now(UTC))
+            batch = [
+                {"machine_id": machines[n], "readings": [{"timestamp": at, "temperature": 20.0}]}
+                for n in ("B", "A")
+            ]
+            resp = httpx.post(
+                f"{urls['ingest_gateway']}/api/v1/data/ingest",
+                json={"gateway_id": "GW-ALERT", "batch": batch},
+                headers=admin,
+                timeout=10,
+            )
+            assert resp.status_code == 202, resp.text
+            return [alerts_of(urls, auth_headers, machines[n], rules[n]) for n in ("A", "B")]
+
+        open_a, open_b = poll(both_open, lambda found: all(found), timeout=30)
+        assert (open_a[0]["factory_id"], open_b[0]["factory_id"]) == (f"ala-{tag}", f"alb-{tag}")
+        event = live.wait_for(lambda e: e.type == "alert", 5)
+        assert event.data["machine_id"] == machines["A"], event.data
+    seen_by_a = httpx.get(f"{q}/api/v1/alerts/{open_b[0]['id']}", headers=user_a, timeout=10)
+    assert seen_by_a.status_code == 404
