@@ -48,12 +48,14 @@ def ready_url(name: str, default_port: int) -> str:
     return url
 
 
-def create_user(role: str) -> tuple[str, str]:
-    """A new user through the admin CLI, exactly as an operator would create one."""
+def create_user(role: str, factories: tuple[str, ...] = ()) -> tuple[str, str]:
+    """A new ``role`` user of ``factories`` (none: every factory) through the admin CLI, exactly
+    as an operator would create one."""
     username = f"e2e-{role.lower()}-{uuid.uuid4().hex[:8]}"
     password = remember(secrets.token_urlsafe(16))
+    scope = [arg for factory in factories for arg in ("--factory", factory)]
     result = subprocess.run(
-        [sys.executable, "-m", "services.auth", "create-user", username, "--role", role],
+        [sys.executable, "-m", "services.auth", "create-user", username, "--role", role, *scope],
         input=password + "\n",
         capture_output=True,
         text=True,
