@@ -287,12 +287,13 @@ class AlertTimes:
     failures: list[str] = field(default_factory=list)
 
 
-def supervisor_token() -> str:
-    """Alert rules are a Supervisor's: the development supervisor (``make up`` creates it)."""
-    password = dev_password("supervisor")
+def manager_token() -> str:
+    """The benchmark's alert rule is created and deleted again (deleting takes Management):
+    the development manager (``make up`` creates it)."""
+    password = dev_password("manager")
     if password is None:
         raise RuntimeError("no development users (.run/dev-users.txt): run `make up`")
-    resp = login(url("auth"), "supervisor", password, timeout=30)
+    resp = login(url("auth"), "manager", password, timeout=30)
     resp.raise_for_status()
     return access_token(resp)
 
@@ -309,7 +310,7 @@ class AlertProbe:
         self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> AlertProbe:
-        self.sup = await asyncio.to_thread(supervisor_token)
+        self.sup = await asyncio.to_thread(manager_token)
         async with httpx.AsyncClient(timeout=10) as client:
             resp = await client.post(
                 f"{url('query_api')}/api/v1/alerts/rules",
@@ -344,17 +345,19 @@ class AlertProbe:
         if self._writer is not None:
             self._writer.close()
         async with httpx.AsyncClient(timeout=10) as client:
-            # The rule goes; its last alert (if the run stopped mid-episode) is cleared by hand.
-            await client.delete(
-                f"{url('query_api')}/api/v1/alerts/rules/{self.rule_id}",
-                headers={"authorization": f"Bearer {self.sup}"},
-            )
+            # Its last alert (if the run stopped mid-episode) is cleared by hand; the rule goes.
             for a in await self._alerts(client, "open"):
                 await client.post(
                     f"{url('query_api')}/api/v1/alerts/{a['id']}/clear",
                     json={},
                     headers={"authorization": f"Bearer {self.sup}"},
                 )
+            resp = await client.delete(
+                f"{url('query_api')}/api/v1/alerts/rules/{self.rule_id}",
+                headers={"authorization": f"Bearer {self.sup}"},
+            )
+            if resp.status_code not in (200, 204):
+                log.warning("benchmark alert rule %s left: %s", self.rule_id, resp.text[:200])
 
     async def _alerts(self, client: httpx.AsyncClient, state: str) -> list[dict[str, object]]:
         resp = await client.get(
