@@ -77,7 +77,9 @@ class SeriesLines:
         return text
 
     def field_set(self, values: Mapping[str, float]) -> str:
-        """``k=v,...`` of float values; ``ValueError`` for none, or for a non-finite one."""
+        """``k=v,...`` of float values; ``ValueError`` for none, or for a non-finite one.
+        (Most of its time is ``repr`` of the floats: a format string per set of names measured
+        no faster.)"""
         if not values:
             raise ValueError("a point needs at least one field")
         escaped = self._fields
