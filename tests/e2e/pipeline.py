@@ -86,12 +86,14 @@ class Tokens:
 
     def __init__(self, auth_url: str) -> None:
         self.auth_url = auth_url
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[tuple[str, ...], _Session] = {}
 
-    def __call__(self, role: str) -> str:
-        session = self._sessions.get(role)
+    def __call__(self, role: str, *factories: str) -> str:
+        """A token of the run's ``role`` user of ``factories`` (none given: every factory)."""
+        key = (role, *sorted(factories))
+        session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[role] = _Session(*create_user(role))
+            session = self._sessions[key] = _Session(*create_user(role, key[1:]))
         if session.expires_at - time.monotonic() < FRESH_FOR_S:
             asked_at = time.monotonic()
             resp = httpx.post(

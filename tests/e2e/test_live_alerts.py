@@ -16,8 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.factory_users import FactoryUsers
-from tests.e2e.pipeline import create_machine, iso, poll, service_url
+from tests.e2e.pipeline import create_machine, iso, poll, ready_url
+from tests.e2e.test_live_stream import post_reading
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import service_mqtt
 
@@ -27,37 +27,13 @@ Headers = Callable[[str], dict[str, str]]
 
 @pytest.fixture(scope="module")
 def alerter() -> str:
-    url = service_url("alerter", 8006)
-    try:
-        ok = httpx.get(f"{url}/ready", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        ok = False
-    if not ok:
-        pytest.fail(f"alerter is not ready at {url}: run `make up` first")
-    return url
+    return ready_url("alerter", 8006)
 
 
 def send(
     urls: dict[str, str], headers: Headers, machine: str, temp: float, at: datetime | None = None
 ) -> None:
-    at = at or datetime.now(UTC)
-    resp = httpx.post(
-        f"{urls['ingest_gateway']}/api/v1/data/ingest",
-        json={
-            "gateway_id": "GW-ALERT",
-            "timestamp": iso(at),
-            "batch": [
-                {
-                    "machine_id": machine,
-                    "sensor_type": "Temperature",
-                    "location": "Alert hall",
-                    "readings": [{"timestamp": iso(at), "temperature": temp}],
-                }
-            ],
-        },
-        headers=headers("Operator"),
-    )
-    assert resp.status_code == 202, resp.text
+    post_reading(urls, headers, machine, temp, at, location="Alert hall")
 
 
 def alerts_of(
@@ -266,7 +242,7 @@ def test_rule_permissions_and_validation(urls: dict[str, str], auth_headers: Hea
 
 
 def test_a_user_of_one_factory_gets_only_its_factory_s_alerts(
-    alerter: str, urls: dict[str, str], auth_headers: Headers
+    alerter: str, urls: dict[str, str], auth_headers: Headers, token_for: Callable[..., str]
 ) -> None:
     """Alerts of two factories raised by one batch (factory B's machine first): the stream of a
     user of factory A carries A's alert, and B's never; the API hides B's alert from A's user."""
@@ -288,7 +264,7 @@ def test_a_user_of_one_factory_gets_only_its_factory_s_alerts(
         )
         rules[name] = rule["id"]
         assert alerts_of(urls, auth_headers, machines[name], rules[name]) == []
-    user_a = FactoryUsers(urls["auth"])("Operator", f"ala-{tag}")
+    user_a = {"Authorization": f"Bearer {token_for('Operator', f'ala-{tag}')}"}
     with LiveReader(q, user_a, {"types": "alert"}) as live:
         assert live.status_code == 200
 

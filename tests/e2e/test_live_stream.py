@@ -11,7 +11,6 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.factory_users import FactoryUsers
 from tests.e2e.pipeline import create_machine, iso
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
@@ -20,23 +19,27 @@ pytestmark = pytest.mark.e2e
 Headers = Callable[[str], dict[str, str]]
 
 
-def post_reading(urls: dict[str, str], auth_headers: Headers, machine: str, temp: float) -> None:
-    now = datetime.now(UTC)
+def post_reading(
+    urls: dict[str, str],
+    auth_headers: Headers,
+    machine: str,
+    temp: float,
+    at: datetime | None = None,
+    location: str = "Live hall",
+) -> None:
+    """One temperature reading of ``machine`` over HTTP, taken ``at`` (default now)."""
+    at = at or datetime.now(UTC)
+    batch = {
+        "machine_id": machine,
+        "sensor_type": "Temperature",
+        "location": location,
+        "readings": [{"timestamp": iso(at), "temperature": temp}],
+    }
     resp = httpx.post(
         f"{urls['ingest_gateway']}/api/v1/data/ingest",
-        json={
-            "gateway_id": "GW-LIVE",
-            "timestamp": iso(now),
-            "batch": [
-                {
-                    "machine_id": machine,
-                    "sensor_type": "Temperature",
-                    "location": "Live hall",
-                    "readings": [{"timestamp": iso(now), "temperature": temp}],
-                }
-            ],
-        },
+        json={"timestamp": iso(at), "batch": [batch]},
         headers=auth_headers("Operator"),
+        timeout=10,
     )
     assert resp.status_code == 202, resp.text
 
@@ -100,9 +103,8 @@ def test_unknown_last_event_id_gets_a_gap(urls: dict[str, str], auth_headers: He
 
 
 def test_a_user_of_one_factory_streams_only_that_factory(
-    urls: dict[str, str], auth_headers: Headers
+    urls: dict[str, str], auth_headers: Headers, token_for: Callable[..., str]
 ) -> None:
-    users = FactoryUsers(urls["auth"])
     tag = uuid.uuid4().hex[:6]
     fa, fb = f"la-{tag}", f"lb-{tag}"
     q = urls["query_api"]
@@ -115,7 +117,7 @@ def test_a_user_of_one_factory_streams_only_that_factory(
         )
         assert resp.status_code == 201, resp.text
         machines[factory] = resp.json()["machine"]["id"]
-    of_a = users("Operator", fa)
+    of_a = {"Authorization": f"Bearer {token_for('Operator', fa)}"}
     stream = {**of_a, "Accept": "text/event-stream"}
     refused = httpx.get(f"{q}/api/v1/live", params={"factory": fb}, headers=stream, timeout=10)
     assert refused.status_code == 403 and fb in refused.json()["message"]

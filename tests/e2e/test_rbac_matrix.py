@@ -29,7 +29,6 @@ import httpx
 import pytest
 
 from shared.auth.roles import PERMISSIONS, Role
-from tests.e2e.factory_users import FactoryUsers
 from tests.polling import poll
 
 pytestmark = pytest.mark.e2e
@@ -92,11 +91,6 @@ def gateway_token(urls: dict[str, str]) -> str:
     )
     assert resp.status_code == 200, resp.text
     return str(resp.json()["access_token"])
-
-
-@pytest.fixture(scope="module")
-def factory_users(urls: dict[str, str]) -> FactoryUsers:
-    return FactoryUsers(urls["auth"])
 
 
 def test_matrix(urls: dict[str, str], token_for: Callable[[str], str], gateway_token: str) -> None:
@@ -358,7 +352,7 @@ def _lists(c: Caller, p: Plant, q: str) -> list[str]:
 def test_role_factory_endpoint_matrix(
     urls: dict[str, str],
     auth_headers: Callable[[str], dict[str, str]],
-    factory_users: FactoryUsers,
+    token_for: Callable[..., str],
     gateway_token: str,
 ) -> None:
     admin = auth_headers("Management")  # every factory
@@ -374,8 +368,11 @@ def test_role_factory_endpoint_matrix(
     ]
     # Users are made through the admin CLI (a process and a password hash each): at once.
     with ThreadPoolExecutor(len(scopes)) as pool:
-        made = pool.map(lambda sc: factory_users(sc[1].value, *(sc[2] or ())), scopes)
-        callers = [Caller(*sc, headers) for sc, headers in zip(scopes, made, strict=True)]
+        made = pool.map(lambda sc: token_for(sc[1].value, *(sc[2] or ())), scopes)
+        callers = [
+            Caller(*sc, {"Authorization": f"Bearer {token}"})
+            for sc, token in zip(scopes, made, strict=True)
+        ]
     callers += [
         Caller("Management of every factory", Role.MANAGEMENT, None, admin),
         Caller(

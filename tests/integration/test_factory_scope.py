@@ -147,22 +147,29 @@ def test_history_summary_and_status_keep_to_the_scope(
     assert none.json()["machines"] == []
 
 
-def _alert(c: TestClient, machine: dict[str, Any], rule_id: str | None = None) -> int:
-    async def insert() -> int:
+def _one(c: TestClient, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The first row of ``sql``, run on the app's own PostgreSQL pool in its event loop."""
+
+    async def run() -> tuple[Any, ...]:
         async with c.app_state["pool"].connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO alerts (rule_id, rule_name, kind, severity, machine_id, factory_id,"
-                " location, field, comparison, threshold, value, started_at, raised_at)"
-                " VALUES (%s, 'r', 'threshold', 'major', %s, %s, %s, 'temperature', '>', 1, 2,"
-                " now(), now()) RETURNING id",
-                (rule_id, machine["id"], machine["factory_id"], machine["location"]),
-            )
+            cur = await conn.execute(sql, args)
             row = await cur.fetchone()
-            assert row is not None
-            return int(row[0])
+        assert row is not None
+        return tuple(row)
 
     assert c.portal is not None
-    return int(c.portal.call(insert))
+    return c.portal.call(run)
+
+
+def _alert(c: TestClient, machine: dict[str, Any]) -> int:
+    row = _one(
+        c,
+        "INSERT INTO alerts (rule_name, kind, severity, machine_id, factory_id, location,"
+        " field, comparison, threshold, value, started_at, raised_at) VALUES ('r', 'threshold',"
+        " 'major', %s, %s, %s, 'temperature', '>', 1, 2, now(), now()) RETURNING id",
+        (machine["id"], machine["factory_id"], machine["location"]),
+    )
+    return int(row[0])
 
 
 def test_alerts_of_another_factory_are_unknown(
@@ -271,20 +278,12 @@ def _letter(c: TestClient, reason: str, factory: str | None) -> int:
     )
     assert record.factory_id == factory
 
-    async def insert() -> int:
-        pool = c.app_state["pool"]
-        assert await store.insert(pool, record)
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, factory_id FROM dead_letters WHERE message_id = %s",
-                (record.message_id,),
-            )
-            row = await cur.fetchone()
-        assert row is not None and row[1] == factory
-        return int(row[0])
-
     assert c.portal is not None
-    return int(c.portal.call(insert))
+    assert c.portal.call(store.insert, c.app_state["pool"], record)
+    sql = "SELECT id, factory_id FROM dead_letters WHERE message_id = %s"
+    letter_id, stored_factory = _one(c, sql, (record.message_id,))
+    assert stored_factory == factory
+    return int(letter_id)
 
 
 def test_dead_letters_keep_to_the_scope(
