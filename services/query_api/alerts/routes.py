@@ -8,6 +8,7 @@ a factory of the caller (403 otherwise), or is a machine's rule and takes the ma
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
@@ -39,6 +40,8 @@ from shared.params import parse_query
 from shared.readings import field_errors
 from shared.schemas import page
 
+api_doc = partial(doc, tags=["alerts"])  # this module's OpenAPI tag
+
 MAX_BODY_BYTES = 16 * 1024
 
 
@@ -68,11 +71,10 @@ async def _announce(request: Request, event: str, alert: dict[str, Any]) -> None
     await alert_events.publish(state(request)["live"].exchange, event, alert)
 
 
-@doc(
+@api_doc(
     "Alerts, filtered (state, severity, machine, rule, time)",
     query=AlertParams,
     responses={200: AlertListOut},
-    tags=["alerts"],
 )
 @requires("read:alerts")
 async def list_alerts(request: Request) -> Response:
@@ -113,7 +115,7 @@ async def _alert(cur: Any, request: Request, alert_id: int, *, lock: bool = Fals
     return row
 
 
-@doc("One alert", responses={200: AlertEnvelope, 404: "No such alert"}, tags=["alerts"])
+@api_doc("One alert", responses={200: AlertEnvelope, 404: "No such alert"})
 @requires("read:alerts")
 async def get_alert(request: Request) -> Response:
     async with state(request)["pool"].connection() as conn:
@@ -148,33 +150,27 @@ async def _transition(request: Request, target: str) -> Response:
     return JSONResponse({"status": "success", "alert": alert})
 
 
-@doc(
+@api_doc(
     "Acknowledge an alert (who and when are recorded, with an optional note)",
     body=AlertActionIn,
     responses={200: AlertEnvelope, 404: "No such alert", 409: "Already acknowledged or cleared"},
-    tags=["alerts"],
 )
 @requires("ack:alerts")
 async def acknowledge(request: Request) -> Response:
     return await _transition(request, "acknowledged")
 
 
-@doc(
+@api_doc(
     "Clear an alert by hand (who and when are recorded, with an optional note)",
     body=AlertActionIn,
     responses={200: AlertEnvelope, 404: "No such alert", 409: "Already cleared"},
-    tags=["alerts"],
 )
 @requires("ack:alerts")
 async def clear(request: Request) -> Response:
     return await _transition(request, "cleared")
 
 
-@doc(
-    "Alert rules of your factories, and those of every factory",
-    responses={200: RuleListOut},
-    tags=["alerts"],
-)
+@api_doc("Alert rules of your factories, and those of every factory", responses={200: RuleListOut})
 @requires("read:alerts")
 async def list_rules(request: Request) -> Response:
     scope, args = queries.rule_scope(principal(request))
@@ -211,11 +207,10 @@ async def _rule_factory(cur: Any, caller: Principal, rule: RuleIn) -> str | None
     return factory
 
 
-@doc(
+@api_doc(
     "Create an alert rule (the alerter applies it within seconds)",
     body=RuleIn,
     responses={201: RuleEnvelope, 403: "The factory is outside your scope"},
-    tags=["alerts"],
 )
 @requires("write:alert_rules")
 async def create_rule(request: Request) -> Response:
@@ -275,11 +270,10 @@ async def _close_open_alerts(
     return [queries.alert_out(r) for r in await cur.fetchall()]
 
 
-@doc(
+@api_doc(
     "Replace an alert rule (a disabled rule's open alerts are cleared)",
     body=RuleIn,
     responses={200: RuleEnvelope, 404: "No such rule", 409: "Kept by a config setting"},
-    tags=["alerts"],
 )
 @requires("write:alert_rules")
 async def update_rule(request: Request) -> Response:
@@ -313,10 +307,9 @@ async def update_rule(request: Request) -> Response:
     return JSONResponse({"status": "success", "rule": queries.rule_out(row)})
 
 
-@doc(
+@api_doc(
     "Delete an alert rule (its open alerts are cleared; past alerts are kept)",
     responses={204: "Deleted", 404: "No such rule", 409: "Kept by a config setting"},
-    tags=["alerts"],
 )
 @requires("delete:alert_rules")
 async def delete_rule(request: Request) -> Response:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -49,6 +50,8 @@ from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.openapi import doc
 from shared.schemas import page
 from shared.timefmt import row_iso as _iso
+
+api_doc = partial(doc, tags=["config"])  # this module's OpenAPI tag
 
 SETTING_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
 MAX_BODY_BYTES = 64 * 1024
@@ -110,11 +113,8 @@ async def _json_body(request: Request) -> Any:
         raise ApiError(400, "Malformed JSON body") from e
 
 
-@doc(
-    "Runtime configuration",
-    query=ConfigParams,
-    responses={200: ConfigOut, 404: "No such setting"},
-    tags=["config"],
+@api_doc(
+    "Runtime configuration", query=ConfigParams, responses={200: ConfigOut, 404: "No such setting"}
 )
 @requires("read:config")
 async def get_config(request: Request) -> Response:
@@ -131,11 +131,10 @@ async def get_config(request: Request) -> Response:
     return JSONResponse({"status": "success", "settings": [_setting(r) for r in rows]})
 
 
-@doc(
+@api_doc(
     "Change one setting; the change is written to the audit log",
     body=ConfigUpdateIn,
     responses={200: ConfigUpdateOut},
-    tags=["config"],
 )
 @requires("write:config")
 async def update_config(request: Request) -> Response:
@@ -228,7 +227,7 @@ def _audit_filters(request: Request) -> tuple[int, int, list[str], list[Any]]:
     return limit, offset, where, values
 
 
-@doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut}, tags=["config"])
+@api_doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut})
 @requires("read:users")
 async def audit_log(request: Request) -> Response:
     require_every_factory(request.state.principal, "the audit log spans every factory")

@@ -5,6 +5,7 @@ runs the queries, answers are cached briefly, see ``history.HistoryCache``) and
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,14 +23,15 @@ from shared.openapi import doc
 from shared.params import parse_query
 from shared.schemas import page
 
+api_doc = partial(doc, tags=["data"])  # this module's OpenAPI tag
+
 MAX_SUMMARY_MACHINES = 500
 
 
-@doc(
+@api_doc(
     "Sensor history of one machine",
     query=HistoryParams,
     responses={200: HistoryOut, 404: "Unknown machine", 503: "InfluxDB unavailable"},
-    tags=["data"],
 )
 @requires("read:sensor_data")
 async def machine_history(request: Request) -> Response:
@@ -56,11 +58,10 @@ async def machine_history(request: Request) -> Response:
     return JSONResponse(body)
 
 
-@doc(
+@api_doc(
     "Per-machine aggregates over a location (machines of your factories)",
     query=SummaryParams,
     responses={200: SummaryOut},
-    tags=["data"],
 )
 @requires("read:sensor_data")
 async def summary(request: Request) -> Response:

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
@@ -77,6 +78,8 @@ from shared.readings import ValidationContext
 from shared.schemas import page
 from shared.timefmt import row_iso as _iso
 
+api_doc = partial(doc, tags=["dead letters"])  # this module's OpenAPI tag
+
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 256 * 1024
@@ -116,11 +119,10 @@ def _target(ids: list[int] | None, **selector: Any) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-@doc(
+@api_doc(
     "List dead letters, filtered, newest first",
     query=DeadLetterListParams,
     responses={200: DeadLetterListOut},
-    tags=["dead letters"],
 )
 @requires("read:config")
 async def list_dead_letters(request: Request) -> Response:
@@ -148,11 +150,7 @@ async def list_dead_letters(request: Request) -> Response:
     )
 
 
-@doc(
-    "Dead letters counted by reason and by source",
-    responses={200: DeadLetterStatsOut},
-    tags=["dead letters"],
-)
+@api_doc("Dead letters counted by reason and by source", responses={200: DeadLetterStatsOut})
 @requires("read:config")
 async def dead_letter_stats(request: Request) -> Response:
     scope = _scope(request)
@@ -173,14 +171,13 @@ async def dead_letter_stats(request: Request) -> Response:
     )
 
 
-@doc(
+@api_doc(
     "One dead letter with its readings and original payload",
     responses={
         200: DeadLetterEnvelope,
         400: "The id is not an integer",
         404: "No such dead letter",
     },
-    tags=["dead letters"],
 )
 @requires("read:config")
 async def get_dead_letter(request: Request) -> Response:
@@ -345,14 +342,13 @@ def _replay_answer(body: ReplayIn, run: _Replay) -> Response:
     return JSONResponse(payload)
 
 
-@doc(
+@api_doc(
     "Replay dead letters: validate again, publish to telemetry, mark replayed",
     body=ReplayIn,
     responses={
         200: ReplayOut,
         503: "Broker unavailable: letters not confirmed stay pending (results in the body)",
     },
-    tags=["dead letters"],
 )
 @requires("write:config")
 async def replay_dead_letters(request: Request) -> Response:
@@ -388,11 +384,10 @@ async def replay_dead_letters(request: Request) -> Response:
     return _replay_answer(body, run)
 
 
-@doc(
+@api_doc(
     "Delete dead letters (their readings are gone for good)",
     body=PurgeIn,
     responses={200: PurgeOut},
-    tags=["dead letters"],
 )
 @requires("delete:sensor_data")
 async def purge_dead_letters(request: Request) -> Response:

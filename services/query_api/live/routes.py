@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
@@ -32,6 +33,8 @@ from shared.auth.verify import Principal
 from shared.http import ApiError, requires
 from shared.machines import valid_uuid
 from shared.openapi import doc
+
+api_doc = partial(doc, tags=["live"])  # this module's OpenAPI tag
 
 
 class LiveParams(BaseModel):
@@ -87,7 +90,7 @@ def parse_filter(request: Request, principal: Principal) -> Filter:
     )
 
 
-@doc(
+@api_doc(
     "Live stream (server-sent events) of readings, online/offline changes and alerts",
     query=LiveParams,
     responses={
@@ -95,7 +98,6 @@ def parse_filter(request: Request, principal: Principal) -> Filter:
         406: "Accept does not include text/event-stream",
         503: "Too many live clients on this instance",
     },
-    tags=["live"],
 )
 @requires("read:sensor_data")
 async def live_stream(request: Request) -> Response:

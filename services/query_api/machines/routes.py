@@ -4,6 +4,8 @@ answers 404 as an unknown one; naming a factory outside the scope answers 403.""
 
 from __future__ import annotations
 
+from functools import partial
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,6 +27,8 @@ from shared.machines import Machine, MachineRepository
 from shared.openapi import doc
 from shared.params import parse_body, parse_query
 from shared.schemas import page
+
+api_doc = partial(doc, tags=["machines"])  # this module's OpenAPI tag
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_STATUS_MACHINES = 100_000
@@ -50,11 +54,8 @@ async def _own(request: Request, machine_id: str) -> Machine:
     return machine_or_404(principal(request), found.get(machine_id), machine_id)
 
 
-@doc(
-    "Live status of every machine of your factories",
-    query=StatusParams,
-    responses={200: StatusOut},
-    tags=["machines"],
+@api_doc(
+    "Live status of every machine of your factories", query=StatusParams, responses={200: StatusOut}
 )
 @requires("read:machines")
 async def machines_status(request: Request) -> Response:
@@ -63,11 +64,10 @@ async def machines_status(request: Request) -> Response:
     return JSONResponse(await status_answer(state(request), machines))
 
 
-@doc(
+@api_doc(
     "List the machines of your factories, filtered",
     query=MachineListParams,
     responses={200: MachineListOut},
-    tags=["machines"],
 )
 @requires("read:machines")
 async def list_machines(request: Request) -> Response:
@@ -82,11 +82,10 @@ async def list_machines(request: Request) -> Response:
     )
 
 
-@doc(
+@api_doc(
     "Register a machine in one of your factories",
     body=MachineIn,
     responses={201: MachineEnvelope, 403: "The factory is outside your scope"},
-    tags=["machines"],
 )
 @requires("write:machines")
 async def create_machine(request: Request) -> Response:
@@ -107,7 +106,7 @@ async def create_machine(request: Request) -> Response:
     )
 
 
-@doc("One machine", responses={200: MachineEnvelope, 404: "Unknown machine"}, tags=["machines"])
+@api_doc("One machine", responses={200: MachineEnvelope, 404: "Unknown machine"})
 @requires("read:machines")
 async def get_machine(request: Request) -> Response:
     mid = path_uuid(request, "machine_id")
@@ -115,11 +114,10 @@ async def get_machine(request: Request) -> Response:
     return JSONResponse({"status": "success", "machine": machine.as_dict()})
 
 
-@doc(
+@api_doc(
     "Change a machine (moving it names a factory of yours)",
     body=MachinePatch,
     responses={200: MachineEnvelope, 404: "Unknown machine"},
-    tags=["machines"],
 )
 @requires("write:machines")
 async def update_machine(request: Request) -> Response:
@@ -137,7 +135,7 @@ async def update_machine(request: Request) -> Response:
     )
 
 
-@doc("Delete a machine", responses={204: "Deleted", 404: "Unknown machine"}, tags=["machines"])
+@api_doc("Delete a machine", responses={204: "Deleted", 404: "Unknown machine"})
 @requires("delete:machines")
 async def delete_machine(request: Request) -> Response:
     mid = path_uuid(request, "machine_id")
