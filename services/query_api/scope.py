@@ -23,6 +23,9 @@ from shared.http import ApiError
 from shared.machines import Machine
 
 ALL_FACTORIES_NEEDED = "This needs a token of every factory"
+# How the OpenAPI documents name the two answers of the scope.
+UNKNOWN = "Unknown machine (or one of another factory)"
+OUTSIDE = "The factory named is outside your scope"
 
 
 def principal(request: Request) -> Principal:

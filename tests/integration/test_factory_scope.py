@@ -38,14 +38,21 @@ def machine_in(c: TestClient, factory: str, **over: str) -> dict[str, Any]:
     return new_machine(c, factory_id=factory, **over)
 
 
+def side_by_side(
+    c: TestClient, plant: dict[str, str]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A new location with a machine of factory A and one of factory B."""
+    location = f"Hall {uuid.uuid4().hex[:6]}"
+    a, b = (machine_in(c, plant[f], location=location) for f in ("A", "B"))
+    return location, a, b
+
+
 def test_machines_of_another_factory_are_unknown(
     client: TestClient,  # noqa: F811
     plant: dict[str, str],
 ) -> None:
     fa, fb = plant["A"], plant["B"]
-    location = f"Hall {uuid.uuid4().hex[:6]}"
-    a = machine_in(client, fa, location=location)
-    b = machine_in(client, fb, location=location)
+    location, a, b = side_by_side(client, plant)
     assert (a["factory_id"], b["factory_id"]) == (fa, fb)
     sup_a, sup_b = of("Supervisor", fa), of("Supervisor", fb)
 
@@ -109,9 +116,7 @@ def test_history_summary_and_status_keep_to_the_scope(
     plant: dict[str, str],
 ) -> None:
     fa, fb = plant["A"], plant["B"]
-    location = f"Hall {uuid.uuid4().hex[:6]}"
-    a = machine_in(client, fa, location=location)
-    b = machine_in(client, fb, location=location)
+    location, a, b = side_by_side(client, plant)
     op_a = of("Operator", fa)
     assert client.get(f"/api/v1/data/machine/{a['id']}", headers=op_a).status_code == 200
     resp = client.get(f"/api/v1/data/machine/{b['id']}", headers=op_a)

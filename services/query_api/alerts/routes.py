@@ -29,7 +29,7 @@ from services.query_api.alerts.schemas import (
     RuleListOut,
 )
 from services.query_api.params import path_uuid
-from services.query_api.scope import principal, require_every_factory, require_factory
+from services.query_api.scope import OUTSIDE, principal, require_every_factory, require_factory
 from services.query_api.state import state
 from shared import alert_events, audit
 from shared.auth.verify import Principal
@@ -207,11 +207,7 @@ async def _rule_factory(cur: Any, caller: Principal, rule: RuleIn) -> str | None
     return factory
 
 
-@api_doc(
-    "Create an alert rule (the alerter applies it within seconds)",
-    body=RuleIn,
-    responses={201: RuleEnvelope, 403: "The factory is outside your scope"},
-)
+@api_doc("Create an alert rule", body=RuleIn, responses={201: RuleEnvelope, 403: OUTSIDE})
 @requires("write:alert_rules")
 async def create_rule(request: Request) -> Response:
     rule: RuleIn = await _body(request, RuleIn)

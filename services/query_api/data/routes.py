@@ -15,7 +15,7 @@ from services.query_api import history
 from services.query_api.data.schemas import HistoryOut, SummaryOut
 from services.query_api.data.summary import SUMMARY_RANGE_S, SummaryQuery, summary_answer
 from services.query_api.params import HistoryParams, SummaryParams, parse_history, path_uuid
-from services.query_api.scope import machine_or_404, principal, require_factory
+from services.query_api.scope import UNKNOWN, machine_or_404, principal, require_factory
 from services.query_api.state import state
 from shared.http import JSONResponse, requires
 from shared.machines import MachineRepository
@@ -26,13 +26,10 @@ from shared.schemas import page
 api_doc = partial(doc, tags=["data"])  # this module's OpenAPI tag
 
 MAX_SUMMARY_MACHINES = 500
+HISTORY_ANSWERS = {200: HistoryOut, 404: UNKNOWN, 503: "InfluxDB unavailable"}
 
 
-@api_doc(
-    "Sensor history of one machine",
-    query=HistoryParams,
-    responses={200: HistoryOut, 404: "Unknown machine", 503: "InfluxDB unavailable"},
-)
+@api_doc("One machine's history", query=HistoryParams, responses=HISTORY_ANSWERS)
 @requires("read:sensor_data")
 async def machine_history(request: Request) -> Response:
     st = state(request)
@@ -58,11 +55,7 @@ async def machine_history(request: Request) -> Response:
     return JSONResponse(body)
 
 
-@api_doc(
-    "Per-machine aggregates over a location (machines of your factories)",
-    query=SummaryParams,
-    responses={200: SummaryOut},
-)
+@api_doc("Aggregates per machine of a location", query=SummaryParams, responses={200: SummaryOut})
 @requires("read:sensor_data")
 async def summary(request: Request) -> Response:
     st = state(request)

@@ -19,7 +19,7 @@ from services.query_api.machines.schemas import (
 )
 from services.query_api.machines.status import status_answer
 from services.query_api.params import MachineListParams, StatusParams, path_uuid
-from services.query_api.scope import machine_or_404, principal, require_factory
+from services.query_api.scope import OUTSIDE, UNKNOWN, machine_or_404, principal, require_factory
 from services.query_api.state import state
 from shared.db import persist
 from shared.http import JSONResponse, requires
@@ -54,9 +54,7 @@ async def _own(request: Request, machine_id: str) -> Machine:
     return machine_or_404(principal(request), found.get(machine_id), machine_id)
 
 
-@api_doc(
-    "Live status of every machine of your factories", query=StatusParams, responses={200: StatusOut}
-)
+@api_doc("Live status of your machines", query=StatusParams, responses={200: StatusOut})
 @requires("read:machines")
 async def machines_status(request: Request) -> Response:
     q = parse_query(StatusParams, request.query_params)
@@ -64,11 +62,7 @@ async def machines_status(request: Request) -> Response:
     return JSONResponse(await status_answer(state(request), machines))
 
 
-@api_doc(
-    "List the machines of your factories, filtered",
-    query=MachineListParams,
-    responses={200: MachineListOut},
-)
+@api_doc("Machines of your factories", query=MachineListParams, responses={200: MachineListOut})
 @requires("read:machines")
 async def list_machines(request: Request) -> Response:
     q = parse_query(MachineListParams, request.query_params)
@@ -82,11 +76,7 @@ async def list_machines(request: Request) -> Response:
     )
 
 
-@api_doc(
-    "Register a machine in one of your factories",
-    body=MachineIn,
-    responses={201: MachineEnvelope, 403: "The factory is outside your scope"},
-)
+@api_doc("Register a machine", body=MachineIn, responses={201: MachineEnvelope, 403: OUTSIDE})
 @requires("write:machines")
 async def create_machine(request: Request) -> Response:
     data = await parse_body(request, MachineIn, MAX_BODY_BYTES)
@@ -106,7 +96,7 @@ async def create_machine(request: Request) -> Response:
     )
 
 
-@api_doc("One machine", responses={200: MachineEnvelope, 404: "Unknown machine"})
+@api_doc("One machine", responses={200: MachineEnvelope, 404: UNKNOWN})
 @requires("read:machines")
 async def get_machine(request: Request) -> Response:
     mid = path_uuid(request, "machine_id")
@@ -115,9 +105,7 @@ async def get_machine(request: Request) -> Response:
 
 
 @api_doc(
-    "Change a machine (moving it names a factory of yours)",
-    body=MachinePatch,
-    responses={200: MachineEnvelope, 404: "Unknown machine"},
+    "Change or move a machine", body=MachinePatch, responses={200: MachineEnvelope, 404: UNKNOWN}
 )
 @requires("write:machines")
 async def update_machine(request: Request) -> Response:
@@ -135,7 +123,7 @@ async def update_machine(request: Request) -> Response:
     )
 
 
-@api_doc("Delete a machine", responses={204: "Deleted", 404: "Unknown machine"})
+@api_doc("Delete a machine", responses={204: "Deleted", 404: UNKNOWN})
 @requires("delete:machines")
 async def delete_machine(request: Request) -> Response:
     mid = path_uuid(request, "machine_id")
