@@ -344,3 +344,25 @@ def test_ready_answers_503_naming_the_dependency_that_does_not_answer(
         assert resp.status_code == 503, resp.text
         checks = resp.json()["checks"]
         assert checks["influxdb"] is False and checks["postgres"] is True
+
+
+def test_alert_list_parameters_are_checked_by_their_model(client: TestClient) -> None:
+    bad = {
+        "state": "nope",
+        "severity": "major,loud",
+        "machine_id": "x",
+        "since": "yesterday",
+        "until": "2025-12-13T10:00:00",
+        "limit": "0",
+        "offset": "-1",
+    }
+    resp = client.get("/api/v1/alerts", params=bad, headers=bearer())
+    assert resp.status_code == 400, resp.text
+    errors = {e["parameter"]: e["error"] for e in resp.json()["errors"]}
+    assert set(errors) == set(bad)
+    assert errors["until"] == "Timestamp must carry a time zone"
+    assert errors["state"] == "One of: active, acknowledged, cleared, open"
+    good = {"state": "open", "severity": "major, critical", "since": "2025-12-13T10:00:00Z"}
+    resp = client.get("/api/v1/alerts", params=good, headers=bearer())
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["pagination"]["limit"] == 100

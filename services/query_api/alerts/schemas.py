@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,7 +14,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticUseDefault
 
-from services.query_api.params import MAX_OFFSET, FactoryId, bounded, refuse
+from services.query_api.params import MAX_OFFSET, FactoryId, Instant, bounded, refuse
 from shared.alert_events import SEVERITIES
 from shared.machines import valid_uuid
 
@@ -138,18 +137,6 @@ def _uuid(value: Any) -> Any:
     return value
 
 
-def _instant(value: Any) -> Any:
-    if value == "":
-        raise PydanticUseDefault()
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise refuse("ISO 8601 with a zone")
-    return parsed
-
-
 class AlertParams(BaseModel):
     state: Annotated[
         Literal["active", "acknowledged", "cleared", "open"] | None, BeforeValidator(_state)
@@ -160,12 +147,8 @@ class AlertParams(BaseModel):
     machine_id: Annotated[str | None, BeforeValidator(_uuid)] = None
     rule_id: Annotated[str | None, BeforeValidator(_uuid)] = None
     factory_id: FactoryId | None = Field(None, description="Only alerts of this factory")
-    since: Annotated[datetime | None, BeforeValidator(_instant)] = Field(
-        None, description="Raised at or after (ISO 8601 with zone)"
-    )
-    until: Annotated[datetime | None, BeforeValidator(_instant)] = Field(
-        None, description="Raised before (ISO 8601 with zone)"
-    )
+    since: Instant = Field(None, description="Raised at or after (ISO 8601 with zone)")
+    until: Instant = Field(None, description="Raised before (ISO 8601 with zone)")
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(bounded(1, MAX_LIMIT))] = 100
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET), BeforeValidator(bounded(0, MAX_OFFSET))] = 0
 

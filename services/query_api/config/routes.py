@@ -22,7 +22,6 @@ Needs ``request.state.pool`` (psycopg ``AsyncConnectionPool``) and ``request.sta
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -34,7 +33,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.query_api.config.schemas import (
-    MAX_AUDIT_LIMIT,
     AuditOut,
     AuditParams,
     ConfigOut,
@@ -48,6 +46,7 @@ from shared import audit
 from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.openapi import doc
+from shared.params import parse_query
 from shared.schemas import page
 from shared.timefmt import row_iso as _iso
 
@@ -182,57 +181,13 @@ async def update_config(request: Request) -> Response:
     )
 
 
-def _audit_filters(request: Request) -> tuple[int, int, list[str], list[Any]]:
-    params = request.query_params
-    errors: list[dict[str, Any]] = []
-
-    def integer(name: str, default: int, low: int, high: int) -> int:
-        raw = params.get(name)
-        if raw is None:
-            return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            errors.append(
-                {
-                    "parameter": name,
-                    "error": f"Must be an integer from {low} to {high}",
-                    "value": raw,
-                }
-            )
-            return default
-        return int(raw)
-
-    limit = integer("limit", 100, 1, MAX_AUDIT_LIMIT)
-    offset = integer("offset", 0, 0, 10_000_000)
-    where: list[str] = []
-    values: list[Any] = []
-    for param, column in (("action", "action"), ("actor", "actor_username"), ("target", "target")):
-        if (raw := params.get(param)) is not None:
-            where.append(f"{column} = %s")
-            values.append(raw)
-    for param, op in (("since", ">="), ("until", "<")):
-        if (raw := params.get(param)) is None:
-            continue
-        try:
-            when = datetime.fromisoformat(raw)
-        except ValueError:
-            errors.append({"parameter": param, "error": "Invalid ISO 8601 format", "value": raw})
-            continue
-        if when.tzinfo is None:
-            errors.append({"parameter": param, "error": "Needs a time zone", "value": raw})
-            continue
-        where.append(f"occurred_at {op} %s")
-        values.append(when)
-    if errors:
-        raise ApiError(400, "Invalid query parameters", errors)
-    return limit, offset, where, values
-
-
 @api_doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut})
 @requires("read:users")
 async def audit_log(request: Request) -> Response:
     require_every_factory(request.state.principal, "the audit log spans every factory")
-    limit, offset, where, values = _audit_filters(request)
-    clause = " AND ".join(where) or "TRUE"
+    q = parse_query(AuditParams, request.query_params)
+    clause, values = q.where()
+    limit, offset = q.limit, q.offset
     async with state(request)["pool"].connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(f"SELECT count(*) AS total FROM audit_log WHERE {clause}", values)

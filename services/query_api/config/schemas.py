@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+from services.query_api.params import Instant, bounded
 
 MAX_AUDIT_LIMIT = 500
+MAX_AUDIT_OFFSET = 10_000_000
 
 
 class ConfigParams(BaseModel):
@@ -46,13 +49,33 @@ class ConfigUpdateOut(BaseModel):
 
 
 class AuditParams(BaseModel):
-    limit: int = Field(100, ge=1, le=MAX_AUDIT_LIMIT)
-    offset: int = Field(0, ge=0)
+    limit: Annotated[
+        int, Field(ge=1, le=MAX_AUDIT_LIMIT), BeforeValidator(bounded(1, MAX_AUDIT_LIMIT))
+    ] = 100
+    offset: Annotated[
+        int, Field(ge=0, le=MAX_AUDIT_OFFSET), BeforeValidator(bounded(0, MAX_AUDIT_OFFSET))
+    ] = 0
     action: str | None = Field(None, description="e.g. config.update, user.deactivate")
     actor: str | None = Field(None, description="Username of who made the change")
     target: str | None = Field(None, description="Setting name, username or gateway id")
-    since: str | None = Field(None, description="ISO 8601 with zone, inclusive")
-    until: str | None = Field(None, description="ISO 8601 with zone, exclusive")
+    since: Instant = Field(None, description="ISO 8601 with zone, inclusive")
+    until: Instant = Field(None, description="ISO 8601 with zone, exclusive")
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The entries these parameters select, as a SQL condition and its arguments."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for value, condition in (
+            (self.action, "action = %s"),
+            (self.actor, "actor_username = %s"),
+            (self.target, "target = %s"),
+            (self.since, "occurred_at >= %s"),
+            (self.until, "occurred_at < %s"),
+        ):
+            if value is not None:
+                clauses.append(condition)
+                args.append(value)
+        return " AND ".join(clauses) or "TRUE", args
 
 
 class AuditEntryOut(BaseModel):
