@@ -8,10 +8,13 @@ is counted (``millrace_writer_conflicts_total``) and logged with both versions.
 Detection covers the keys this writer stored recently: two generations of key hash → line
 hash, the newer one replacing the older once it holds half of ``WRITER_CONFLICT_WINDOW``
 entries, so between half the window and the whole window of the latest keys are remembered
-(~100 bytes each; a batch larger than half the window is kept whole until the next one); a re-delivery handled by another writer or long after is not seen here.
+(~100 bytes each; a batch larger than half the window is kept whole until the next one). A
+re-delivery handled by another writer or long after is not seen here.
+
 A reading's key is its series and timestamp; its value is its line (same series, timestamp and
-fields in the same order). Every step over a batch is a C-level operation (``map``, ``zip``,
-dict and set operations): Python code runs only for the keys seen before.
+fields in the same order: a resend listing extra fields in another order counts as a conflict).
+Every step over a batch is a C-level operation (``map``, ``zip``, dict and set operations):
+Python code runs only for the keys seen before.
 """
 
 from __future__ import annotations
