@@ -40,10 +40,10 @@ from services.query_api.config.schemas import (
     ConfigUpdateIn,
     ConfigUpdateOut,
 )
+from services.query_api.scope import principal as caller
 from services.query_api.scope import require_every_factory
 from services.query_api.state import state
 from shared import audit
-from shared.auth.verify import Principal
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.openapi import doc
 from shared.params import parse_query
@@ -137,7 +137,7 @@ async def get_config(request: Request) -> Response:
 )
 @requires("write:config")
 async def update_config(request: Request) -> Response:
-    principal: Principal = request.state.principal
+    principal = caller(request)
     require_every_factory(principal, "configuration changes apply to every factory")
     name, value = parse_update(await _json_body(request))
     async with state(request)["pool"].connection() as conn:
@@ -184,7 +184,7 @@ async def update_config(request: Request) -> Response:
 @api_doc("The audit log (Management)", query=AuditParams, responses={200: AuditOut})
 @requires("read:users")
 async def audit_log(request: Request) -> Response:
-    require_every_factory(request.state.principal, "the audit log spans every factory")
+    require_every_factory(caller(request), "the audit log spans every factory")
     q = parse_query(AuditParams, request.query_params)
     clause, values = q.where()
     limit, offset = q.limit, q.offset

@@ -375,7 +375,7 @@ async def replay_dead_letters(request: Request) -> Response:
             await record_audit(
                 conn,
                 request,
-                request.state.principal,
+                principal(request),
                 "deadletters.replay",
                 _target(body.ids, reason=body.reason, limit=body.limit if body.reason else None),
                 None,
@@ -406,7 +406,7 @@ async def purge_dead_letters(request: Request) -> Response:
             await record_audit(
                 conn,
                 request,
-                request.state.principal,
+                principal(request),
                 "deadletters.purge",
                 _target(body.ids, reason=body.reason, before=body.before, replayed=body.replayed),
                 {"deleted": deleted, "by_reason": by_reason},

@@ -25,9 +25,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from services.query_api.live.events import HEARTBEAT, TYPES, frame
-from services.query_api.live.hub import LiveHub
 from services.query_api.live.subscriber import Filter, Subscriber
+from services.query_api.scope import principal as caller
 from services.query_api.scope import require_factory
+from services.query_api.state import state
 from shared.auth.scope import factory_id_error
 from shared.auth.verify import Principal
 from shared.http import ApiError, requires
@@ -101,12 +102,12 @@ def parse_filter(request: Request, principal: Principal) -> Filter:
 )
 @requires("read:sensor_data")
 async def live_stream(request: Request) -> Response:
-    hub: LiveHub = request.state.live
+    hub = state(request)["live"]
     # Only to clients that ask for an event stream (EventSource and the console do): a generic
     # client accepting anything would wait on a response that never ends.
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise ApiError(406, "This endpoint answers Accept: text/event-stream only")
-    principal: Principal = request.state.principal
+    principal = caller(request)
     filt = parse_filter(request, principal)
     settings = hub.settings
     if hub.client_count >= settings.max_clients:
