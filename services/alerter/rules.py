@@ -51,21 +51,9 @@ class Rule:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Rule:
-        return cls(
-            id=str(row["id"]),
-            name=row["name"],
-            kind=row["kind"],
-            severity=row["severity"],
-            scope_type=row["scope_type"],
-            scope_value=row["scope_value"],
-            field=row["field"],
-            comparison=row["comparison"],
-            threshold=row["threshold"],
-            clear_threshold=row["clear_threshold"],
-            duration_s=row["duration_s"],
-            offline_after_s=row["offline_after_s"],
-            factory_id=row.get("factory_id"),
-        )
+        """A rule as ``alert_rules`` holds it (its other columns are not the evaluator's)."""
+        fields: dict[str, Any] = {name: row.get(name) for name in cls.__dataclass_fields__}
+        return cls(**{**fields, "id": str(row["id"])})
 
     def applies(self, machine: dict[str, Any]) -> bool:
         """Whether the rule watches ``machine`` (its registered factory in ``factory_id``)."""

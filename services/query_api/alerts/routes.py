@@ -41,6 +41,8 @@ from shared.readings import field_errors
 from shared.schemas import page
 
 api_doc = partial(doc, tags=["alerts"])  # this module's OpenAPI tag
+ACKNOWLEDGED = {200: AlertEnvelope, 404: "No such alert", 409: "Already acknowledged or cleared"}
+CLEARED = {200: AlertEnvelope, 404: "No such alert", 409: "Already cleared"}
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -71,11 +73,7 @@ async def _announce(request: Request, event: str, alert: dict[str, Any]) -> None
     await alert_events.publish(state(request)["live"].exchange, event, alert)
 
 
-@api_doc(
-    "Alerts, filtered (state, severity, machine, rule, time)",
-    query=AlertParams,
-    responses={200: AlertListOut},
-)
+@api_doc("Alerts of your factories, filtered", query=AlertParams, responses={200: AlertListOut})
 @requires("read:alerts")
 async def list_alerts(request: Request) -> Response:
     q = parse_query(AlertParams, request.query_params)
@@ -150,21 +148,13 @@ async def _transition(request: Request, target: str) -> Response:
     return JSONResponse({"status": "success", "alert": alert})
 
 
-@api_doc(
-    "Acknowledge an alert (who and when are recorded, with an optional note)",
-    body=AlertActionIn,
-    responses={200: AlertEnvelope, 404: "No such alert", 409: "Already acknowledged or cleared"},
-)
+@api_doc("Acknowledge an alert (who, when, a note)", body=AlertActionIn, responses=ACKNOWLEDGED)
 @requires("ack:alerts")
 async def acknowledge(request: Request) -> Response:
     return await _transition(request, "acknowledged")
 
 
-@api_doc(
-    "Clear an alert by hand (who and when are recorded, with an optional note)",
-    body=AlertActionIn,
-    responses={200: AlertEnvelope, 404: "No such alert", 409: "Already cleared"},
-)
+@api_doc("Clear an alert by hand (who, when, a note)", body=AlertActionIn, responses=CLEARED)
 @requires("ack:alerts")
 async def clear(request: Request) -> Response:
     return await _transition(request, "cleared")

@@ -130,11 +130,7 @@ async def get_config(request: Request) -> Response:
     return JSONResponse({"status": "success", "settings": [_setting(r) for r in rows]})
 
 
-@api_doc(
-    "Change one setting; the change is written to the audit log",
-    body=ConfigUpdateIn,
-    responses={200: ConfigUpdateOut},
-)
+@api_doc("Change one setting (audited)", body=ConfigUpdateIn, responses={200: ConfigUpdateOut})
 @requires("write:config")
 async def update_config(request: Request) -> Response:
     principal = caller(request)

@@ -120,9 +120,7 @@ def _target(ids: list[int] | None, **selector: Any) -> str:
 
 
 @api_doc(
-    "List dead letters, filtered, newest first",
-    query=DeadLetterListParams,
-    responses={200: DeadLetterListOut},
+    "Dead letters, newest first", query=DeadLetterListParams, responses={200: DeadLetterListOut}
 )
 @requires("read:config")
 async def list_dead_letters(request: Request) -> Response:
@@ -384,11 +382,7 @@ async def replay_dead_letters(request: Request) -> Response:
     return _replay_answer(body, run)
 
 
-@api_doc(
-    "Delete dead letters (their readings are gone for good)",
-    body=PurgeIn,
-    responses={200: PurgeOut},
-)
+@api_doc("Delete dead letters (for good)", body=PurgeIn, responses={200: PurgeOut})
 @requires("delete:sensor_data")
 async def purge_dead_letters(request: Request) -> Response:
     body = await parse_body(request, PurgeIn, MAX_BODY_BYTES)
