@@ -21,15 +21,14 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from services.query_api.app import create_app
 from services.query_api.deadletters.archive import DeadLetterArchive
-from services.query_api.settings import Settings
 from shared import broker
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope, dead_letter
 from shared.readings import to_ns
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
-from tests.tokens import bearer, trust_test_key
+from tests.integration.test_query_api import query_app
+from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -315,9 +314,7 @@ def topology(amqp_settings: AmqpSettings) -> Iterator[AmqpSettings]:
 def client(
     postgres_settings: PostgresSettings, influx_settings: InfluxSettings, topology: AmqpSettings
 ) -> Iterator[TestClient]:
-    settings = Settings(postgres=postgres_settings, influx=influx_settings, amqp=topology)
-    with TestClient(create_app(settings)) as c:
-        trust_test_key(c.app_state)
+    with query_app(postgres_settings, influx_settings, topology) as c:
         yield c
 
 

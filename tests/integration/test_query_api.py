@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from starlette.testclient import TestClient
@@ -28,7 +29,16 @@ def client(
     amqp_cleanup: AmqpSettings,
 ) -> Iterator[TestClient]:
     # A private topology: the app's dead-letter archive must not drain the real queue.
-    settings = Settings(postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup)
+    with query_app(postgres_settings, influx_settings, amqp_cleanup) as c:
+        yield c
+
+
+@contextmanager
+def query_app(
+    postgres: PostgresSettings, influx: InfluxSettings, amqp: AmqpSettings
+) -> Iterator[TestClient]:
+    """The query API on these stores, started, trusting the test tokens."""
+    settings = Settings(postgres=postgres, influx=influx, amqp=amqp)
     with TestClient(create_app(settings)) as c:
         trust_test_key(c.app_state)
         yield c
@@ -320,9 +330,7 @@ def test_summary_errors_empty_locations_and_influxdb_down(
     down = influx_settings.model_copy(
         update={"url": f"http://127.0.0.1:{refused_port}", "timeout_s": 1.0}
     )
-    settings = Settings(postgres=postgres_settings, influx=down, amqp=amqp_cleanup)
-    with TestClient(create_app(settings)) as other:
-        trust_test_key(other.app_state)
+    with query_app(postgres_settings, down, amqp_cleanup) as other:
         resp = other.get(url, params={"location": location}, headers=op)
         assert resp.status_code == 503, resp.text
         assert resp.headers["retry-after"] == "5"
