@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from tests.e2e.pipeline import create_machine, iso, poll, ready_url
-from tests.e2e.test_live_stream import post_reading
+from tests.e2e.test_live_stream import post_batch, post_reading
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import service_mqtt
 
@@ -274,13 +274,7 @@ def test_a_user_of_one_factory_gets_only_its_factory_s_alerts(
                 {"machine_id": machines[n], "readings": [{"timestamp": at, "temperature": 20.0}]}
                 for n in ("B", "A")
             ]
-            resp = httpx.post(
-                f"{urls['ingest_gateway']}/api/v1/data/ingest",
-                json={"gateway_id": "GW-ALERT", "batch": batch},
-                headers=admin,
-                timeout=10,
-            )
-            assert resp.status_code == 202, resp.text
+            post_batch(urls, admin, batch)
             return [alerts_of(urls, auth_headers, machines[n], rules[n]) for n in ("A", "B")]
 
         open_a, open_b = poll(both_open, lambda found: all(found), timeout=30)

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import orjson
@@ -19,6 +20,17 @@ pytestmark = pytest.mark.e2e
 Headers = Callable[[str], dict[str, str]]
 
 
+def post_batch(urls: dict[str, str], headers: dict[str, str], batch: list[dict[str, Any]]) -> None:
+    """``batch`` (readings of one or more machines) through the HTTP door, accepted whole."""
+    resp = httpx.post(
+        f"{urls['ingest_gateway']}/api/v1/data/ingest",
+        json={"batch": batch},
+        headers=headers,
+        timeout=10,
+    )
+    assert resp.status_code == 202, resp.text
+
+
 def post_reading(
     urls: dict[str, str],
     auth_headers: Headers,
@@ -28,20 +40,9 @@ def post_reading(
     location: str = "Live hall",
 ) -> None:
     """One temperature reading of ``machine`` over HTTP, taken ``at`` (default now)."""
-    at = at or datetime.now(UTC)
-    batch = {
-        "machine_id": machine,
-        "sensor_type": "Temperature",
-        "location": location,
-        "readings": [{"timestamp": iso(at), "temperature": temp}],
-    }
-    resp = httpx.post(
-        f"{urls['ingest_gateway']}/api/v1/data/ingest",
-        json={"timestamp": iso(at), "batch": [batch]},
-        headers=auth_headers("Operator"),
-        timeout=10,
-    )
-    assert resp.status_code == 202, resp.text
+    reading = {"timestamp": iso(at or datetime.now(UTC)), "temperature": temp}
+    batch = {"machine_id": machine, "sensor_type": "Temperature", "location": location}
+    post_batch(urls, auth_headers("Operator"), [{**batch, "readings": [reading]}])
 
 
 def test_http_and_mqtt_readings_reach_a_filtered_stream_within_2_s(
@@ -130,12 +131,6 @@ def test_a_user_of_one_factory_streams_only_that_factory(
             {"machine_id": machines[f], "readings": [{"timestamp": now, "temperature": 40.0}]}
             for f in (fb, fa)
         ]
-        resp = httpx.post(
-            f"{urls['ingest_gateway']}/api/v1/data/ingest",
-            json={"gateway_id": "GW-LIVE", "batch": batch},
-            headers=admin,
-            timeout=10,
-        )
-        assert resp.status_code == 202, resp.text
+        post_batch(urls, admin, batch)
         ev = live.wait_for(lambda e: e.type == "reading", 5)
         assert (ev.data["machine_id"], ev.data["factory_id"]) == (machines[fa], fa)

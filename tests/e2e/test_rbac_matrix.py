@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from shared.auth.roles import PERMISSIONS, Role
+from tests.e2e.test_live_stream import post_batch
 from tests.polling import poll
 
 pytestmark = pytest.mark.e2e
@@ -187,13 +188,7 @@ def _plant(urls: dict[str, str], admin: dict[str, str]) -> Plant:
     def alerts_after_a_reading() -> list[dict[str, Any]]:
         at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         batch = {"machine_id": machine_a, "readings": [{"timestamp": at, "temperature": 20.0}]}
-        resp = httpx.post(
-            f"{urls['ingest_gateway']}/api/v1/data/ingest",
-            json={"gateway_id": "GW-SCOPE", "batch": [batch]},
-            headers=admin,
-            timeout=10,
-        )
-        assert resp.status_code == 202, resp.text
+        post_batch(urls, admin, [batch])
         found = httpx.get(
             f"{q}/api/v1/alerts", params={"rule_id": rule_a["id"]}, headers=admin, timeout=10
         )

@@ -28,6 +28,7 @@ from shared.envelope import Envelope, dead_letter
 from shared.readings import to_ns
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.integration.test_query_api import query_app
+from tests.polling import poll
 from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration
@@ -39,17 +40,6 @@ def management() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def poll(fetch: Callable[[], Any], until: Callable[[Any], bool], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fetch()
-        if until(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached before the deadline; last result: {result!r}")
-        time.sleep(0.05)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
