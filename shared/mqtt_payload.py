@@ -37,6 +37,8 @@ class DeadReason(StrEnum):
     SCHEMA = "schema"
     UNKNOWN_MACHINE = "unknown_machine"
     BAD_TOPIC = "bad_topic"
+    # The topic names a factory the machine is not registered in.
+    WRONG_FACTORY = "wrong_factory"
 
 
 class MqttReading(Reading):

@@ -43,6 +43,8 @@ from tools.simulator.measure import AmqpTap
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
+# The factory test machines are registered in (create_machines): telemetry topics name it.
+FACTORY = "default"
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str = "condition") -> Any:
@@ -312,6 +314,7 @@ def bridge_env(settings: Settings, port: int) -> dict[str, str]:
             "MQTT_TOPICS": json.dumps(settings.mqtt.topics),
             "MQTT_BRIDGE_TOPIC_TEMPLATE": settings.edge.topic_template,
             "MQTT_EDGE_QUEUE": settings.edge.queue,
+            "MQTT_EDGE_MAX_BYTES": str(settings.edge.max_bytes),
             "AMQP_URL": settings.amqp.url.get_secret_value(),
             "AMQP_EXCHANGE": settings.amqp.exchange,
             "AMQP_QUEUE": settings.amqp.queue,

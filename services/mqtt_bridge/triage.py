@@ -98,7 +98,19 @@ def resolve(
                 Dead(v.message, DeadReason.UNKNOWN_MACHINE, f"{why}: {v.ids.machine_id}", ids=v.ids)
             )
             continue
-        readings.extend(v.batch.stored(machine, v.ids.factory_id))
+        if machine.factory_id != v.ids.factory_id:
+            # Gateways cannot publish such a topic (the edge refuses it); a service user can.
+            dead.append(
+                Dead(
+                    v.message,
+                    DeadReason.WRONG_FACTORY,
+                    f"Machine {v.ids.machine_id} belongs to factory {machine.factory_id!r},"
+                    f" not {v.ids.factory_id!r}",
+                    ids=v.ids,
+                )
+            )
+            continue
+        readings.extend(v.batch.stored(machine, machine.factory_id))
         published.append(v.message)
     return readings, published, dead
 

@@ -30,6 +30,7 @@ from shared.settings import MqttSettings
 from tests.e2e.pipeline import create_machine, history, iso, poll, stored_history
 from tests.logscan import remember
 from tests.mqtt_fixtures import (
+    FACTORY,
     ROOT,
     BridgeProcess,
     MqttScope,
@@ -159,7 +160,7 @@ def test_bridge_sigkilled_mid_stream_loses_nothing_and_stores_each_reading_once(
         bridge.start()
         with ThreadPoolExecutor(1) as pool:
             publishing = pool.submit(
-                mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("e2e-kill", machine), readings
+                mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic(FACTORY, machine), readings
             )
             wait_until(lambda: bridged() >= 1, 30, "first message bridged")
             at_kill = bridged()

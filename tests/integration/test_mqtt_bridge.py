@@ -21,6 +21,7 @@ import pytest
 from services.mqtt_bridge.settings import Settings
 from shared.machines import Machine
 from tests.mqtt_fixtures import (
+    FACTORY,
     BridgeProcess,
     MqttScope,
     async_wait_until,
@@ -54,18 +55,18 @@ async def test_a_reading_is_republished_with_its_machine_routing_key(
         {"timestamp": iso(T0_US), "sensor_type": "Temperature", "temperature": 72.5}
     )
     await asyncio.to_thread(
-        mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("plant-7", m.id), [payload]
+        mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic(FACTORY, m.id), [payload]
     )
 
     assert await data.wait_for(lambda a: len(a.readings) >= 1, 15)
     [envelope] = data.arrivals.envelopes
-    assert envelope.routing_key == f"reading.plant-7.{m.id}"
+    assert envelope.routing_key == f"reading.{FACTORY}.{m.id}"
     assert envelope.source == "mqtt"
     assert envelope.gateway_id == mqtt_scope.mqtt.client_id
     assert envelope.readings == [
         {
             "machine_id": m.id,
-            "factory_id": "plant-7",
+            "factory_id": FACTORY,
             "sensor_type": "Temperature",
             "location": m.location,  # from the registry
             "ts": T0_US * 1000,
@@ -89,9 +90,9 @@ async def test_readings_lists_and_many_messages_are_grouped_not_lost(
     )
     await asyncio.gather(
         asyncio.to_thread(
-            mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f1", a.id), readings(500)
+            mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic(FACTORY, a.id), readings(500)
         ),
-        asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f1", b.id), [batch]),
+        asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic(FACTORY, b.id), [batch]),
     )
     assert await data.wait_for(lambda arr: arr.distinct() >= 550, 30), data.arrivals.distinct()
     arrivals = data.arrivals
@@ -142,7 +143,7 @@ async def test_a_thousand_malformed_messages_of_every_kind_are_dead_lettered_wit
 ) -> None:
     data, dead = taps
     n = 1000
-    sent = _malformed(mqtt_scope, "f-bad", machines[0].id, n)
+    sent = _malformed(mqtt_scope, FACTORY, machines[0].id, n)
     by_topic: dict[str, list[bytes]] = {}
     for messages in sent.values():
         for topic, payload in messages:
@@ -176,7 +177,7 @@ async def test_a_thousand_malformed_messages_of_every_kind_are_dead_lettered_wit
     assert bridge["bridge"].edge_ready
     good = orjson.dumps({"timestamp": iso(T0_US), "speed": 1200})
     await asyncio.to_thread(
-        mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic("f-bad", machines[0].id), [good]
+        mosquitto_pub, mqtt_scope.mqtt, mqtt_scope.topic(FACTORY, machines[0].id), [good]
     )
     assert await data.wait_for(lambda a: len(a.readings) == 1, 15)
     totals = bridge["bridge"].totals
@@ -214,7 +215,7 @@ async def test_sigkill_with_messages_in_flight_loses_nothing_and_repeats_only_th
     n = 10_000
     try:
         await asyncio.to_thread(proc.start)
-        topic = mqtt_scope.topic("plant-f", machines[0].id)
+        topic = mqtt_scope.topic(FACTORY, machines[0].id)
         publishing = asyncio.create_task(
             asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, topic, readings(n))
         )
@@ -257,7 +258,7 @@ async def test_readings_published_while_the_bridge_is_down_are_delivered_once_it
     # The broker noticed the dead connection and published the last will.
     await asyncio.to_thread(wait_until, lambda: retained_status(mqtt_scope.mqtt) == b"offline", 15)
 
-    topic = mqtt_scope.topic("plant-k", machines[0].id)
+    topic = mqtt_scope.topic(FACTORY, machines[0].id)
     await asyncio.to_thread(mosquitto_pub, mqtt_scope.mqtt, topic, readings(1000))  # all PUBACKed
 
     await asyncio.to_thread(bridge_process.start)
@@ -282,7 +283,7 @@ async def test_health_ready_and_metrics(bridge_process: BridgeProcess) -> None:
     async with httpx.AsyncClient(base_url=bridge_process.url) as client:
         assert (await client.get("/health")).json() == {"status": "ok"}
         ready = (await client.get("/ready")).json()
-        assert ready == {"status": "ready", "checks": {"mqtt": True, "rabbitmq": True}}
+        assert ready == {"status": "ready", "checks": {"edge": True, "rabbitmq": True}}
         metrics = (await client.get("/metrics")).text
     for reason in ("invalid_utf8", "invalid_json", "schema", "unknown_machine", "bad_topic"):
         assert f'millrace_mqtt_dead_letters_total{{reason="{reason}"}} 0.0' in metrics
@@ -302,7 +303,7 @@ async def test_postgres_lost_while_bridging_holds_the_messages_and_delivers_them
     data, dead = taps
     n = 20
     # A machine the bridge has not looked up yet: only PostgreSQL can say it exists.
-    topic = mqtt_scope.topic("plant-pg", machines[1].id)
+    topic = mqtt_scope.topic(FACTORY, machines[1].id)
     await asyncio.to_thread(subprocess.run, [DEPS, "stop", "postgres"], check=True, timeout=90)
     try:
         with caplog.at_level(logging.WARNING):

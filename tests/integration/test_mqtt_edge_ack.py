@@ -22,7 +22,14 @@ from aio_pika.abc import AbstractRobustConnection
 from services.mqtt_bridge.link import EdgeLink, Inbound
 from services.mqtt_bridge.settings import Settings
 from shared import edge
-from tests.mqtt_fixtures import ROOT, MqttScope, async_wait_until, bridge_env, mosquitto_pub
+from tests.mqtt_fixtures import (
+    FACTORY,
+    ROOT,
+    MqttScope,
+    async_wait_until,
+    bridge_env,
+    mosquitto_pub,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +85,7 @@ class EdgeQueue:
         async with await aio_pika.connect(s.amqp.url.get_secret_value()) as conn:
             await edge.declare(await conn.channel(), s.edge, s.amqp, s.mqtt.topics)
         sent = payloads(n)
-        await asyncio.to_thread(mosquitto_pub, s.mqtt, self.scope.topic("f-ack", "m-1"), sent)
+        await asyncio.to_thread(mosquitto_pub, s.mqtt, self.scope.topic(FACTORY, "m-1"), sent)
         return sent
 
     async def receive(self, count: int) -> tuple[EdgeLink, list[Inbound]]:

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from shared.machines import Machine
-from tests.mqtt_fixtures import MqttScope, async_wait_until
+from tests.mqtt_fixtures import FACTORY, MqttScope, async_wait_until
 from tools.simulator.measure import AmqpTap
 from tools.simulator.payloads import iso
 
@@ -81,7 +81,7 @@ async def test_malformed_payloads_are_all_dead_lettered(
 ) -> None:
     data, dead = taps
     payloads = malformed(random.Random(1234), 600)
-    topic = mqtt_scope.topic("f-fuzz", machines[0].id)
+    topic = mqtt_scope.topic(FACTORY, machines[0].id)
     client = edge_client(mqtt_scope)
     client.loop_start()
     try:

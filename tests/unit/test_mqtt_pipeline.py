@@ -23,7 +23,7 @@ from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable
 from shared.machines import Machine
 
-MACHINE = Machine(str(uuid.uuid4()), "CNC-1", "Hall 1", "Temperature", "active", "", "")
+MACHINE = Machine(str(uuid.uuid4()), "CNC-1", "Hall 1", "Temperature", "active", "", "", "f1")
 TS = "2025-12-13T10:00:00Z"
 
 

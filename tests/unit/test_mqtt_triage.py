@@ -20,8 +20,8 @@ TEMPLATE = TopicTemplate("factory/{factory_id}/machine/{machine_id}/telemetry")
 TS = "2025-12-13T10:00:00Z"
 
 
-def machine(sensor_type: str = "Temperature") -> Machine:
-    return Machine(str(uuid.uuid4()), "CNC-1", "Hall 1", sensor_type, "active", "", "")
+def machine(sensor_type: str = "Temperature", factory_id: str = "f1") -> Machine:
+    return Machine(str(uuid.uuid4()), "CNC-1", "Hall 1", sensor_type, "active", "", "", factory_id)
 
 
 def message(topic: str | None, payload: bytes | dict[str, object], mid: int = 1) -> Inbound:
@@ -78,11 +78,24 @@ def test_envelopes_carry_the_machine_routing_key_and_source() -> None:
 
 
 def test_factories_never_share_an_envelope() -> None:
-    m = machine()
-    msgs = [message(telemetry_topic(f, m.id), {"timestamp": TS, "speed": 1}) for f in ("f1", "f2")]
-    readings, _, _ = resolve(classify(msgs, TEMPLATE, ctx()), {m.id: m})
+    a, b = machine(factory_id="f1"), machine(factory_id="f2")
+    msgs = [
+        message(telemetry_topic(m.factory_id, m.id), {"timestamp": TS, "speed": 1}) for m in (a, b)
+    ]
+    readings, _, _ = resolve(classify(msgs, TEMPLATE, ctx()), {a.id: a, b.id: b})
     envs = envelopes(readings, gateway_id="", request_id="", per_message=1000)
-    assert sorted(e.routing_key for e in envs) == [f"reading.f1.{m.id}", f"reading.f2.{m.id}"]
+    assert sorted(e.routing_key for e in envs) == sorted(
+        [f"reading.f1.{a.id}", f"reading.f2.{b.id}"]
+    )
+
+
+def test_a_topic_naming_another_factory_than_the_registry_is_dead_lettered() -> None:
+    m = machine(factory_id="plant-a")
+    msgs = [message(telemetry_topic("plant-b", m.id), {"timestamp": TS, "speed": 1})]
+    readings, published, dead = resolve(classify(msgs, TEMPLATE, ctx()), {m.id: m})
+    assert not readings and not published
+    assert [d.reason for d in dead] == [DeadReason.WRONG_FACTORY]
+    assert "plant-a" in dead[0].error and "plant-b" in dead[0].error
 
 
 def test_many_machines_share_a_mixed_envelope() -> None:

@@ -37,7 +37,7 @@ from tools.simulator.registry import ensure_machines
 log = logging.getLogger("tools.bench")
 
 # Modules adding figures to the table (tools/bench/figures.py): one line each.
-FIGURE_MODULES: tuple[str, ...] = ("tools.bench.live",)
+FIGURE_MODULES: tuple[str, ...] = ("tools.bench.live", "tools.bench.mqtt_drain")
 BUILT_IN = ("http", "latency", "mqtt", "fresh", "history")
 
 

@@ -46,7 +46,9 @@ from tools.simulator.registry import ensure_machines
 
 log = logging.getLogger("tools.chaos")
 
-REGISTRY_FACTORY = "chaos"  # machines are found or created as "SIM-chaos-NNNN", reused
+# The run's machines belong to this factory (found or created as "SIM-chaos-plant-NNNN" and
+# reused); a run's points are told apart by that factory and the run's time range.
+REGISTRY_FACTORY = "chaos-plant"
 # Other engineers' traffic may keep the writer queue busy: wait this long for it, no more.
 QUEUE_DRAIN_S = 60.0
 
@@ -137,7 +139,7 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.run_id = uuid.uuid4().hex[:8]
-        self.factory_id = f"chaos-{self.run_id}"
+        self.factory_id = REGISTRY_FACTORY
         self.pipeline = Pipeline()
         self.schedule = Schedule(len(args.plan) + 1, args.phase_s)
         self.stop = threading.Event()
@@ -156,7 +158,8 @@ class Run:
         cut = max(1, min(len(ids) - 1, round(len(ids) * args.http_share)))
         http_ledger = DoorLedger("http", ids[:cut])
         mqtt_ledger = DoorLedger("mqtt", ids[cut:])
-        client_id, secret = register_gateway(f"CHAOS-{self.run_id}")
+        client_id, secret = register_gateway(f"CHAOS-{self.run_id}", self.factory_id)
+        mqtt_credentials = register_gateway(f"CHAOS-{self.run_id}-mqtt", self.factory_id)
         token = GatewayToken(_url("auth"), client_id, secret)
         token.header()  # fail now, not in the middle of the run
         doors: list[Door] = []
@@ -181,7 +184,7 @@ class Run:
                     Pacer(self.schedule, args.readings - n_http),
                     self.stop,
                     seed=args.seed + 1,
-                    client_id=f"chaos-{self.run_id}",
+                    credentials=mqtt_credentials,
                     factory_id=self.factory_id,
                     readings_per_message=args.mqtt_readings_per_message,
                     flush_timeout_s=args.finish_timeout,

@@ -23,10 +23,18 @@ class TokenUnavailable(MillraceError, RuntimeError):
     """No valid token, and the auth service cannot issue one right now."""
 
 
-def register_gateway(gateway_id: str) -> tuple[str, str]:
+def register_gateway(gateway_id: str, factory_id: str) -> tuple[str, str]:
     """(client id, client secret) from ``python -m services.auth create-gateway``."""
     result = subprocess.run(
-        [sys.executable, "-m", "services.auth", "create-gateway", gateway_id],
+        [
+            sys.executable,
+            "-m",
+            "services.auth",
+            "create-gateway",
+            gateway_id,
+            "--factory",
+            factory_id,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

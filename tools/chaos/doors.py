@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import paho.mqtt.client as mqtt
+from pydantic import SecretStr
 
 from shared.settings import MqttSettings
 from tools.chaos.credentials import GatewayToken, TokenUnavailable
@@ -238,14 +239,15 @@ class MqttGateway(Door):
         stop: threading.Event,
         *,
         seed: int,
-        client_id: str,
+        credentials: tuple[str, str],
         factory_id: str,
         readings_per_message: int,
         flush_timeout_s: float,
         send_every_s: float = 0.1,
     ) -> None:
         super().__init__("chaos-mqtt", ledger, pacer, stop, seed, factory_id, send_every_s)
-        self.client_id = client_id
+        # A gateway of the run's factory: the edge lets it publish for that factory's machines.
+        self.client_id, self._secret = credentials
         self.readings_per_message = readings_per_message
         self.flush_timeout_s = flush_timeout_s
         self.publisher: MqttPublisher | None = None
@@ -256,8 +258,8 @@ class MqttGateway(Door):
             s.host,
             s.port,
             client_id=self.client_id,  # a client id: persistent session (clean_session=False)
-            username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
+            username=self.client_id,
+            password=self._secret,
             max_outstanding=5000,
         ).connect()
         self.publisher = publisher
@@ -286,7 +288,12 @@ class MqttGateway(Door):
         finally:
             publisher.close(0)
             self._settle(publisher)
-            forget_session(s, self.client_id)
+            forget_session(
+                s.model_copy(
+                    update={"username": self.client_id, "password": SecretStr(self._secret)}
+                ),
+                self.client_id,
+            )
 
     def _publish(self, ids: list[int]) -> None:
         assert self.publisher is not None

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import httpx
 
+from shared.edge import EdgeSettings
 from shared.errors import MillraceError
 from shared.ports import PORTS
+from shared.rabbitctl import rabbitmqctl_command
+from shared.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,42 @@ class Pipeline:
         log.info("SIGKILL %s: %s", service, ", ".join(killed) or "nothing running")
         return killed
 
+    # ------------------------------------------------------------------ the broker
+    def _rabbitmqctl(self, *args: str) -> str:
+        command = rabbitmqctl_command(AmqpSettings().url.get_secret_value(), *args)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise PipelineError(f"{' '.join(command)}: {(result.stdout + result.stderr)[-500:]}")
+        return result.stdout.strip()
+
+    def sigkill_rabbitmq(self) -> None:
+        """SIGKILL the broker's Erlang VM: no shutdown, no flush of anything not yet on disk."""
+        pid = int(self._rabbitmqctl("eval", "os:getpid().").strip('"'))
+        self._stopped_deps.add("rabbitmq")
+        os.kill(pid, signal.SIGKILL)
+        log.info("SIGKILL RabbitMQ (pid %d)", pid)
+
+    def stop_service(self, service: str) -> None:
+        """``services.sh down SERVICE``: SIGTERM, drained as an operator would stop it."""
+        self._script(SERVICES, "down", service)
+
+    def shrink_edge(self, max_bytes: int) -> None:
+        """A policy that makes the edge queue hold at most ``max_bytes`` (the smaller limit of
+        policy and queue argument applies): it fills, and refuses publishes."""
+        pattern = f"^{EdgeSettings().queue.replace('.', '[.]')}$"
+        definition = f'{{"max-length-bytes": {max_bytes}, "overflow": "reject-publish"}}'
+        self._rabbitmqctl(
+            "set_policy", "--apply-to", "queues", "--priority", "100",
+            "millrace-chaos-edge-full", pattern, definition,
+        )  # fmt: skip
+        self._edge_shrunk = True
+
+    def restore_edge(self) -> None:
+        self._rabbitmqctl("clear_policy", "millrace-chaos-edge-full")
+        self._edge_shrunk = False
+
+    _edge_shrunk = False
+
     # ------------------------------------------------------------------ readiness
     def endpoints(self) -> Iterator[tuple[str, int]]:
         for service in SERVICE_PORTS:
@@ -156,6 +195,11 @@ class Pipeline:
     def restore(self) -> None:
         """Start every dependency this harness stopped and every service it killed."""
         problems = []
+        if self._edge_shrunk:
+            try:
+                self.restore_edge()
+            except (PipelineError, subprocess.TimeoutExpired) as e:
+                problems.append(f"edge policy: {e}")
         for name in sorted(self._stopped_deps):
             try:
                 self.start_dependency(name)

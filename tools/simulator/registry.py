@@ -28,6 +28,7 @@ async def ensure_machines(settings: PostgresSettings, factory_id: str, count: in
                     location,
                     SENSOR_TYPES[i % len(SENSOR_TYPES)],
                     "active",
+                    factory_id=factory_id,
                 )
             )
         return machines
