@@ -29,7 +29,7 @@ from tools.bench.history import Dataset
 from tools.bench.httpload import IngestBodies
 from tools.bench.memory import MemoryWatch
 from tools.bench.stack import CpuCensus, load_average, login_token, not_ready, wait_quiet
-from tools.bench.stored import drop_factories, wait_stored, writers_written
+from tools.bench.stored import drop_readings, wait_stored, writers_written
 from tools.common import logs
 from tools.common.stats import median, percentile
 from tools.simulator.registry import ensure_machines
@@ -175,7 +175,7 @@ class Bench:
 
     async def clean(self) -> None:
         garbage, self.garbage = self.garbage, []
-        await drop_factories(garbage)
+        await drop_readings(garbage, self.machines)
 
     def factory(self, kind: str) -> str:
         """A fresh factory id for one run's readings (dropped after the run)."""
@@ -334,7 +334,7 @@ class Bench:
         since_ns = time.time_ns() - 61 * 10**9
         async with httpx.AsyncClient(timeout=5) as client:
             baseline = await writers_written(client)
-        storing = asyncio.ensure_future(wait_stored(total, baseline, factory, since_ns, 300))
+        storing = asyncio.ensure_future(wait_stored(total, baseline, machines, since_ns, 300))
         started = await self._publish(
             machines, factory, "factory/{factory_id}/machine/{machine_id}/telemetry"
         )

@@ -89,7 +89,7 @@ async def throughput(
     loading = asyncio.ensure_future(spread(executor, jobs))
     readings = requests * len(machines) * readings_per_machine
     stored_task = asyncio.ensure_future(
-        wait_stored(readings, baseline, factory_id, base_us * 1000 - 1, timeout_s)
+        wait_stored(readings, baseline, machines, base_us * 1000 - 1, timeout_s)
     )
     outcomes = await loading
     done_at, stored = await stored_task

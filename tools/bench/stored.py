@@ -11,7 +11,6 @@ import httpx
 from shared.influx import InfluxClient, quote_ident, quote_literal
 from shared.settings import InfluxSettings
 from tools.bench.stack import instances
-from tools.simulator.measure import count_in_influx
 
 WRITTEN = b"millrace_writer_readings_written_total "
 POLL_S = 0.1
@@ -30,15 +29,41 @@ async def writers_written(client: httpx.AsyncClient) -> int:
     return total
 
 
+async def count_stored(influx: InfluxSettings, machines: list[str], since_ns: int) -> int:
+    """Readings of ``machines`` stored in the raw tier since ``since_ns`` (by timestamp).
+
+    By machine, not by factory: the door stores a reading under its machine's registered
+    factory whatever the body says, and the benchmark's machines are its own.
+    """
+    client = InfluxClient(influx)
+    try:
+        statement = (
+            f"SELECT count({quote_ident('temperature')}) FROM "
+            f"{quote_ident(influx.raw_rp)}.{quote_ident('sensor_readings')} "
+            f"WHERE ({_any_machine(machines)}) AND time >= {since_ns}"
+        )
+        results = await client.query(statement)
+    finally:
+        await client.close()
+    for series in results[0] if results else []:
+        for row in series.rows():
+            return int(row.get("count") or 0)
+    return 0
+
+
+def _any_machine(machines: list[str]) -> str:
+    return " OR ".join(f"{quote_ident('machine_id')} = {quote_literal(m)}" for m in machines)
+
+
 async def wait_stored(
     expected: int,
     baseline: int,
-    factory_id: str,
+    machines: list[str],
     since_ns: int,
     timeout_s: float,
 ) -> tuple[float, int]:
     """Wait until the writers stored ``expected`` readings more than ``baseline``, then check
-    InfluxDB. Returns (wall time the last one was seen stored, readings of the factory stored).
+    InfluxDB. Returns (wall time the last one was seen stored, readings of ``machines`` stored).
 
     The writers' counters are polled every 100 ms: each poll renders a writer's whole /metrics
     page, and at every 20 ms that was ~9 % of a writer's CPU (py-spy) taken from the load being
@@ -57,7 +82,7 @@ async def wait_stored(
     influx = InfluxSettings()
     stored = 0
     while True:
-        stored = await count_in_influx(influx, factory_id, since_ns)
+        stored = await count_stored(influx, machines, since_ns)
         if stored >= expected or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.2)
@@ -65,17 +90,19 @@ async def wait_stored(
     return done_at, stored
 
 
-async def drop_factories(factories: list[str]) -> None:
-    """Remove the benchmark's readings (every tier) once they are written.
+async def drop_readings(factories: list[str], machines: list[str]) -> None:
+    """Remove the benchmark's readings (every tier) once they are written: those of its own
+    factories (the freshness floor's, written straight to InfluxDB) and of its own machines.
 
     Left in place they would make every later rollup round of the writers re-aggregate them:
     the hourly tier is recomputed from all raw points of the touched hour.
     """
-    if not factories:
+    if not factories and not machines:
         return
     client = InfluxClient(InfluxSettings())
     try:
-        cond = " OR ".join(f"{quote_ident('factory_id')} = {quote_literal(f)}" for f in factories)
+        by_factory = [f"{quote_ident('factory_id')} = {quote_literal(f)}" for f in factories]
+        cond = " OR ".join([*by_factory, *([_any_machine(machines)] if machines else [])])
         await client.query(
             f"DROP SERIES FROM {quote_ident('sensor_readings')} WHERE {cond}", write=True
         )
