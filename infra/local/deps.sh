@@ -320,9 +320,11 @@ start_rabbitmq() {
         edge_config
     } >"$dir/rabbitmq.conf"
     echo "[rabbitmq_consistent_hash_exchange,$(IFS=,; echo "${EDGE_PLUGINS[*]}")]." >"$dir/enabled_plugins"
+    mkdir -p "$dir/conf.d" # its own (empty) conf.d: the machine node's edge file names other ports
     "${AS_ROOT[@]}" chown -R rabbitmq: "$dir" # the node runs as user rabbitmq
     "${AS_ROOT[@]}" env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$PORT" \
         RABBITMQ_DIST_PORT=$((PORT + 20000)) RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" \
+        RABBITMQ_CONFIG_FILES="$dir/conf.d" \
         RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
         RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
         rabbitmq-server -detached >>"$MARKS/rabbitmq-start.log" 2>&1
