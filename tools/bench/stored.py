@@ -35,20 +35,18 @@ async def count_stored(influx: InfluxSettings, machines: list[str], since_ns: in
     By machine, not by factory: the door stores a reading under its machine's registered
     factory whatever the body says, and the benchmark's machines are its own.
     """
+    statement = (
+        f"SELECT count({quote_ident('temperature')}) FROM "
+        f"{quote_ident(influx.raw_rp)}.{quote_ident('sensor_readings')} "
+        f"WHERE ({_any_machine(machines)}) AND time >= {since_ns}"
+    )
     client = InfluxClient(influx)
     try:
-        statement = (
-            f"SELECT count({quote_ident('temperature')}) FROM "
-            f"{quote_ident(influx.raw_rp)}.{quote_ident('sensor_readings')} "
-            f"WHERE ({_any_machine(machines)}) AND time >= {since_ns}"
-        )
-        results = await client.query(statement)
+        [series] = await client.query(statement)
     finally:
         await client.close()
-    for series in results[0] if results else []:
-        for row in series.rows():
-            return int(row.get("count") or 0)
-    return 0
+    counts = [row.get("count") for s in series for row in s.rows()]
+    return int(counts[0] or 0) if counts else 0
 
 
 def _any_machine(machines: list[str]) -> str:
