@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -36,7 +35,7 @@ from starlette.applications import Starlette
 from services.mqtt_bridge.app import create_app
 from services.mqtt_bridge.settings import Settings
 from shared.db import create_pool, migrate
-from shared.edge import EdgeSettings, service_credentials
+from shared.edge import EdgeSettings, mqtt_client, service_credentials
 from shared.machines import Machine, MachineRepository
 from shared.settings import AmqpSettings, MqttSettings, PostgresSettings, RedisSettings
 from tools.simulator.measure import AmqpTap
@@ -146,15 +145,7 @@ def mqtt_scope() -> Iterator[MqttScope]:
 
 def forget_session(settings: MqttSettings) -> None:
     """Drop the retained status of a bridge's client id."""
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=f"{settings.client_id}-forget",
-        protocol=mqtt.MQTTv311,
-        clean_session=True,
-    )
-    if settings.username:
-        password = settings.password.get_secret_value() if settings.password else None
-        client.username_pw_set(settings.username, password)
+    client = mqtt_client(settings, f"{settings.client_id}-forget")
     try:
         client.connect(settings.host, settings.port)
     except OSError:

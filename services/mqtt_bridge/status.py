@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 
 from services.mqtt_bridge import metrics
 from services.mqtt_bridge.settings import Settings
-from shared.edge import service_credentials
+from shared.edge import mqtt_client
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,9 @@ class StatusLink:
         s = settings
         # Replicas may share MQTT_CLIENT_ID (compose --scale): two connections with one client id
         # would disconnect each other forever, so the connection's id names the process too.
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{s.mqtt.client_id}-{socket.gethostname()}-{os.getpid()}"[:120],
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+        self._client = mqtt_client(
+            s.mqtt, f"{s.mqtt.client_id}-{socket.gethostname()}-{os.getpid()}"[:120], s.amqp
         )
-        if (credentials := service_credentials(s.mqtt, s.amqp)) is not None:
-            self._client.username_pw_set(*credentials)
         self._client.will_set(s.status_topic, OFFLINE, qos=1, retain=True)
         self._client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         self._client.on_connect = self._on_connect

@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 import orjson
-import paho.mqtt.client as mqtt
 from pydantic import SecretStr
 
+from shared.edge import mqtt_client
 from shared.settings import MqttSettings
 from tools.chaos.credentials import GatewayToken, TokenUnavailable
 from tools.chaos.ledger import DoorLedger
@@ -315,16 +315,8 @@ class MqttGateway(Door):
 
 
 def forget_session(settings: MqttSettings, client_id: str) -> None:
-    """Connect once with a clean session so that Mosquitto drops the run's persistent one."""
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv311,
-        clean_session=True,
-    )
-    if settings.username:
-        password = settings.password.get_secret_value() if settings.password else None
-        client.username_pw_set(settings.username, password)
+    """Connect once with a clean session so that the edge drops the run's persistent one."""
+    client = mqtt_client(settings, client_id)
     try:
         client.connect(settings.host, settings.port, keepalive=10)
         client.loop(timeout=2.0)  # CONNACK: the broker has discarded the old session
