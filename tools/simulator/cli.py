@@ -153,7 +153,8 @@ async def _machines(args: argparse.Namespace) -> list[SimMachine]:
     if args.machine_id:
         return [SimMachine(m, args.factory) for m in args.machine_id]
     registered = await ensure_machines(PostgresSettings(), args.factory, args.machines)
-    return [SimMachine(m.id, args.factory) for m in registered]
+    # Each machine publishes under the factory it is registered in (the edge checks it).
+    return [SimMachine(m.id, m.factory_id) for m in registered]
 
 
 def _simulate(args: argparse.Namespace, machines: list[SimMachine]) -> Stats:
