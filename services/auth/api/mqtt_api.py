@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -33,7 +34,7 @@ from shared.db import fetch_one
 from shared.edge import MQTT_EXCHANGE, EdgeSettings
 from shared.machines import valid_uuid
 from shared.metrics import AUTH_SIGN_INS
-from shared.mqtt_topics import BadTopic, topic_of
+from shared.mqtt_topics import BadTopic, TopicTemplate, topic_of
 from shared.openapi import doc
 
 log = logging.getLogger(__name__)
@@ -77,53 +78,81 @@ async def in_scope(request: Request, gateway: Gateway, factory_id: str, machine_
     return await _machine_factory(request, machine_id) == gateway.factory_id
 
 
-def mqtt_routes() -> list[Route]:
-    edge = EdgeSettings()
-    template = edge.template
-    # The alerter's retained topic per machine: <ALERTER_MQTT_TOPIC>/<machine id>.
-    alerts = os.environ.get("ALERTER_MQTT_TOPIC", "millrace/alerts").rstrip("/") + "/"
-    vhost = os.environ.get("MQTT_EDGE_VHOST", "/")
+@dataclass(frozen=True, slots=True)
+class EdgeRules:
+    """What the edge's topics look like: read once from the environment at start-up."""
 
-    @doc("MQTT edge: may this client connect? (RabbitMQ HTTP auth backend)", tags=["mqtt edge"])
-    async def user(request: Request) -> Response:
-        fields = await read_fields(request, optional=True)
-        username = string_field(fields, "username")
-        password = string_field(fields, "password")
-        client_id = string_field(fields, "client_id")
-        if not username or not password or not client_id_fits(client_id, username):
-            AUTH_SIGN_INS.labels(GRANT, "failure").inc()
-            log.info("MQTT connect refused for %r (client id %r)", username, client_id)
-            return DENY
-        throttle = state(request)["client_throttle"]
-        subject = ("client", username[:64])
-        if await throttle.retry_after(subject) is not None:
-            AUTH_SIGN_INS.labels(GRANT, "throttled").inc()
-            log.info("MQTT connect throttled for %s", username)
-            return DENY
-        gateway = await _gateway(request, username)
-        hasher = state(request)["hasher"]
-        ok = await hasher.verify(gateway.secret_hash if gateway else None, password)
-        if gateway is None or not ok:
-            await throttle.failure(subject)
-            AUTH_SIGN_INS.labels(GRANT, "failure").inc()
-            log.info("MQTT connect refused for %s: invalid client credentials", username)
-            return DENY
-        await throttle.reset(subject)
-        AUTH_SIGN_INS.labels(GRANT, "success").inc()
-        return ALLOW
+    template: TopicTemplate
+    alerts: str  # the alerter's retained topic per machine: <ALERTER_MQTT_TOPIC>/<machine id>
+    vhost: str
+
+    @classmethod
+    def from_env(cls) -> EdgeRules:
+        return cls(
+            EdgeSettings().template,
+            os.environ.get("ALERTER_MQTT_TOPIC", "millrace/alerts").rstrip("/") + "/",
+            os.environ.get("MQTT_EDGE_VHOST", "/"),
+        )
+
+    async def may_write(self, request: Request, gateway: Gateway, topic: str) -> bool:
+        try:
+            ids = self.template.parse(topic)
+        except BadTopic:
+            return False
+        return await in_scope(request, gateway, ids.factory_id, ids.machine_id)
+
+    async def may_read(self, request: Request, gateway: Gateway, topic: str) -> bool:
+        if not topic.startswith(self.alerts):
+            return False
+        # Alert topics carry no factory level: the machine's registered factory decides.
+        machine = topic[len(self.alerts) :]
+        factory = await _machine_factory(request, machine)
+        return factory is not None and await in_scope(request, gateway, factory, machine)
+
+
+@doc("MQTT edge: may this client connect? (RabbitMQ HTTP auth backend)", tags=["mqtt edge"])
+async def user(request: Request) -> Response:
+    fields = await read_fields(request, optional=True)
+    username = string_field(fields, "username")
+    password = string_field(fields, "password")
+    client_id = string_field(fields, "client_id")
+    if not username or not password or not client_id_fits(client_id, username):
+        AUTH_SIGN_INS.labels(GRANT, "failure").inc()
+        log.info("MQTT connect refused for %r (client id %r)", username, client_id)
+        return DENY
+    throttle = state(request)["client_throttle"]
+    subject = ("client", username[:64])
+    if await throttle.retry_after(subject) is not None:
+        AUTH_SIGN_INS.labels(GRANT, "throttled").inc()
+        log.info("MQTT connect throttled for %s", username)
+        return DENY
+    gateway = await _gateway(request, username)
+    hasher = state(request)["hasher"]
+    ok = await hasher.verify(gateway.secret_hash if gateway else None, password)
+    if gateway is None or not ok:
+        await throttle.failure(subject)
+        AUTH_SIGN_INS.labels(GRANT, "failure").inc()
+        log.info("MQTT connect refused for %s: invalid client credentials", username)
+        return DENY
+    await throttle.reset(subject)
+    AUTH_SIGN_INS.labels(GRANT, "success").inc()
+    return ALLOW
+
+
+def mqtt_routes() -> list[Route]:
+    rules = EdgeRules.from_env()
 
     @doc("MQTT edge: may this client use the virtual host?", tags=["mqtt edge"])
     async def vhost_check(request: Request) -> Response:
         fields = await read_fields(request, optional=True)
         gateway = await _gateway(request, string_field(fields, "username"))
-        return _answer(gateway is not None and string_field(fields, "vhost") == vhost)
+        return _answer(gateway is not None and string_field(fields, "vhost") == rules.vhost)
 
     @doc("MQTT edge: may this client use this exchange or queue?", tags=["mqtt edge"])
     async def resource(request: Request) -> Response:
         fields = await read_fields(request, optional=True)
-        username = string_field(fields, "username")
-        gateway = await _gateway(request, username)
-        if gateway is None or string_field(fields, "vhost") != vhost:
+        gateway = await _gateway(request, string_field(fields, "username"))
+        if gateway is None or string_field(fields, "vhost") != rules.vhost:
             return DENY
         kind = string_field(fields, "resource")
         name = string_field(fields, "name") or ""
@@ -144,20 +173,10 @@ def mqtt_routes() -> list[Route]:
             return DENY
         permission = string_field(fields, "permission")
         name = topic_of(key)
-        ok = False
         if permission == "write":
-            try:
-                ids = template.parse(name)
-            except BadTopic:
-                ids = None
-            ok = ids is not None and await in_scope(
-                request, gateway, ids.factory_id, ids.machine_id
-            )
-        elif permission == "read" and name.startswith(alerts):
-            # Alert topics carry no factory level: the machine's registered factory decides.
-            machine = name[len(alerts) :]
-            factory = await _machine_factory(request, machine)
-            ok = factory is not None and await in_scope(request, gateway, factory, machine)
+            ok = await rules.may_write(request, gateway, name)
+        else:
+            ok = permission == "read" and await rules.may_read(request, gateway, name)
         if not ok:
             log.info("MQTT %s on %r refused for gateway %s", permission, name, gateway.gateway_id)
         return _answer(ok)
