@@ -68,7 +68,13 @@ def test_http_and_mqtt_readings_reach_a_filtered_stream_within_2_s(
         assert ev.data["source"] == "http"
         assert ev.id and ev.id.count("-") == 1
 
-        factory = f"live-{uuid.uuid4().hex[:6]}"
+        # Over MQTT, on the topic of the machine's registered factory (another one is refused).
+        registered = httpx.get(
+            f"{urls['query_api']}/api/v1/machines/{watched}",
+            headers=auth_headers("Operator"),
+            timeout=10,
+        )
+        factory = registered.json()["machine"]["factory_id"]
         payload = orjson.dumps(
             {"timestamp": iso(datetime.now(UTC)), "sensor_type": "Temperature", "speed": 1234}
         )
