@@ -261,7 +261,9 @@ class Publisher:
         self._waiting.append(waiting)
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_loop(), name="publisher-group-commit")
-        await asyncio.shield(waiting.done)
+        # A caller cancelled meanwhile (client gone) cancels only its own future; the flush
+        # skips it.
+        await waiting.done
 
     async def _flush_loop(self) -> None:
         """One flush at a time; whatever arrived meanwhile goes in the next (no timer: a lone
