@@ -40,11 +40,13 @@ async def refresh_rules(
                 offline.rules = rules
                 version = current
                 log.info("alert rules loaded: %d enabled", len(rules))
+            as_of = evaluator.changes  # decisions made while the snapshot is read stay
             evaluator.sync_open(
                 {
                     (str(a["rule_id"]), str(a["machine_id"]))
                     for a in await store.open_alerts(kind="threshold")
-                }
+                },
+                as_of,
             )
         except DB_UNAVAILABLE as e:
             log.warning("rules refresh failed, retrying in %s s: %s", settings.rules_refresh_s, e)

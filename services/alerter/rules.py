@@ -89,6 +89,7 @@ class Action:
 class _Track:
     pending_since: int | None = None
     open: bool = False
+    changed: int = 0  # the evaluator's change count when this replica last opened/cleared it
 
 
 @dataclass
@@ -98,6 +99,9 @@ class Evaluator:
     rules: list[Rule] = field(default_factory=list)
     _tracks: dict[tuple[str, str], _Track] = field(default_factory=dict)
     _newest: dict[str, int] = field(default_factory=dict)
+    # Bumped by every open/clear decided here: a snapshot of PostgreSQL's open alerts taken
+    # before a decision must not undo it (sync_open's ``as_of``).
+    changes: int = 0
 
     def set_rules(self, rules: Iterable[Rule]) -> None:
         self.rules = [r for r in rules if r.kind == "threshold"]
@@ -114,14 +118,20 @@ class Evaluator:
             track.open = False
             track.pending_since = None
 
-    def sync_open(self, open_pairs: set[tuple[str, str]]) -> None:
-        """Align with the alerts open in PostgreSQL (acknowledged, cleared by hand, fail-over)."""
+    def sync_open(self, open_pairs: set[tuple[str, str]], as_of: int | None = None) -> None:
+        """Align with the alerts open in PostgreSQL (acknowledged, cleared by hand, fail-over).
+
+        ``as_of``: :attr:`changes` when the snapshot was read; a pair this replica opened or
+        cleared after that keeps its own, newer state."""
+        newer = (lambda t: t.changed > as_of) if as_of is not None else (lambda t: False)
         for key, track in self._tracks.items():
-            if track.open and key not in open_pairs:
+            if track.open and key not in open_pairs and not newer(track):
                 track.open = False
                 track.pending_since = None
         for key in open_pairs:
-            self._tracks.setdefault(key, _Track()).open = True
+            track = self._tracks.setdefault(key, _Track())
+            if not newer(track):
+                track.open = True
 
     def undo(self, action: Action) -> None:
         """The action could not be recorded: judge this machine's readings again when they
@@ -151,6 +161,8 @@ class Evaluator:
                 if rule.back_to_normal(value):
                     track.open = False
                     track.pending_since = None
+                    self.changes += 1
+                    track.changed = self.changes
                     actions.append(Action("clear", rule, reading, float(value), ts))
                 continue
             if not rule.crossed(value):
@@ -160,5 +172,7 @@ class Evaluator:
                 track.pending_since = ts
             if ts - track.pending_since >= rule.duration_s * 1_000_000_000:
                 track.open = True
+                self.changes += 1
+                track.changed = self.changes
                 actions.append(Action("open", rule, reading, float(value), track.pending_since))
         return actions

@@ -139,3 +139,20 @@ def test_offline_rules_of_a_factory() -> None:
     ]
     actions = offline_actions([rule], machines, set(), 120 * S)
     assert [(a.kind, a.reading["machine_id"]) for a in actions] == [("open", "m1")]
+
+
+def test_a_snapshot_of_open_alerts_read_before_a_decision_does_not_undo_it() -> None:
+    """The alerter re-reads PostgreSQL's open alerts while it keeps judging readings: an alert
+    opened (or cleared) here after the snapshot was taken keeps its state."""
+    ev = Evaluator()
+    ev.set_rules([HOT])
+    as_of = ev.changes  # the snapshot is read now: nothing open
+    assert kinds(ev, reading(1, 95)) == ["open"]
+    ev.sync_open(set(), as_of)  # the stale snapshot says "not open"
+    assert kinds(ev, reading(2, 96)) == []  # still open: no second alert for the episode
+    as_of = ev.changes
+    assert kinds(ev, reading(3, 10)) == ["clear"]
+    ev.sync_open({("r1", "m1")}, as_of)  # stale again: it says "open"
+    assert kinds(ev, reading(4, 97)) == ["open"]  # a new episode: the clear was not forgotten
+    ev.sync_open(set(), ev.changes)  # a fresh snapshot (cleared by hand) still applies
+    assert kinds(ev, reading(5, 98)) == ["open"]
