@@ -16,6 +16,7 @@ import orjson
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
+from shared.settings import IngestLimits
 from tests.browser_fixtures import browser, page  # noqa: F401  (fixtures)
 from tests.e2e.pipeline import create_user, poll
 from tests.e2e.test_pipeline import iso
@@ -127,7 +128,9 @@ def test_http_and_mqtt_readings_appear_on_the_board_within_2_s(
         {"timestamp": iso(datetime.now(UTC)), "sensor_type": "Temperature", "speed": 1234}
     )
     sent = time.monotonic()
-    mosquitto_pub(service_mqtt(), f"factory/console/machine/{mid}/telemetry", [payload])
+    # The machine was registered without a factory: it belongs to the default one.
+    topic = f"factory/{IngestLimits().default_factory_id}/machine/{mid}/telemetry"
+    mosquitto_pub(service_mqtt(), topic, [payload])
     expect(tile.locator('[data-field="speed"]')).to_have_text("1234 RPM", timeout=2_000)
     assert time.monotonic() - sent < 2
 
