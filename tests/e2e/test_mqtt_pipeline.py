@@ -67,8 +67,20 @@ def running_bridge() -> str:
 def test_mosquitto_pub_reading_is_served_by_the_query_api(
     running_bridge: str, urls: dict[str, str], auth_headers: Headers
 ) -> None:
-    machine = create_machine(urls, auth_headers, "Press shop, Line 4")
+    # A machine of a factory of its own: the topic must name the factory it is registered in.
     factory = f"e2e-{uuid.uuid4().hex[:8]}"
+    created = httpx.post(
+        f"{urls['query_api']}/api/v1/machines",
+        json={
+            "name": "Press 4",
+            "location": "Press shop, Line 4",
+            "sensor_type": "Temperature",
+            "factory_id": factory,
+        },
+        headers=auth_headers("Supervisor"),
+    )
+    assert created.status_code == 201, created.text
+    machine = str(created.json()["machine"]["id"])
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
     payload = orjson.dumps(
         {"timestamp": iso(at), "sensor_type": "Temperature", "temperature": 72.5, "speed": 1450}
