@@ -27,8 +27,8 @@ from shared.db import create_pool, migrate
 from shared.envelope import Envelope, dead_letter
 from shared.readings import to_ns
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
-from tests.integration.test_query_api import query_app
 from tests.polling import poll
+from tests.query_fixtures import query_app
 from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration

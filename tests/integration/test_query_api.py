@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from starlette.testclient import TestClient
@@ -17,7 +16,8 @@ from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.clock import FrozenClock
-from tests.tokens import bearer, trust_test_key
+from tests.query_fixtures import query_app
+from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +30,6 @@ def client(
 ) -> Iterator[TestClient]:
     # A private topology: the app's dead-letter archive must not drain the real queue.
     with query_app(postgres_settings, influx_settings, amqp_cleanup) as c:
-        yield c
-
-
-@contextmanager
-def query_app(
-    postgres: PostgresSettings, influx: InfluxSettings, amqp: AmqpSettings
-) -> Iterator[TestClient]:
-    """The query API on these stores, started, trusting the test tokens."""
-    settings = Settings(postgres=postgres, influx=influx, amqp=amqp)
-    with TestClient(create_app(settings)) as c:
-        trust_test_key(c.app_state)
         yield c
 
 

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from services.query_api.app import create_app
-from services.query_api.settings import Settings
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.dependencies import DependencyControl
-from tests.tokens import bearer, trust_test_key
+from tests.query_fixtures import query_app
+from tests.tokens import bearer
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
 
@@ -29,9 +28,7 @@ def client(
     influx_settings: InfluxSettings,
     amqp_cleanup: AmqpSettings,
 ) -> Iterator[TestClient]:
-    settings = Settings(postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup)
-    with TestClient(create_app(settings)) as c:
-        trust_test_key(c.app_state)
+    with query_app(postgres_settings, influx_settings, amqp_cleanup) as c:
         yield c
 
 
