@@ -116,11 +116,11 @@ class InfluxClient:
         except orjson.JSONDecodeError as e:
             raise InfluxQueryError(f"/query answered {resp.status_code} non-JSON") from e
         if "error" in doc:
-            raise InfluxQueryError(doc["error"])
+            raise _query_error(doc["error"])
         out: list[list[Series]] = []
         for result in doc.get("results", []):
             if "error" in result:
-                raise InfluxQueryError(result["error"])
+                raise _query_error(result["error"])
             out.append(
                 [
                     Series(
@@ -169,6 +169,14 @@ class InfluxClient:
                     write=True,
                 )
         log.info("InfluxDB %s provisioned: database %s, tiers %s", version, s.database, tiers)
+
+
+def _query_error(detail: str) -> InfluxQueryError | InfluxUnavailable:
+    """A missing database is not a bad statement: the writer creates it when it starts, so the
+    caller should retry (503), not report a bug of ours (500)."""
+    if "database not found" in detail:
+        return InfluxUnavailable(f"{detail} (the writer creates it when it starts)")
+    return InfluxQueryError(detail)
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -15,6 +15,7 @@ containers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from pydantic import SecretStr
 
+from shared.influx import InfluxClient
 from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
 from tests.queues import delete_topology
@@ -280,7 +282,19 @@ def redis_settings(dependencies: Dependencies) -> RedisSettings:
 
 @pytest.fixture(scope="session")
 def influx_settings(dependencies: Dependencies) -> InfluxSettings:
-    return InfluxSettings(url=dependencies.influx, database=TEST_DATABASE)
+    """The test database, provisioned once: a test that only reads must not depend on another
+    test having written first."""
+    settings = InfluxSettings(url=dependencies.influx, database=TEST_DATABASE)
+
+    async def provision() -> None:
+        client = InfluxClient(settings)
+        try:
+            await client.provision()
+        finally:
+            await client.close()
+
+    asyncio.run(provision())
+    return settings
 
 
 @pytest.fixture

@@ -102,3 +102,15 @@ async def test_errors_are_classified(influx_settings: InfluxSettings, refused_po
     with pytest.raises(InfluxUnavailable):
         await down.write(b"m v=1 1")
     await down.close()
+
+
+async def test_a_database_not_yet_provisioned_is_retryable(influx_settings: InfluxSettings) -> None:
+    """Before the writer's first start the database is missing: readers get a retryable
+    answer (503 in the APIs), not an error that reads as a bug."""
+    missing = InfluxSettings(url=influx_settings.url, database=f"absent_{uuid.uuid4().hex[:8]}")
+    client = InfluxClient(missing)
+    try:
+        with pytest.raises(InfluxUnavailable, match="database not found"):
+            await client.query("SELECT * FROM sensor_readings LIMIT 1")
+    finally:
+        await client.close()
