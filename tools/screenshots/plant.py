@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ import psycopg
 import redis
 
 from shared.settings import AmqpSettings, InfluxSettings, MqttSettings, PostgresSettings
-from tools.soak.stack import ROOT, PrivateStack, StackError
+from tools.soak.stack import PrivateStack, StackError
 
 SERVICES = ("auth", "writer", "ingest_gateway", "query_api", "alerter")
 # The pipeline's Redis is database 0; the tests use 0 too. Flushed before and after.
@@ -175,13 +174,7 @@ class PrivatePlant(PrivateStack):
             client.disconnect()
 
     def add_dev_users(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "services.auth", "dev-users"],
-            cwd=ROOT,
-            env=self.env(),
-            check=True,
-            capture_output=True,
-        )
+        self.auth_command("dev-users")
 
 
 @contextmanager

@@ -150,15 +150,19 @@ class PrivateStack:
         settings = self.jwt_settings()
         return TokenIssuer(self.keys(), settings.issuer, settings.audience)
 
-    def rotate_key(self) -> None:
-        """``python -m services.auth rotate-key``, then restart auth to sign with the new key."""
+    def auth_command(self, *args: str) -> None:
+        """``python -m services.auth <args>`` on this stack's settings; fails unless it succeeds."""
         subprocess.run(
-            [sys.executable, "-m", "services.auth", "rotate-key"],
+            [sys.executable, "-m", "services.auth", *args],
             cwd=ROOT,
             env=self.env(),
             check=True,
             capture_output=True,
         )
+
+    def rotate_key(self) -> None:
+        """``python -m services.auth rotate-key``, then restart auth to sign with the new key."""
+        self.auth_command("rotate-key")
         self.stop("auth")
         self.start("auth")
         self.wait_ready("auth")
