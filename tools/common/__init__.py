@@ -1,1 +1,2 @@
-"""What the command-line tools share: logging in, logging, percentiles, local test tokens."""
+"""What the command-line tools share: logging in, logging, percentiles, local test tokens, the
+flags chromium is started with."""

@@ -22,19 +22,11 @@ import httpx
 from playwright.sync_api import Page, sync_playwright
 
 from tools.common.auth import access_token, dev_password, login
+from tools.common.browser import CHROMIUM_ARGS
 from tools.screenshots.plant import PrivatePlant, private_plant
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "images"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 NORTH, SOUTH = "north-works", "south-works"
 PLANT = [  # name, location, factory
     ("Press 1", "Press shop", NORTH),
