@@ -32,7 +32,9 @@ async def refresh_rules(
     version: tuple[Any, ...] = ()
     while True:
         try:
-            await store.sync_default_rule(settings.default_hysteresis, settings.default_severity)
+            await store.sync_default_rule(
+                settings.alerter.default_hysteresis, settings.alerter.default_severity
+            )
             current = await store.rules_version()
             if current != version:
                 rules = await store.rules()
@@ -49,8 +51,10 @@ async def refresh_rules(
                 as_of,
             )
         except DB_UNAVAILABLE as e:
-            log.warning("rules refresh failed, retrying in %s s: %s", settings.rules_refresh_s, e)
-        await asyncio.sleep(settings.rules_refresh_s)
+            log.warning(
+                "rules refresh failed, retrying in %s s: %s", settings.alerter.rules_refresh_s, e
+            )
+        await asyncio.sleep(settings.alerter.rules_refresh_s)
 
 
 class State(TypedDict):
@@ -65,10 +69,12 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
     connection = await resources.rabbitmq(stack, settings.amqp, "alerter")
     store = AlertStore(pool)
     evaluator = Evaluator()
-    offline = OfflineWatch(settings.postgres, store, redis, settings.offline_sweep_s)
+    offline = OfflineWatch(settings.postgres, store, redis, settings.alerter.offline_sweep_s)
     stack.push_async_callback(offline.close)
     # Rules first: no reading is judged against an empty rule book.
-    await store.sync_default_rule(settings.default_hysteresis, settings.default_severity)
+    await store.sync_default_rule(
+        settings.alerter.default_hysteresis, settings.alerter.default_severity
+    )
     rules = await store.rules()
     evaluator.set_rules(rules)
     offline.rules = rules

@@ -42,7 +42,7 @@ def readings_queue_arguments(settings: Settings) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
         "x-single-active-consumer": True,
-        "x-max-length": settings.queue_max_length,
+        "x-max-length": settings.alerter.queue_max_length,
         # A stopped alerter must never make ingest refuse data: drop the oldest readings.
         "x-overflow": "drop-head",
         "x-dead-letter-exchange": settings.amqp.dead_letter,
@@ -72,10 +72,12 @@ class RuleEvaluation:
 
     async def start(self) -> None:
         self._channel = await self.connection.channel(publisher_confirms=True)
-        await self._channel.set_qos(prefetch_count=self.settings.prefetch)
+        await self._channel.set_qos(prefetch_count=self.settings.alerter.prefetch)
         self._exchange, _, _ = await broker.declare_topology(self._channel, self.settings.amqp)
         self._queue = await self._channel.declare_queue(
-            self.settings.queue, durable=True, arguments=readings_queue_arguments(self.settings)
+            self.settings.alerter.queue,
+            durable=True,
+            arguments=readings_queue_arguments(self.settings),
         )
         await self._queue.bind(self._exchange, routing_key="reading.#")
         self._task = asyncio.create_task(self._consume(self._queue))

@@ -71,7 +71,7 @@ class MqttNotifier:
         return self.client.is_connected()
 
     def topic(self, machine_id: str) -> str:
-        return f"{self.settings.mqtt_topic_prefix}/{machine_id}"
+        return f"{self.settings.alerter.mqtt_topic_prefix}/{machine_id}"
 
     async def publish(self, machine_id: str, payload: bytes) -> None:
         info = self.client.publish(self.topic(machine_id), payload, qos=1, retain=True)
@@ -107,7 +107,7 @@ class Notifier:
             self.settings.amqp.exchange, "topic", durable=True
         )
         queue = await self._channel.declare_queue(
-            self.settings.notify_queue,
+            self.settings.alerter.notify_queue,
             durable=True,
             arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
         )
@@ -137,7 +137,7 @@ class Notifier:
             await asyncio.sleep(1)
             await message.nack(requeue=True)
             return
-        for url in self.settings.webhooks:
+        for url in self.settings.alerter.webhooks:
             task = asyncio.create_task(self.deliver_webhook(url, event, alert))
             self._webhooks.add(task)
             task.add_done_callback(self._webhooks.discard)
@@ -163,13 +163,15 @@ class Notifier:
     async def deliver_webhook(self, url: str, event: str, alert: dict[str, Any]) -> None:
         body = orjson.dumps({"event": event, "alert": alert})
         headers = {"Content-Type": "application/json", "X-Millrace-Event": f"alert.{event}"}
-        if self.settings.webhook_secret is not None:
-            secret = self.settings.webhook_secret.get_secret_value().encode()
+        if self.settings.alerter.webhook_secret is not None:
+            secret = self.settings.alerter.webhook_secret.get_secret_value().encode()
             headers["X-Millrace-Signature"] = signature(secret, body)
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.settings.webhook_attempts),
-                wait=wait_exponential(multiplier=0.5, max=self.settings.webhook_backoff_max_s),
+                stop=stop_after_attempt(self.settings.alerter.webhook_attempts),
+                wait=wait_exponential(
+                    multiplier=0.5, max=self.settings.alerter.webhook_backoff_max_s
+                ),
             ):
                 with attempt:
                     n = attempt.retry_state.attempt_number
@@ -193,7 +195,7 @@ class Notifier:
                 url,
                 alert["id"],
                 event,
-                self.settings.webhook_attempts,
+                self.settings.alerter.webhook_attempts,
             )
         except DB_UNAVAILABLE as e:
             log.warning("webhook delivery log failed: %s", e)

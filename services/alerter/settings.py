@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.settings import (
     AmqpSettings,
@@ -11,44 +12,44 @@ from shared.settings import (
 )
 
 
-class Settings(ServiceSettings):
-    port: int = Field(default=8006, validation_alias="ALERTER_PORT")
+class AlerterOptions(BaseSettings):
+    """``ALERTER_*``: the alerter's own options."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALERTER_", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
     # Readings queue (single active consumer: one replica evaluates, in order) and the queue
     # of alert changes the notifier sends out.
-    queue: str = Field(default="telemetry.alerter", validation_alias="ALERTER_QUEUE")
-    notify_queue: str = Field(
-        default="telemetry.alerter.notify", validation_alias="ALERTER_NOTIFY_QUEUE"
-    )
+    queue: str = "telemetry.alerter"
+    notify_queue: str = "telemetry.alerter.notify"
     # Messages the readings queue holds while no alerter runs; the oldest are dropped beyond
     # it (never refused: a stopped alerter must not stop ingest).
-    queue_max_length: int = Field(
-        default=200_000, ge=1, validation_alias="ALERTER_QUEUE_MAX_LENGTH"
-    )
-    prefetch: int = Field(default=100, ge=1, validation_alias="ALERTER_PREFETCH")
+    queue_max_length: int = Field(default=200_000, ge=1)
+    prefetch: int = Field(default=100, ge=1)
     # Rules and the max_temperature_threshold setting are re-read this often.
-    rules_refresh_s: float = Field(default=2.0, gt=0, validation_alias="ALERTER_RULES_REFRESH_S")
-    offline_sweep_s: float = Field(default=5.0, gt=0, validation_alias="ALERTER_OFFLINE_SWEEP_S")
+    rules_refresh_s: float = Field(default=2.0, gt=0)
+    offline_sweep_s: float = Field(default=5.0, gt=0)
     # The max_temperature_threshold rule clears this many degrees below the threshold.
-    default_hysteresis: float = Field(
-        default=2.0, ge=0, validation_alias="ALERTER_DEFAULT_HYSTERESIS"
-    )
-    default_severity: str = Field(default="major", validation_alias="ALERTER_DEFAULT_SEVERITY")
+    default_hysteresis: float = Field(default=2.0, ge=0)
+    default_severity: str = "major"
     # Retained topic per machine: <prefix>/<machine_id>.
     mqtt_topic_prefix: str = Field(default="millrace/alerts", validation_alias="ALERTER_MQTT_TOPIC")
     # Webhooks (comma-separated URLs), signed with HMAC-SHA256 when a secret is set.
-    webhook_urls: str = Field(default="", validation_alias="ALERTER_WEBHOOK_URLS")
-    webhook_secret: SecretStr | None = Field(
-        default=None, validation_alias="ALERTER_WEBHOOK_SECRET"
-    )
-    webhook_attempts: int = Field(default=5, ge=1, validation_alias="ALERTER_WEBHOOK_ATTEMPTS")
-    webhook_backoff_max_s: float = Field(
-        default=30.0, gt=0, validation_alias="ALERTER_WEBHOOK_BACKOFF_MAX_S"
-    )
-    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
-    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="millrace-alerter"))
+    webhook_urls: str = ""
+    webhook_secret: SecretStr | None = None
+    webhook_attempts: int = Field(default=5, ge=1)
+    webhook_backoff_max_s: float = Field(default=30.0, gt=0)
 
     @property
     def webhooks(self) -> list[str]:
         return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
+
+
+class Settings(ServiceSettings):
+    port: int = Field(default=8006, validation_alias="ALERTER_PORT")
+    alerter: AlerterOptions = Field(default_factory=AlerterOptions)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings(client_id="millrace-alerter"))

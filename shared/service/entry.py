@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 from starlette.types import ASGIApp
 
 from shared import workers as worker_processes
@@ -41,9 +42,28 @@ S = TypeVar("S", bound=Served)
 _WORKER_SPEC = "MILLRACE_WORKER_SERVICE"
 
 
-def _describe(error: Any) -> str:
+def _models(model: type[BaseSettings]) -> dict[str, type[BaseSettings]]:
+    """A settings class and its nested settings models (each reads its own prefix), by name."""
+    found = {model.__name__: model}
+    for field in model.model_fields.values():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseSettings):
+            found |= _models(sub)
+    return found
+
+
+def _env_name(model: type[BaseSettings] | None, loc: tuple[Any, ...]) -> str:
+    """Where an error is, as the environment variable it came from when that is known: a
+    nested model's field is reported as ``WRITER_BATCH_POINTS``, not ``batch_points``."""
+    field = model.model_fields.get(str(loc[0])) if model is not None and len(loc) == 1 else None
+    if model is not None and field is not None and field.validation_alias is None:
+        return (str(model.model_config.get("env_prefix") or "") + str(loc[0])).upper()
+    return ".".join(str(part) for part in loc)
+
+
+def _describe(error: Any, model: type[BaseSettings] | None = None) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
-    where = ".".join(str(part) for part in error.get("loc", ()))
+    where = _env_name(model, tuple(error.get("loc", ())))
     return f"{where}: {message}" if where else message
 
 
@@ -52,7 +72,10 @@ def load_settings(settings_cls: Callable[[], S]) -> S:
     try:
         return settings_cls()
     except ValidationError as e:
-        problems = "; ".join(_describe(err) for err in e.errors())
+        # A nested model's error escapes as that model's own (its title is the model's name).
+        models = _models(settings_cls) if isinstance(settings_cls, type) else {}
+        model = models.get(e.title)
+        problems = "; ".join(_describe(err, model) for err in e.errors())
         sys.stderr.write(f"error: configuration refused: {problems}\n")
         raise SystemExit(2) from None
 

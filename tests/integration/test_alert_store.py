@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
 from services.alerter.evaluation import RuleEvaluation
 from services.alerter.notify import Notifier
 from services.alerter.rules import Action, Evaluator, Rule
-from services.alerter.settings import Settings
+from services.alerter.settings import AlerterOptions, Settings
 from services.alerter.store import AlertStore
 from shared.db import create_pool, migrate
 from shared.machines import MachineCache, MachineRepository
@@ -113,10 +114,12 @@ async def test_webhook_is_signed_retried_and_every_attempt_logged(
     store: AlertStore, hook_url: str
 ) -> None:
     settings = Settings(
-        ALERTER_WEBHOOK_URLS=hook_url,
-        ALERTER_WEBHOOK_SECRET="test-signing-key",
-        ALERTER_WEBHOOK_ATTEMPTS=4,
-        ALERTER_WEBHOOK_BACKOFF_MAX_S=0.2,
+        alerter=AlerterOptions(
+            webhook_urls=hook_url,
+            webhook_secret=SecretStr("test-signing-key"),
+            webhook_attempts=4,
+            webhook_backoff_max_s=0.2,
+        )
     )
     notifier = Notifier(settings, connection=None, store=store)  # type: ignore[arg-type]
     alert_id = int(time.time_ns() % 10**12)

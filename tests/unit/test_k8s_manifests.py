@@ -685,7 +685,7 @@ def _permitted(pattern: str, name: str) -> bool:
 def test_the_service_user_may_use_every_name_the_code_uses() -> None:
     """The Permission of the services' RabbitMQ user covers what they declare, bind, publish to
     and consume (names from the settings), and nothing of another application."""
-    amqp, edge, alerter = AmqpSettings(), EdgeSettings(), AlerterSettings()
+    amqp, edge, alerter = AmqpSettings(), EdgeSettings(), AlerterSettings().alerter
     live = "live.query_api.host-1.7.0a1b2c3d"  # services/query_api/live/hub.py
     queues = [
         amqp.queue,

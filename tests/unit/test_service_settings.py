@@ -1,0 +1,71 @@
+"""Each service's own options sit in a nested model with its prefix (``settings.writer...``)
+yet keep the environment names the README documents; a refused value is reported by its name."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from shared.service.entry import load_settings
+
+# service, environment variable, value, where the option lands, expected
+MAPPED = [
+    ("alerter", "ALERTER_PREFETCH", "7", ("alerter", "prefetch"), 7),
+    (
+        "alerter",
+        "ALERTER_MQTT_TOPIC",
+        "plant/alerts",
+        ("alerter", "mqtt_topic_prefix"),
+        "plant/alerts",
+    ),
+]
+
+# service, environment variable, a value it refuses
+REFUSED = [
+    ("alerter", "ALERTER_QUEUE_MAX_LENGTH", "0"),
+]
+
+
+def settings_of(service: str) -> type:
+    cls: type = importlib.import_module(f"services.{service}.settings").Settings
+    return cls
+
+
+@pytest.mark.parametrize(("service", "name", "value", "path", "expected"), MAPPED)
+def test_the_environment_name_reaches_the_nested_option(
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+    name: str,
+    value: str,
+    path: tuple[str, str],
+    expected: object,
+) -> None:
+    monkeypatch.setenv(name, value)
+    group, option = path
+    assert getattr(getattr(settings_of(service)(), group), option) == expected
+
+
+@pytest.mark.parametrize(("service", "name", "value"), REFUSED)
+def test_a_refused_value_is_named_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    service: str,
+    name: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_:
+        load_settings(settings_of(service))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: configuration refused: {name}: "), err
+
+
+def test_a_shared_dependency_is_named_by_its_variable_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AMQP_HEARTBEAT_S", "often")
+    with pytest.raises(SystemExit):
+        load_settings(settings_of("alerter"))
+    assert capsys.readouterr().err.startswith("error: configuration refused: AMQP_HEARTBEAT_S: ")
