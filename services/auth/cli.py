@@ -116,7 +116,9 @@ async def create_gateway(
     settings: Settings, gateway_id: str, factory: str | None, machines: list[str] | None
 ) -> None:
     try:
-        factory_id = factories.parse_factory(factory or settings.default_factory_id, "--factory")
+        factory_id = factories.parse_factory(
+            factory or settings.auth.default_factory_id, "--factory"
+        )
         machine_ids = factories.parse_machine_ids(machines, "--machine")
     except InvalidInput as e:
         raise CliError(f"refused: {e}") from None

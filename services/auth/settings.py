@@ -20,7 +20,11 @@ _MIN_PRODUCTION_MEMORY_KIB = 19 * 1024
 
 
 class AuthSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AUTH_", extra="ignore", case_sensitive=False)
+    """``AUTH_*``: the auth service's own options (``settings.auth``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTH_", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
 
     # Signing key: PEM in the environment (``\n`` escapes accepted) or a file. RSA (RS256,
     # >= 2048 bits) or Ed25519 (EdDSA); the algorithm follows the key.
@@ -70,10 +74,6 @@ class AuthSettings(BaseSettings):
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
 
-
-class Settings(ServiceSettings, UsesPostgres, UsesRedis, UsesJwt, UsesSecurity):
-    port: int = Field(default=8003, validation_alias="AUTH_PORT")
-    auth: AuthSettings = Field(default_factory=AuthSettings)
     # The factory a gateway registered without one joins: the same variable ingest reads.
     default_factory_id: str = Field(default="default", validation_alias="INGEST_DEFAULT_FACTORY_ID")
 
@@ -83,6 +83,11 @@ class Settings(ServiceSettings, UsesPostgres, UsesRedis, UsesJwt, UsesSecurity):
         if (problem := factory_id_error(value)) is not None:
             raise ValueError(f"INGEST_DEFAULT_FACTORY_ID: {problem}")
         return value
+
+
+class Settings(ServiceSettings, UsesPostgres, UsesRedis, UsesJwt, UsesSecurity):
+    port: int = Field(default=8003, validation_alias="AUTH_PORT")
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _production_needs_real_keys(self) -> Settings:

@@ -19,11 +19,14 @@ MAPPED = [
         ("alerter", "mqtt_topic_prefix"),
         "plant/alerts",
     ),
+    ("auth", "AUTH_GATEWAY_TTL_S", "60", ("auth", "gateway_ttl_s"), 60),
+    ("auth", "INGEST_DEFAULT_FACTORY_ID", "plant-2", ("auth", "default_factory_id"), "plant-2"),
 ]
 
 # service, environment variable, a value it refuses
 REFUSED = [
     ("alerter", "ALERTER_QUEUE_MAX_LENGTH", "0"),
+    ("auth", "AUTH_ACCESS_TTL_S", "soon"),
 ]
 
 

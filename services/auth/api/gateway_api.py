@@ -53,7 +53,9 @@ async def register_gateway(request: Request) -> Response:
     hasher = state(request)["hasher"]
     own = principal.factories
     fallback = (
-        next(iter(own)) if own and len(own) == 1 else state(request)["settings"].default_factory_id
+        next(iter(own))
+        if own and len(own) == 1
+        else state(request)["settings"].auth.default_factory_id
     )
     try:
         given = fields.get("factory_id")
