@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from services.query_api.app import create_app
-from services.query_api.settings import Settings
+from services.query_api.settings import QueryOptions, Settings
 from services.writer.batch import reading_line
 from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
@@ -65,10 +65,8 @@ async def seed(influx: InfluxClient, machine: str, start: int, step_s: float) ->
 
 
 async def main_async(runs: int, step_s: float) -> None:
-    # Uncached reads. (Settings(cache_ttl_s=0) does not do it: the field is read by its
-    # environment name only, so the keyword was ignored and the figures were Redis hits.)
-    settings = Settings()
-    settings.cache_ttl_s = 0
+    # Uncached reads (QUERY_CACHE_TTL_S=0), or the figures would be Redis hits.
+    settings = Settings(query=QueryOptions(cache_ttl_s=0))
     # Raw aggregation of dense data can take long: measure it rather than time it out.
     settings.influx.timeout_s = 120.0
     app = create_app(settings)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.query_api.live.settings import LiveSettings
 from shared.security import UsesSecurity
@@ -15,6 +16,19 @@ from shared.settings import (
 )
 
 
+class QueryOptions(BaseSettings):
+    """``QUERY_*``: the query API's own options (its port is ``QUERY_API_PORT``)."""
+
+    model_config = SettingsConfigDict(env_prefix="QUERY_", extra="ignore", case_sensitive=False)
+
+    # Default history window when start_time is not given.
+    default_range_s: int = Field(default=86_400, ge=1)
+    # A machine is "online" when its newest reading is at most this old.
+    online_threshold_s: int = Field(default=120, ge=1)
+    # Repeated history queries are answered from Redis this long (0 = no cache).
+    cache_ttl_s: int = Field(default=10, ge=0)
+
+
 class Settings(
     ServiceSettings,
     UsesAmqp,
@@ -26,10 +40,5 @@ class Settings(
     UsesIngestLimits,
 ):
     port: int = Field(default=8002, validation_alias="QUERY_API_PORT")
-    # Default history window when start_time is not given.
-    default_range_s: int = Field(default=86_400, ge=1, validation_alias="QUERY_DEFAULT_RANGE_S")
-    # A machine is "online" when its newest reading is at most this old.
-    online_threshold_s: int = Field(default=120, ge=1, validation_alias="QUERY_ONLINE_THRESHOLD_S")
-    # Repeated history queries are answered from Redis this long (0 = no cache).
-    cache_ttl_s: int = Field(default=10, ge=0, validation_alias="QUERY_CACHE_TTL_S")
+    query: QueryOptions = Field(default_factory=QueryOptions)
     live: LiveSettings = Field(default_factory=LiveSettings)

@@ -55,7 +55,7 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
     publisher = await resources.publisher(stack, settings.amqp, connection)
     archive = DeadLetterArchive(settings.amqp, connection, pool)
     await _started(stack, archive)
-    live = LiveHub(settings.amqp, settings.live, connection, settings.online_threshold_s)
+    live = LiveHub(settings.amqp, settings.live, connection, settings.query.online_threshold_s)
     await _started(stack, live)
     return {
         "settings": settings,
@@ -68,7 +68,7 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
         "influx": resources.influx(stack, settings.influx),
         "redis_guard": guard,
         "machines": MachineCache(MachineRepository(pool), guard),
-        "history_cache": HistoryCache(guard, settings.cache_ttl_s),
+        "history_cache": HistoryCache(guard, settings.query.cache_ttl_s),
         "authorizer": resources.authorizer(stack, settings.jwt, guard),
     }
 

@@ -19,6 +19,7 @@ import redis
 from starlette.testclient import TestClient
 
 from services.query_api.app import create_app as query_app
+from services.query_api.settings import QueryOptions
 from services.query_api.settings import Settings as QuerySettings
 from services.writer.app import create_app as writer_app
 from services.writer.settings import Settings as WriterSettings
@@ -213,7 +214,10 @@ def test_new_data_is_never_hidden_by_the_history_cache(
         amqp=amqp_cleanup, influx=influx_settings, batch_ms=50, rollup_sweep_hours=0
     )
     query = QuerySettings(
-        postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup, cache_ttl_s=3600
+        postgres=postgres_settings,
+        influx=influx_settings,
+        amqp=amqp_cleanup,
+        query=QueryOptions(cache_ttl_s=3600),
     )
     url = f"/api/v1/data/machine/{machine}"
     window = {"start_time": iso((now - 60 * 10**9) // 1000), "end_time": iso(now // 1000)}

@@ -35,7 +35,9 @@ async def machine_history(request: Request) -> Response:
     st = state(request)
     mid = path_uuid(request, "machine_id")
     now = datetime.now(UTC)
-    q = parse_history(request.query_params, st["known_fields"], st["settings"].default_range_s, now)
+    q = parse_history(
+        request.query_params, st["known_fields"], st["settings"].query.default_range_s, now
+    )
     machine = machine_or_404(principal(request), await st["machines"].get(mid), mid)
     cache = st["history_cache"]
     key = await cache.key(mid, q.cache_key())

@@ -118,7 +118,7 @@ def status_summary(machines: list[Machine], rows: list[dict[str, Any]]) -> dict[
 async def status_answer(st: State, machines: list[Machine]) -> dict[str, Any]:
     """The status endpoint's body for ``machines`` (the caller's, filtered)."""
     found, origin = await latest(st, [m.id for m in machines])
-    threshold_s = st["settings"].online_threshold_s
+    threshold_s = st["settings"].query.online_threshold_s
     rows = status_rows(machines, found, time.time_ns(), threshold_s)
     return {
         "status": "success",
