@@ -47,7 +47,7 @@ def unavailable(st: State, what: str) -> ApiError:
     return ApiError(
         503,
         f"{what} cannot take data right now; nothing was accepted, retry later",
-        headers={"Retry-After": str(st["settings"].retry_after_s)},
+        headers={"Retry-After": str(st["settings"].gateway.retry_after_s)},
     )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.security import UsesSecurity
 from shared.settings import (
@@ -13,11 +14,21 @@ from shared.settings import (
 )
 
 
+class GatewayOptions(BaseSettings):
+    """``INGEST_GATEWAY_*``: the ingest gateway's own options (its limits are ``INGEST_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INGEST_GATEWAY_", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
+    # Seconds a gateway is told to wait (Retry-After) when the broker cannot take data.
+    retry_after_s: int = Field(default=5, validation_alias="INGEST_RETRY_AFTER_S")
+    # Processes serving the port (uvicorn workers); one process uses one core at most.
+    workers: int = Field(default=1, ge=1, le=64)
+
+
 class Settings(
     ServiceSettings, UsesAmqp, UsesPostgres, UsesRedis, UsesJwt, UsesSecurity, UsesIngestLimits
 ):
     port: int = Field(default=8001, validation_alias="INGEST_GATEWAY_PORT")
-    # Seconds a gateway is told to wait (Retry-After) when the broker cannot take data.
-    retry_after_s: int = Field(default=5, validation_alias="INGEST_RETRY_AFTER_S")
-    # Processes serving the port (uvicorn workers); one process uses one core at most.
-    workers: int = Field(default=1, ge=1, le=64, validation_alias="INGEST_GATEWAY_WORKERS")
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)

@@ -22,6 +22,8 @@ MAPPED = [
     ("auth", "AUTH_GATEWAY_TTL_S", "60", ("auth", "gateway_ttl_s"), 60),
     ("auth", "INGEST_DEFAULT_FACTORY_ID", "plant-2", ("auth", "default_factory_id"), "plant-2"),
     ("query_api", "QUERY_CACHE_TTL_S", "0", ("query", "cache_ttl_s"), 0),
+    ("ingest_gateway", "INGEST_GATEWAY_WORKERS", "2", ("gateway", "workers"), 2),
+    ("ingest_gateway", "INGEST_RETRY_AFTER_S", "9", ("gateway", "retry_after_s"), 9),
 ]
 
 # service, environment variable, a value it refuses
@@ -29,6 +31,7 @@ REFUSED = [
     ("alerter", "ALERTER_QUEUE_MAX_LENGTH", "0"),
     ("auth", "AUTH_ACCESS_TTL_S", "soon"),
     ("query_api", "QUERY_ONLINE_THRESHOLD_S", "0"),
+    ("ingest_gateway", "INGEST_GATEWAY_WORKERS", "65"),
 ]
 
 
