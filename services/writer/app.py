@@ -44,11 +44,13 @@ async def open_state(stack: AsyncExitStack, settings: Settings) -> State:
     connection = await resources.rabbitmq(stack, settings.amqp, "writer")
     redis = resources.redis(stack, settings.redis)
     fields = [*BUILTIN_FIELDS, *settings.limits.extra_fields]
-    rollup = Rollup(influx, fields, settings.rollup_interval_s, settings.rollup_repeat_s)
+    rollup = Rollup(
+        influx, fields, settings.writer.rollup_interval_s, settings.writer.rollup_repeat_s
+    )
     writer = Writer(settings, connection, influx, rollup=rollup, status=StatusUpdater(redis))
     stack.push_async_callback(writer.stop)
     await writer.start()
-    sweep = asyncio.create_task(_sweep(rollup, settings.rollup_sweep_hours))
+    sweep = asyncio.create_task(_sweep(rollup, settings.writer.rollup_sweep_hours))
     stack.callback(sweep.cancel)
     return {"writer": writer, "influx": influx}
 

@@ -79,7 +79,7 @@ class Writer:
         status: StatusUpdater | None = None,
     ) -> None:
         self.settings = settings
-        self.conflicts = ConflictDetector(settings.conflict_window)
+        self.conflicts = ConflictDetector(settings.writer.conflict_window)
         self.lines = LineBuilder()
         self.rollup = rollup
         self.status = status
@@ -102,7 +102,7 @@ class Writer:
     async def start(self) -> None:
         await self.publisher.start()
         self._channel = await self.connection.channel()
-        await self._channel.set_qos(prefetch_count=self.settings.prefetch)
+        await self._channel.set_qos(prefetch_count=self.settings.writer.prefetch)
         _, self._queue, _ = await broker.declare_topology(self._channel, self.settings.amqp)
         self._flusher = asyncio.create_task(self._flush_loop(), name="writer-flush")
         if self.rollup is not None:
@@ -111,9 +111,9 @@ class Writer:
         log.info(
             "consuming %s (batch %d points / %d ms, prefetch %d)",
             self.settings.amqp.queue,
-            self.settings.batch_points,
-            self.settings.batch_ms,
-            self.settings.prefetch,
+            self.settings.writer.batch_points,
+            self.settings.writer.batch_ms,
+            self.settings.writer.prefetch,
         )
 
     @property
@@ -173,11 +173,11 @@ class Writer:
             # Wake the flusher so it starts this batch's time limit.
             self._first_at = time.monotonic()
             self._wake.set()
-        elif self._held_points >= self.settings.batch_points:
+        elif self._held_points >= self.settings.writer.batch_points:
             self._wake.set()
 
     async def _flush_loop(self) -> None:
-        batch_s = self.settings.batch_ms / 1000
+        batch_s = self.settings.writer.batch_ms / 1000
         while True:
             if self._first_at is None:
                 timeout = None
@@ -188,7 +188,7 @@ class Writer:
             self._wake.clear()
             if self._held and (
                 self._stopping
-                or self._held_points >= self.settings.batch_points
+                or self._held_points >= self.settings.writer.batch_points
                 or (self._first_at is not None and time.monotonic() - self._first_at >= batch_s)
             ):
                 try:
@@ -291,7 +291,7 @@ class Writer:
             exc = state.outcome.exception() if state.outcome else None
             level = (
                 logging.ERROR
-                if state.attempt_number >= self.settings.retry_error_after
+                if state.attempt_number >= self.settings.writer.retry_error_after
                 else logging.WARNING
             )
             log.log(
@@ -305,7 +305,7 @@ class Writer:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(InfluxUnavailable),
-            wait=wait_exponential(multiplier=0.2, max=self.settings.retry_max_s),
+            wait=wait_exponential(multiplier=0.2, max=self.settings.writer.retry_max_s),
             stop=give_up_on_shutdown,
             before_sleep=log_retry,
             reraise=True,

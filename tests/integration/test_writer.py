@@ -11,7 +11,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from services.writer.settings import Settings
+from services.writer.settings import Settings, WriterOptions
 from services.writer.writer import Writer
 from shared import broker
 from shared.envelope import Envelope
@@ -60,9 +60,13 @@ async def queue_depth(conn: aio_pika.abc.AbstractConnection, name: str) -> int:
 
 
 async def start_writer(
-    amqp: AmqpSettings, influx_settings: InfluxSettings, **kw: Any
+    amqp: AmqpSettings,
+    influx_settings: InfluxSettings,
+    options: WriterOptions | None = None,
+    **kw: Any,
 ) -> tuple[Writer, aio_pika.abc.AbstractRobustConnection, InfluxClient]:
-    settings = Settings(amqp=amqp, influx=influx_settings, batch_ms=50, **kw)
+    writer_options = options or WriterOptions(batch_ms=50)
+    settings = Settings(amqp=amqp, influx=influx_settings, writer=writer_options, **kw)
     conn = await broker.connect(amqp, "test-writer")
     influx = InfluxClient(influx_settings)
     writer = Writer(settings, conn, influx)
@@ -76,7 +80,9 @@ async def test_batches_are_written_then_acked(
     amqp = amqp_cleanup
     checker = InfluxClient(influx_settings)
     await checker.provision()
-    writer, conn, influx = await start_writer(amqp, influx_settings, batch_points=250)
+    writer, conn, influx = await start_writer(
+        amqp, influx_settings, WriterOptions(batch_ms=50, batch_points=250)
+    )
     publisher = broker.Publisher(amqp, conn)
     await publisher.start()
     machine = str(uuid.uuid4())
@@ -137,7 +143,7 @@ async def test_no_ack_while_influx_is_down(
         url=f"http://127.0.0.1:{refused_port}", database=influx_settings.database, timeout_s=0.5
     )
     writer, conn, influx = await start_writer(
-        amqp, unreachable, retry_max_s=0.2, shutdown_timeout_s=1.0
+        amqp, unreachable, WriterOptions(batch_ms=50, retry_max_s=0.2), shutdown_timeout_s=1.0
     )
     publisher = broker.Publisher(amqp, conn)
     await publisher.start()

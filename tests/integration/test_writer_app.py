@@ -23,6 +23,7 @@ from services.query_api.settings import QueryOptions
 from services.query_api.settings import Settings as QuerySettings
 from services.writer.app import create_app as writer_app
 from services.writer.settings import Settings as WriterSettings
+from services.writer.settings import WriterOptions
 from shared import broker
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope
@@ -98,7 +99,9 @@ def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_sh
     recent, stale, silent = asyncio.run(machines_at(postgres_settings, location, 3))
     now = time.time_ns()
     settings = WriterSettings(
-        amqp=amqp_cleanup, influx=influx_settings, batch_ms=50, rollup_sweep_hours=0
+        amqp=amqp_cleanup,
+        influx=influx_settings,
+        writer=WriterOptions(batch_ms=50, rollup_sweep_hours=0),
     )
     query = QuerySettings(postgres=postgres_settings, influx=influx_settings, amqp=amqp_cleanup)
     with TestClient(writer_app(settings)) as writer:
@@ -174,9 +177,11 @@ def test_writer_shutdown_stores_and_acknowledges_what_it_holds(
     settings = WriterSettings(
         amqp=amqp_cleanup,
         influx=influx_settings,
-        batch_ms=600_000,  # the batch would wait ten minutes: only the shutdown flushes it
-        batch_points=100_000,
-        rollup_sweep_hours=0,
+        writer=WriterOptions(
+            batch_ms=600_000,  # the batch would wait ten minutes: only the shutdown flushes it
+            batch_points=100_000,
+            rollup_sweep_hours=0,
+        ),
     )
     machine = str(uuid.uuid4())
     now = time.time_ns()
@@ -211,7 +216,9 @@ def test_new_data_is_never_hidden_by_the_history_cache(
     [machine] = asyncio.run(machines_at(postgres_settings, f"Hall C-{uuid.uuid4().hex[:6]}", 1))
     now = time.time_ns() // 10**9 * 10**9
     writer_settings = WriterSettings(
-        amqp=amqp_cleanup, influx=influx_settings, batch_ms=50, rollup_sweep_hours=0
+        amqp=amqp_cleanup,
+        influx=influx_settings,
+        writer=WriterOptions(batch_ms=50, rollup_sweep_hours=0),
     )
     query = QuerySettings(
         postgres=postgres_settings,

@@ -24,6 +24,7 @@ MAPPED = [
     ("query_api", "QUERY_CACHE_TTL_S", "0", ("query", "cache_ttl_s"), 0),
     ("ingest_gateway", "INGEST_GATEWAY_WORKERS", "2", ("gateway", "workers"), 2),
     ("ingest_gateway", "INGEST_RETRY_AFTER_S", "9", ("gateway", "retry_after_s"), 9),
+    ("writer", "WRITER_BATCH_POINTS", "7", ("writer", "batch_points"), 7),
 ]
 
 # service, environment variable, a value it refuses
@@ -32,6 +33,7 @@ REFUSED = [
     ("auth", "AUTH_ACCESS_TTL_S", "soon"),
     ("query_api", "QUERY_ONLINE_THRESHOLD_S", "0"),
     ("ingest_gateway", "INGEST_GATEWAY_WORKERS", "65"),
+    ("writer", "WRITER_BATCH_POINTS", "many"),
 ]
 
 
