@@ -3,13 +3,14 @@ client wants is never encoded."""
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
 import orjson
 
 from services.query_api.live.events import LiveEvent
-from services.query_api.live.hub import LiveHub
+from services.query_api.live.hub import LINGER_S, MAX_NEEDLES, LiveHub
 from services.query_api.live.settings import LiveSettings
 from services.query_api.live.subscriber import Filter, Subscriber
 from shared.envelope import Envelope
@@ -114,3 +115,167 @@ def test_an_event_is_encoded_once_and_only_when_wanted() -> None:
     late = Subscriber(Filter(), 100)
     h.subscribe(late, f"{h.epoch}-{unwanted[0].seq - 1}")
     assert late._pending[0].startswith(f"id: {h.epoch}-{unwanted[0].seq}\n".encode())
+
+
+# -- messages nobody watches are acknowledged undecoded ---------------------------------------
+
+
+class Message:
+    """What the hub reads of an AMQP delivery."""
+
+    def __init__(self, routing_key: str, body: bytes) -> None:
+        self.routing_key, self.body = routing_key, body
+        self.acked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+def mixed(readings: list[tuple[str, str]]) -> bytes:
+    """One message holding a reading of each (machine, factory), as a door packs them, with
+    the lines the door renders."""
+    now = time.time_ns()
+    rs = [
+        {
+            "machine_id": m,
+            "factory_id": f,
+            "sensor_type": "Temperature",
+            "location": "L1",
+            "ts": now + i,
+            "fields": {"temperature": 20.0},
+        }
+        for i, (m, f) in enumerate(readings)
+    ]
+    lines = [
+        f"sensor_readings,factory_id={f},machine_id={m} temperature=20.0 1" for m, f in readings
+    ]
+    return Envelope(source="http", readings=rs, routing_key="r", lines=lines).encode()
+
+
+async def feed(h: LiveHub, key: str, message_body: bytes) -> Message:
+    message = Message(key, message_body)
+    await h._on_message(message)  # type: ignore[arg-type]
+    assert message.acked
+    return message
+
+
+async def test_a_message_naming_no_watched_id_is_skipped_and_any_other_is_decoded() -> None:
+    h = hub()
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    assert h.skippable(body(a, "F1"))  # no client at all
+    f1 = Counting(Filter(factory_ids=frozenset({"F1"})))
+    watch_c = Counting(Filter(machine_ids=frozenset({c})))
+    h.subscribe(f1, None)
+    h.subscribe(watch_c, None)
+    assert h.skippable(body(a, "F2"))
+    assert h.skippable(mixed([(a, "F2"), (b, "F3")]))
+    # One reading of the watched factory among others; the watched machine in any factory.
+    assert not h.skippable(mixed([(a, "F2"), (b, "F1"), (a, "F3")]))
+    assert not h.skippable(mixed([(c, "F9")]))
+    # Ids that only appear inside the lines (tags, unquoted) do not count as readings of them.
+    assert h.skippable(Envelope("http", [], "r", lines=["x,factory_id=F1 t=1.0 1"]).encode())
+    await feed(h, "reading.F2.mixed", mixed([(a, "F2"), (b, "F1")]))
+    assert f1.offered == 2 and watch_c.offered == 0  # the F1 reading and its machine's status
+    await feed(h, "reading.F2." + a, body(a, "F2"))
+    assert f1.offered == 2
+    # A client anywhere needs every message; so does a client of too many ids to search for.
+    anywhere = Counting(Filter(locations=frozenset({"L1"})))
+    h.subscribe(anywhere, None)
+    assert not h.skippable(body(a, "F2"))
+    h.unsubscribe(anywhere)
+    many = Counting(Filter(factory_ids=frozenset(f"G{i}" for i in range(MAX_NEEDLES + 1))))
+    h.subscribe(many, None)
+    assert not h.skippable(body(a, "F2"))
+
+
+async def test_no_reading_a_client_wants_is_ever_skipped() -> None:
+    """Random clients and messages: whenever a reading of a message matches a client's filter,
+    the client is offered it (the message was decoded)."""
+    rng = random.Random(7)
+    machines = [str(uuid.uuid4()) for _ in range(12)]
+    factories = ["F1", "F2", "F3", "plant-2", "a:b_c"]
+    for _ in range(30):
+        h = hub()
+        subs = []
+        for _ in range(rng.randint(1, 4)):
+            filt = rng.choice(
+                [
+                    Filter(factory_ids=frozenset(rng.sample(factories, rng.randint(1, 2)))),
+                    Filter(machine_ids=frozenset(rng.sample(machines, rng.randint(1, 3)))),
+                    Filter(
+                        machine_ids=frozenset(rng.sample(machines, 1)),
+                        factory_ids=frozenset(rng.sample(factories, 1)),
+                    ),
+                ]
+            )
+            s = Counting(filt)
+            h.subscribe(s, None)
+            subs.append(s)
+        for _ in range(20):
+            readings = [
+                (rng.choice(machines), rng.choice(factories)) for _ in range(rng.randint(1, 5))
+            ]
+            want = {
+                id(s)
+                for s in subs
+                for m, f in readings
+                if (not s.filter.machine_ids or m in s.filter.machine_ids)
+                and (not s.filter.factory_ids or f in s.filter.factory_ids)
+            }
+            before = {id(s): len(s._pending) for s in subs}
+            await feed(h, "reading.x.mixed", mixed(readings))
+            got = {id(s) for s in subs if len(s._pending) > before[id(s)]}
+            assert want <= got
+
+
+async def test_resume_across_skipped_messages_says_gap_within_the_linger_it_replays() -> None:
+    h = hub()
+    m, other = str(uuid.uuid4()), str(uuid.uuid4())
+    first = Subscriber(Filter(factory_ids=frozenset({"F1"})), 100)
+    h.subscribe(first, None)
+    [seen] = [ev for ev in h.events_of("reading.F1." + m, body(m, "F1")) if ev.type == "reading"]
+    last_id = f"{h.epoch}-{seen.seq}"
+    h.unsubscribe(first)
+    # Gone, but F1 lingers: its readings are still decoded, the reconnecting client resumes.
+    await feed(h, "reading.F2." + other, body(other, "F2"))  # skipped: nobody watches F2
+    await feed(h, "reading.F1." + m, body(m, "F1"))
+    back = Subscriber(Filter(factory_ids=frozenset({"F1"}), types=frozenset({"reading"})), 100)
+    h.subscribe(back, last_id)
+    assert len(back._pending) == 1 and b"event: reading" in back._pending[0]
+    last_id = f"{h.epoch}-{h._seq}"
+    h.unsubscribe(back)
+    # Past the linger, F1's readings are skipped too: resuming over them is a gap.
+    h._expire_lingering(time.monotonic() + LINGER_S + 1)
+    assert h.skippable(body(m, "F1"))
+    await feed(h, "reading.F1." + m, body(m, "F1"))
+    again = Subscriber(Filter(factory_ids=frozenset({"F1"})), 100)
+    h.subscribe(again, last_id)
+    assert len(again._pending) == 1 and b"event: gap" in again._pending[0]
+    # A client of a factory that was watched throughout resumes without a gap.
+    keeper = Subscriber(Filter(factory_ids=frozenset({"F3"})), 100)
+    h.subscribe(keeper, None)
+    await feed(h, "reading.F3." + m, body(m, "F3"))
+    mark = f"{h.epoch}-{h._seq}"  # the last event the keeper got
+    await feed(h, "reading.F2." + other, body(other, "F2"))  # skipped
+    await feed(h, "reading.F3." + m, body(m, "F3"))
+    resumed = Subscriber(Filter(factory_ids=frozenset({"F3"}), types=frozenset({"reading"})), 100)
+    h.subscribe(resumed, mark)
+    assert len(resumed._pending) == 1 and b"event: reading" in resumed._pending[0]
+
+
+async def test_a_machine_whose_readings_were_skipped_is_forgotten_not_called_offline() -> None:
+    h = hub()
+    watched, unwatched = str(uuid.uuid4()), str(uuid.uuid4())
+    anywhere = Subscriber(Filter(), 100)
+    h.subscribe(anywhere, None)
+    now = time.time_ns()
+    await feed(h, "reading.F1." + watched, body(watched, "F1"))
+    await feed(h, "reading.F2." + unwatched, body(unwatched, "F2"))
+    h.unsubscribe(anywhere)
+    h.subscribe(Subscriber(Filter(factory_ids=frozenset({"F1"})), 100), None)
+    await feed(h, "reading.F2." + unwatched, body(unwatched, "F2"))  # skipped
+    assert h._skips == 1
+    later = now + 61 * 10**9
+    [offline] = h.sweep(later)
+    assert offline.machine_id == watched and b'"online":false' in offline.frame
+    assert unwatched not in h._presence

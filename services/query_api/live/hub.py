@@ -1,4 +1,19 @@
-"""The process's one RabbitMQ feed, fanned out to every stream client of this process."""
+"""The process's one RabbitMQ feed, fanned out to every stream client of this process.
+
+Every reading of the plant reaches this feed, most of them of factories and machines nobody
+here watches. While every client is filed under factories or machines (a token scoped to
+factories always is), a message whose body names none of the watched ids is acknowledged
+without being decoded: the ids a client's filter can match are compared, as strings, with the
+readings' ``machine_id``/``factory_id``, and a body that holds no reading with one of those
+values does not contain that value's JSON string at all (bodies are :mod:`shared.envelope`'s
+orjson encoding; the needle is the id's own orjson encoding). A client anywhere (no factory,
+no machine), or more watched ids than ``MAX_NEEDLES``, turns the shortcut off.
+
+What skipping must not change: a client resuming from its ``Last-Event-ID`` is replayed only
+what this process has seen without a hole for its ids (else it gets a ``gap``), an id stays
+watched ``LINGER_S`` after its last client left (a reconnecting client resumes without a gap),
+and a machine whose readings may have been skipped is forgotten rather than called offline.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +28,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -43,6 +59,19 @@ CLIENTS = Gauge("millrace_live_clients", "Live stream clients connected to this 
 EVENTS = Counter("millrace_live_events_total", "Live events fanned out", ["type"])
 DROPPED = Counter("millrace_live_dropped_total", "Live events a slow client did not get")
 PRESENCE_SWEEP_S = 1.0
+# Watched ids searched for in a message body before decoding it; beyond, every body is decoded.
+MAX_NEEDLES = 16
+# An id stays watched this long after its last client left: a client reconnecting within it
+# (a new token, a network blip) resumes from its Last-Event-ID without a gap.
+LINGER_S = 60.0
+SKIPPED = Counter(
+    "millrace_live_skipped_total", "Feed messages acknowledged undecoded: no client watches them"
+)
+
+
+def _needle(value: str) -> bytes:
+    """``value`` as a JSON string, exactly as orjson writes it inside a message body."""
+    return orjson.dumps(value)
 
 
 class LiveHub:
@@ -70,12 +99,23 @@ class LiveHub:
         self._by_factory: dict[str, set[Subscriber]] = {}
         self._anywhere: set[Subscriber] = set()
         self._counted = {t: EVENTS.labels(t) for t in TYPES}
-        # machine id -> [newest reading ns, factory, location, online]
+        # machine id -> [newest reading ns, factory, location, online, skips when last seen]
         self._presence: dict[str, list[Any]] = {}
+        # The skipping shortcut (module docstring). Watched ids: ("m"|"f", id) -> the event
+        # seq since when no message holding it was skipped; ids whose last client left, until
+        # when they stay watched (monotonic s); the needles, None while every body is decoded
+        # (and since when, as an event seq); how many messages were skipped so far.
+        self._since: dict[tuple[str, str], int] = {}
+        self._lingering: dict[tuple[str, str], float] = {}
+        self._needles: list[bytes] | None = None
+        self._all_since: int | None = 0
+        self._skips = 0
+        self._last_skip_seq = -1  # the event seq when the last message was skipped
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._rewatch()
 
     async def start(self) -> None:
         # Confirms: the alerts API announces its changes on this channel's exchange.
@@ -129,6 +169,7 @@ class LiveHub:
         self._subscribers.add(sub)
         for group in self._groups(sub, create=True):
             group.add(sub)
+        self._rewatch()
         CLIENTS.set(len(self._subscribers))
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -137,9 +178,77 @@ class LiveHub:
         self._subscribers.discard(sub)
         for group in self._groups(sub, create=False):
             group.discard(sub)
-        self._by_machine = {k: g for k, g in self._by_machine.items() if g}
-        self._by_factory = {k: g for k, g in self._by_factory.items() if g}
+        until = time.monotonic() + LINGER_S
+        for kind, index in (("m", self._by_machine), ("f", self._by_factory)):
+            for k in [k for k, g in index.items() if not g]:
+                del index[k]
+                self._lingering[(kind, k)] = until
+        self._rewatch()
         CLIENTS.set(len(self._subscribers))
+
+    # -- what the feed may skip ----------------------------------------------------------------
+
+    def _watched(self) -> set[tuple[str, str]]:
+        keys = {("m", k) for k in self._by_machine} | {("f", k) for k in self._by_factory}
+        return keys | self._lingering.keys()
+
+    def _rewatch(self) -> None:
+        """Recompute the needles after the clients (or the lingering ids) changed."""
+        keys = self._watched()
+        everything = bool(self._anywhere) or len(keys) > MAX_NEEDLES
+        was_all = self._all_since
+        since = {}
+        for key in keys:
+            start = self._since.get(key)
+            if start is None:
+                start = self._seq if was_all is None else was_all
+            elif was_all is not None:
+                start = min(start, was_all)
+            since[key] = start
+        self._since = since
+        if everything:
+            self._all_since = self._seq if was_all is None else was_all
+            self._needles = None
+        else:
+            self._all_since = None
+            self._needles = [_needle(k) for _, k in sorted(keys)]
+
+    def _expire_lingering(self, now: float) -> None:
+        gone = [k for k, until in self._lingering.items() if until <= now]
+        for k in gone:
+            del self._lingering[k]
+        if gone:
+            self._rewatch()
+
+    def skippable(self, body: bytes) -> bool:
+        """True when no reading in ``body`` can match a watched id (module docstring)."""
+        needles = self._needles
+        return needles is not None and not any(n in body for n in needles)
+
+    def _complete_after(self, sub: Subscriber, seq: int) -> bool:
+        """Whether every message that could hold an event for ``sub`` after event ``seq`` was
+        decoded (nothing of its ids skipped since then)."""
+        if self._last_skip_seq < seq:
+            return True  # nothing skipped at all since
+        if self._all_since is not None and self._all_since < seq:
+            return True
+        f = sub.filter
+        keys = (
+            [("m", k) for k in f.machine_ids]
+            if f.machine_ids
+            else [("f", k) for k in f.factory_ids]
+            if f.factory_ids
+            else None
+        )
+        if keys is None:
+            return False
+        return all((start := self._since.get(k)) is not None and start < seq for k in keys)
+
+    def _observed(self, machine: str, factory: str) -> bool:
+        """Whether no message of this machine is being skipped now."""
+        return (
+            self._needles is None or ("m", machine) in self._since or ("f", factory) in self._since
+        )
 
     def _groups(self, sub: Subscriber, *, create: bool) -> list[set[Subscriber]]:
         f = sub.filter
@@ -164,6 +273,9 @@ class LiveHub:
             sub.gap("cannot resume: fill from history")
             return
         after = int(seq_text)
+        if not self._complete_after(sub, after):
+            sub.gap("cannot resume: events of this stream were not kept: fill from history")
+            return
         for ev in self._recent:
             if ev.seq > after:
                 sub.offer(ev)
@@ -205,8 +317,14 @@ class LiveHub:
             DROPPED.inc(dropped)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        key = message.routing_key or ""
         try:
-            self.publish(self.events_of(message.routing_key or "", message.body))
+            if key.startswith("reading.") and self.skippable(message.body):
+                self._skips += 1
+                self._last_skip_seq = self._seq
+                SKIPPED.inc()
+            else:
+                self.publish(self.events_of(key, message.body))
         except (ValueError, KeyError, TypeError) as e:
             log.warning("live feed: unreadable message %s: %s", message.routing_key, e)
         try:
@@ -242,9 +360,10 @@ class LiveHub:
             out.append(self._event(READING, lazy, mid, factory, location, ts))
             seen = self._presence.get(mid)
             if seen is None:
-                seen = self._presence[mid] = [ts, factory, location, False]
+                seen = self._presence[mid] = [ts, factory, location, False, self._skips]
             elif ts > seen[0]:
                 seen[0] = ts
+                seen[4] = self._skips
             if not seen[3] and now - seen[0] <= self.online_threshold_ns:
                 seen[3] = True
                 out.append(self._status(mid, seen, online=True))
@@ -261,15 +380,24 @@ class LiveHub:
         return self._event(STATUS, data, machine, seen[1], seen[2], seen[0])
 
     def sweep(self, now_ns: int) -> list[LiveEvent]:
-        """Machines silent longer than the online threshold go offline (once)."""
+        """Machines silent longer than the online threshold go offline (once). One whose
+        readings may have been skipped since it was last seen is forgotten instead (its next
+        reading seen says it is online, as after a start)."""
         out = []
+        forget = []
         for mid, seen in self._presence.items():
             if seen[3] and now_ns - seen[0] > self.online_threshold_ns:
+                if seen[4] != self._skips and not self._observed(mid, seen[1]):
+                    forget.append(mid)
+                    continue
                 seen[3] = False
                 out.append(self._status(mid, seen, online=False))
+        for mid in forget:
+            del self._presence[mid]
         return out
 
     async def _sweep_presence(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_SWEEP_S)
+            self._expire_lingering(time.monotonic())
             self.publish(self.sweep(time.time_ns()))
