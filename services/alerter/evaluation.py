@@ -125,19 +125,22 @@ class RuleEvaluation:
 
     async def registered(self, readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The readings to judge, in order per machine, each with its machine's registered
-        factory (None for a machine no longer registered: only rules of every factory apply)."""
+        factory (None for a machine no longer registered: only rules of every factory apply).
+
+        The readings are the message's own, just decoded: the factory is set on them, not on
+        copies, and each machine is looked up (and its id checked) once per message."""
         usable = [r for r in readings if "machine_id" in r and "ts" in r]
-        ids = sorted({m for r in usable if valid_uuid(m := str(r["machine_id"]))})
-        machines = await self.machines.get_many(ids)
-        out = []
-        for r in sorted(usable, key=lambda r: (str(r["machine_id"]), int(r["ts"]))):
-            machine = machines.get(str(r["machine_id"]))
-            out.append({**r, "factory_id": machine.factory_id if machine else None})
-        return out
+        ids = {str(r["machine_id"]) for r in usable}
+        machines = await self.machines.get_many(sorted(m for m in ids if valid_uuid(m)))
+        factories = {m: machine.factory_id for m, machine in machines.items() if machine}
+        for r in usable:
+            r["factory_id"] = factories.get(str(r["machine_id"]))
+        usable.sort(key=lambda r: (str(r["machine_id"]), int(r["ts"])))
+        return usable
 
     async def evaluate(self, readings: list[dict[str, Any]]) -> None:
-        for reading in await self.registered(readings):
-            READINGS.inc()
+        judged = await self.registered(readings)
+        for reading in judged:
             for action in self.evaluator.evaluate(reading):
                 try:
                     alert, event = await self._record(action)
@@ -154,6 +157,7 @@ class RuleEvaluation:
                         alert["machine_id"],
                         action.value,
                     )
+        READINGS.inc(len(judged))
 
     async def _record(self, action: Action) -> tuple[dict[str, Any] | None, str]:
         """Store the transition and announce it; bounded retries while a dependency is down."""

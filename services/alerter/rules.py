@@ -14,7 +14,7 @@ a reading's sender claimed.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +92,26 @@ class _Track:
     changed: int = 0  # the evaluator's change count when this replica last opened/cleared it
 
 
+# What decides which rules watch a reading: its machine, sensor type, location, registered
+# factory, and the names of its fields.
+_Series = tuple[str, str, str, str | None, tuple[str, ...]]
+_MAX_SERIES = 100_000
+
+
 @dataclass
 class Evaluator:
-    """Per-(rule, machine) state of the threshold rules, for the readings this replica sees."""
+    """Per-(rule, machine) state of the threshold rules, for the readings this replica sees.
+
+    The rules that watch a reading depend only on what it is from and which fields it has, the
+    same for every reading of a series: they are worked out (with :meth:`Rule.applies`, in the
+    rules' order) at the series' first reading and kept until the rules change, so a reading
+    no rule watches costs a lookup and a reading costs nothing for the rules that ignore it.
+    """
 
     rules: list[Rule] = field(default_factory=list)
     _tracks: dict[tuple[str, str], _Track] = field(default_factory=dict)
     _newest: dict[str, int] = field(default_factory=dict)
+    _watching: dict[_Series, tuple[Rule, ...]] = field(default_factory=dict)
     # Bumped by every open/clear decided here: a snapshot of PostgreSQL's open alerts taken
     # before a decision must not undo it (sync_open's ``as_of``).
     changes: int = 0
@@ -107,6 +120,27 @@ class Evaluator:
         self.rules = [r for r in rules if r.kind == "threshold"]
         keep = {r.id for r in self.rules}
         self._tracks = {k: t for k, t in self._tracks.items() if k[0] in keep}
+        self._watching = {}
+
+    def watching(self, reading: dict[str, Any], fields: dict[str, Any]) -> tuple[Rule, ...]:
+        """The rules, in order, that watch this reading (its machine in their scope and
+        factory, their field among its fields)."""
+        series: _Series = (
+            str(reading["machine_id"]),
+            str(reading.get("sensor_type") or ""),
+            str(reading.get("location") or ""),
+            reading.get("factory_id"),
+            tuple(fields),
+        )
+        rules = self._watching.get(series)
+        if rules is None:
+            machine = dict(zip(("machine_id", "sensor_type", "location"), series, strict=False))
+            machine["factory_id"] = series[3]
+            rules = tuple(r for r in self.rules if r.field in fields and r.applies(machine))
+            if len(self._watching) >= _MAX_SERIES:
+                self._watching.clear()
+            self._watching[series] = rules
+        return rules
 
     def mark_open(self, rule_id: str, machine_id: str) -> None:
         """An alert already open in PostgreSQL (start-up, another replica, a manual state)."""
@@ -142,17 +176,17 @@ class Evaluator:
         track.open = action.kind == "clear"
         track.pending_since = action.started_ns if action.kind == "open" else None
 
-    def evaluate(self, reading: dict[str, Any]) -> list[Action]:
+    def evaluate(self, reading: dict[str, Any]) -> Sequence[Action]:
         machine, ts = str(reading["machine_id"]), int(reading["ts"])
         newest = self._newest.get(machine)
         if newest is not None and ts <= newest:
-            return []  # late or delivered again: its time has already been judged
+            return ()  # late or delivered again: its time has already been judged
         self._newest[machine] = ts
         fields = reading.get("fields") or {}
         actions: list[Action] = []
-        for rule in self.rules:
-            value = fields.get(rule.field)
-            if not isinstance(value, int | float) or not rule.applies(reading):
+        for rule in self.watching(reading, fields):
+            value = fields[rule.field]
+            if not isinstance(value, int | float):
                 continue
             track = self._tracks.get((rule.id, machine))
             if track is None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 
 from services.alerter.notify import signature
 from services.alerter.offline import offline_actions
-from services.alerter.rules import Evaluator, Rule
+from services.alerter.rules import SCOPES, Evaluator, Rule
 
 S = 1_000_000_000
 # Opens above 80 °C, clears below 75 °C.
@@ -156,3 +157,49 @@ def test_a_snapshot_of_open_alerts_read_before_a_decision_does_not_undo_it() -> 
     assert kinds(ev, reading(4, 97)) == ["open"]  # a new episode: the clear was not forgotten
     ev.sync_open(set(), ev.changes)  # a fresh snapshot (cleared by hand) still applies
     assert kinds(ev, reading(5, 98)) == ["open"]
+
+
+def test_the_rules_watching_a_series_are_those_that_apply_in_order_for_every_scope() -> None:
+    """The evaluator keeps, per series, the rules that watch it: always the same rules, in the
+    same order, as asking every rule (every scope, a factory or none, the field present)."""
+    rng = random.Random(3)
+    values = {
+        "machine": ["m1", "m2", "m3"],
+        "sensor_type": ["Temperature", "Vibration"],
+        "location": ["Hall 1", "Hall 2"],
+        "factory": ["plant-a", "plant-b"],
+    }
+    fields = ["temperature", "pressure", "speed"]
+
+    def random_rule(i: int) -> Rule:
+        scope = rng.choice(SCOPES)
+        return _with(
+            id=f"r{i}",
+            field=rng.choice(fields),
+            scope_type=scope,
+            scope_value=None if scope == "all" else rng.choice(values[scope]),
+            factory_id=rng.choice([None, "plant-a", "plant-b"]),
+        )
+
+    ev = Evaluator()
+    for _ in range(5):
+        rules = [random_rule(i) for i in range(12)]
+        ev.set_rules(rules)  # the rules change: nothing worked out before is kept
+        for _ in range(300):
+            r = {
+                "machine_id": rng.choice(values["machine"]),
+                "sensor_type": rng.choice(values["sensor_type"]),
+                "location": rng.choice(values["location"]),
+                "factory_id": rng.choice([None, *values["factory"]]),
+            }
+            present = {f: 1.0 for f in rng.sample(fields, rng.randint(1, 3))}
+            expected = tuple(x for x in rules if x.field in present and x.applies(r))
+            assert ev.watching(r, present) == expected
+
+
+def test_a_reading_no_rule_watches_still_counts_as_the_newest_of_its_machine() -> None:
+    ev = Evaluator()
+    ev.set_rules([HOT])
+    assert ev.evaluate({"machine_id": "m1", "ts": 5 * S, "fields": {"pressure": 1.0}}) == []
+    assert kinds(ev, reading(4, 90)) == []  # older than a reading already judged
+    assert kinds(ev, reading(6, 90)) == ["open"]
