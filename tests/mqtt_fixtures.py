@@ -291,6 +291,12 @@ async def taps(amqp_cleanup: AmqpSettings) -> AsyncIterator[tuple[AmqpTap, AmqpT
     await dead.close()
 
 
+def with_inflight(settings: Settings, inflight: int) -> Settings:
+    """The same bridge settings with another MQTT_BRIDGE_MAX_INFLIGHT."""
+    bridge = settings.bridge.model_copy(update={"max_inflight": inflight})
+    return settings.model_copy(update={"bridge": bridge})
+
+
 def bridge_env(settings: Settings, port: int) -> dict[str, str]:
     """Environment for ``python -m services.mqtt_bridge`` equivalent to ``settings``."""
     import json
@@ -313,7 +319,7 @@ def bridge_env(settings: Settings, port: int) -> dict[str, str]:
             "POSTGRES_URL": settings.postgres.url.get_secret_value(),
             "REDIS_URL": settings.redis.url.get_secret_value(),
             "SHUTDOWN_TIMEOUT_S": str(settings.shutdown_timeout_s),
-            "MQTT_BRIDGE_MAX_INFLIGHT": str(settings.max_inflight),
+            "MQTT_BRIDGE_MAX_INFLIGHT": str(settings.bridge.max_inflight),
             "LOG_LEVEL": "INFO",
         }
     )

@@ -90,7 +90,7 @@ class Bridge:
         )
         self._inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self._in_flight: asyncio.Queue[tuple[list[Inbound], asyncio.Task[None]]] = asyncio.Queue(
-            maxsize=settings.groups_in_flight
+            maxsize=settings.bridge.groups_in_flight
         )
         self._link: EdgeLink | None = None
         self._status: StatusLink | None = None
@@ -165,7 +165,7 @@ class Bridge:
 
     # ------------------------------------------------------------------ pipeline
     async def _group_loop(self) -> None:
-        s = self.settings
+        s = self.settings.bridge
         while True:
             group = await collect(self._inbox, s.group_max_messages, s.group_max_wait_ms / 1000)
             metrics.GROUP_MESSAGES.observe(len(group))
@@ -297,7 +297,7 @@ class Bridge:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TRANSIENT),
-            wait=wait_exponential(multiplier=0.1, max=self.settings.retry_max_s),
+            wait=wait_exponential(multiplier=0.1, max=self.settings.bridge.retry_max_s),
             before_sleep=warn,
             reraise=True,
         )

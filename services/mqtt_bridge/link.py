@@ -76,7 +76,7 @@ class EdgeLink:
     async def start(self) -> None:
         s = self.settings
         channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=s.max_inflight)
+        await channel.set_qos(prefetch_count=s.bridge.max_inflight)
         queue = await edge.declare(channel, s.edge, s.amqp, s.mqtt.topics)
         self._consumer_tag = await queue.consume(self._on_message)
         self._queue = queue
@@ -85,7 +85,7 @@ class EdgeLink:
             "consuming the MQTT edge queue %s (topics %s), prefetch %d",
             s.edge.queue,
             s.edge.topic_template,
-            s.max_inflight,
+            s.bridge.max_inflight,
         )
 
     async def stop_consuming(self) -> None:

@@ -34,7 +34,7 @@ class StatusLink:
             s.mqtt, f"{s.mqtt.client_id}-{socket.gethostname()}-{os.getpid()}"[:120], s.amqp
         )
         self._client.will_set(s.status_topic, OFFLINE, qos=1, retain=True)
-        self._client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
+        self._client.reconnect_delay_set(s.bridge.reconnect_min_s, s.bridge.reconnect_max_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self.connected = False

@@ -37,6 +37,7 @@ from tests.mqtt_fixtures import (
     mosquitto_pub,
     service_mqtt,
     wait_until,
+    with_inflight,
 )
 from tools.simulator import (
     ClientCredentials,
@@ -148,9 +149,7 @@ def test_bridge_sigkilled_mid_stream_loses_nothing_and_stores_each_reading_once(
     repeats are counted where they happen: the writers count every reading stored again
     (identical: a harmless re-delivery; different values: a conflict, which must not happen)."""
     inflight = 50
-    bridge = BridgeProcess(
-        own_edge.model_copy(update={"max_inflight": inflight}), tmp_path / "b.log"
-    )
+    bridge = BridgeProcess(with_inflight(own_edge, inflight), tmp_path / "b.log")
     machine = create_machine(urls, auth_headers, "Press shop, Line 5")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     n = 3000

@@ -28,6 +28,7 @@ from tests.mqtt_fixtures import (
     mosquitto_pub,
     retained_status,
     wait_until,
+    with_inflight,
 )
 from tools.simulator.measure import AmqpTap, Arrivals
 from tools.simulator.payloads import iso
@@ -209,9 +210,7 @@ async def test_sigkill_with_messages_in_flight_loses_nothing_and_repeats_only_th
     (which would overwrite a repeated point with itself and hide it)."""
     data, _ = taps
     inflight = 50  # what the edge may have sent the bridge unacknowledged at any moment
-    proc = BridgeProcess(
-        bridge_settings.model_copy(update={"max_inflight": inflight}), tmp_path / "b.log"
-    )
+    proc = BridgeProcess(with_inflight(bridge_settings, inflight), tmp_path / "b.log")
     n = 10_000
     try:
         await asyncio.to_thread(proc.start)

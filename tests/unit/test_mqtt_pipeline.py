@@ -18,7 +18,7 @@ import pytest
 
 from services.mqtt_bridge.bridge import Bridge
 from services.mqtt_bridge.link import Inbound
-from services.mqtt_bridge.settings import Settings
+from services.mqtt_bridge.settings import BridgeOptions, Settings
 from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable
 from shared.machines import Machine
@@ -107,10 +107,12 @@ async def pipeline(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Bridge
     CHANGED = asyncio.Event()
     options = getattr(request, "param", {})
     settings = Settings(
-        group_max_messages=options.get("group", 1000),
-        group_max_wait_ms=1,
-        groups_in_flight=options.get("in_flight", 4),
-        retry_max_s=0.01,
+        bridge=BridgeOptions(
+            group_max_messages=options.get("group", 1000),
+            group_max_wait_ms=1,
+            groups_in_flight=options.get("in_flight", 4),
+            retry_max_s=0.01,
+        )
     )
     publisher = FakePublisher(options.get("failures", 0))
     link = FakeLink()

@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from services.mqtt_bridge.settings import MAX_INFLIGHT_CEILING, Settings
+from services.mqtt_bridge.settings import MAX_INFLIGHT_CEILING, BridgeOptions, Settings
 from shared.edge import EdgeSettings, service_credentials
 from shared.settings import AmqpSettings, MqttSettings
 
@@ -37,10 +37,10 @@ def test_the_template_variable_is_refused_too(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_prefetch_is_bounded() -> None:
-    Settings(max_inflight=MAX_INFLIGHT_CEILING)
+    BridgeOptions(max_inflight=MAX_INFLIGHT_CEILING)
     for refused in (0, MAX_INFLIGHT_CEILING + 1):
         with pytest.raises(ValidationError):
-            Settings(max_inflight=refused)
+            BridgeOptions(max_inflight=refused)
 
 
 def test_the_edge_queue_needs_room() -> None:
@@ -57,7 +57,7 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MQTT_EDGE_QUEUE", "edge.q")
     monkeypatch.setenv("MQTT_EDGE_MAX_BYTES", "1048576")
     s = Settings()
-    assert (s.port, s.mqtt.topics, s.group_max_wait_ms) == (9100, ["a/+/b/+/c", "x/#"], 2.5)
+    assert (s.port, s.mqtt.topics, s.bridge.group_max_wait_ms) == (9100, ["a/+/b/+/c", "x/#"], 2.5)
     assert s.status_topic == "factory/bridge/bridge-7/status"
     assert (s.edge.topic_template, s.edge.queue, s.edge.max_bytes) == (
         "a/{factory_id}/b/{machine_id}/c",
