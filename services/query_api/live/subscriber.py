@@ -64,10 +64,13 @@ class Subscriber:
 
     async def take(self, wait_s: float) -> bytes | None:
         """Everything waiting, as one chunk; None when nothing came within ``wait_s``."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), wait_s)
-        except TimeoutError:
-            return None
+        if not self._wake.is_set():
+            # asyncio.timeout, not wait_for: no task of its own for every wait of every client.
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                return None
         self._wake.clear()
         out, self._pending = self._pending, []
         if self.dropped:
