@@ -2,7 +2,9 @@
 ``iss``/``aud``/``exp``/``nbf`` checked, revoked ``jti``s and revoked users looked up in Redis.
 
 Redis is consulted for revocation only; if it is unreachable the check is skipped with a WARNING
-(tokens live 15 minutes) so that reads keep working while the cache is down.
+(tokens live 15 minutes) so that reads keep working while the cache is down. The services'
+verifiers remember a "not revoked" answer for up to a second while subscribed to revocation
+announcements (:mod:`shared.auth.denylist`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jwt
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
+from shared.auth.denylist import DenylistCache
 from shared.auth.scope import ScopeClaimError, parse_factories, parse_machines
 from shared.http import ApiError
 from shared.redisguard import REDIS_ERRORS, RedisGuard
@@ -172,10 +175,16 @@ class JwtAuthorizer:
         settings: JwtSettings,
         jwks: JwksCache,
         redis: RedisGuard | aioredis.Redis | None,
+        denylist_cache_s: float = 0.0,
     ) -> None:
         self.settings = settings
         self.jwks = jwks
         self.redis = RedisGuard(redis) if isinstance(redis, aioredis.Redis) else redis
+        # With ``denylist_cache_s`` > 0, "not revoked" is remembered that long per token while
+        # subscribed to revocation announcements (shared.auth.denylist); 0 asks Redis every time.
+        self.denylist: DenylistCache | None = None
+        if denylist_cache_s > 0 and self.redis is not None:
+            self.denylist = DenylistCache(self.redis.client, denylist_cache_s)
         # Tokens whose signature and claims were verified: token → (kid, key, principal).
         # A gateway sends the same token with every request for 15 minutes; checking the RSA
         # signature once is enough while the same key is still published. Expiry and the
@@ -281,12 +290,21 @@ class JwtAuthorizer:
         )
         return principal, kid, key
 
+    async def close(self) -> None:
+        if self.denylist is not None:
+            await self.denylist.close()
+
     async def _check_revocation(self, claims: dict[str, Any], unauthorized: Any) -> None:
         if self.redis is None or not self.redis.usable():
             return
+        denylist = self.denylist
+        jti = str(claims["jti"])
+        if denylist is not None and denylist.clean(jti):
+            return
+        generation = denylist.generation if denylist is not None else 0
         try:
             revoked, void_before = await self.redis.client.mget(
-                [revoked_jti_key(str(claims["jti"])), revoked_subject_key(str(claims["sub"]))]
+                [revoked_jti_key(jti), revoked_subject_key(str(claims["sub"]))]
             )
             self.redis.ok()
         except REDIS_ERRORS as e:
@@ -297,3 +315,5 @@ class JwtAuthorizer:
             raise unauthorized("revoked")
         if void_before is not None and int(claims["iat"]) <= int(float(void_before)):
             raise unauthorized("revoked")
+        if denylist is not None:
+            denylist.remember(jti, generation)

@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractRobustConnection
 from psycopg_pool import AsyncConnectionPool
 
 from shared import broker
+from shared.auth.denylist import DENYLIST_CACHE_S
 from shared.auth.verify import JwksCache, JwtAuthorizer
 from shared.db import DB_ERRORS, create_pool, migrate
 from shared.influx import InfluxClient
@@ -79,7 +80,11 @@ def authorizer(
     cache: aioredis.Redis | RedisGuard,
     jwks: JwksCache | None = None,
 ) -> JwtAuthorizer:
-    """Verifies tokens with the JWKS the auth service publishes (or ``jwks``, auth's own)."""
+    """Verifies tokens with the JWKS the auth service publishes (or ``jwks``, auth's own); a
+    "not revoked" answer is remembered for up to ``DENYLIST_CACHE_S`` while revocations are
+    announced to it (``shared.auth.denylist``)."""
     jwks = jwks or JwksCache(settings)
     stack.push_async_callback(jwks.close)
-    return JwtAuthorizer(settings, jwks, cache)
+    verifier = JwtAuthorizer(settings, jwks, cache, denylist_cache_s=DENYLIST_CACHE_S)
+    stack.push_async_callback(verifier.close)
+    return verifier

@@ -1,6 +1,7 @@
 """Writes to the Redis denylist that every service's verifier reads (``shared.auth.verify``).
 
 Entries live exactly as long as the tokens they void, so the denylist never grows unbounded.
+Every write is announced on ``REVOCATION_CHANNEL`` so that verifiers drop what they remembered.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from shared.auth.denylist import REVOCATION_CHANNEL
 from shared.auth.verify import revoked_jti_key, revoked_subject_key
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class Revoker:
                     async with self.redis.pipeline(transaction=False) as pipe:
                         for key, value, ttl in commands:
                             pipe.set(key, value, ex=ttl)
+                        # After the writes: a verifier that forgets on this message and asks
+                        # again sees them (shared.auth.denylist).
+                        pipe.publish(REVOCATION_CHANNEL, what)
                         await pipe.execute()
         except REDIS_ERRORS as e:
             log.error(
