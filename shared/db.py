@@ -105,6 +105,30 @@ async def fetch_all(
         return await cur.fetchall()
 
 
+async def fetch_page(
+    conn: AsyncConnection[Any],
+    source: str,
+    where: str,
+    params: Sequence[Any],
+    *,
+    order_by: str,
+    limit: int,
+    offset: int,
+    columns: str = "*",
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a list answer: the rows of ``source`` matching ``where`` (SQL with ``%s``
+    placeholders for ``params``; empty: every row) in ``order_by`` order, and how many match in
+    all (the ``total_records`` of its pagination, see ``shared.schemas.page``)."""
+    clause = f" WHERE {where}" if where else ""
+    counted = await fetch_one(conn, f"SELECT count(*) AS n FROM {source}{clause}", params)
+    rows = await fetch_all(
+        conn,
+        f"SELECT {columns} FROM {source}{clause} ORDER BY {order_by} LIMIT %s OFFSET %s",
+        [*params, limit, offset],
+    )
+    return rows, int(counted["n"]) if counted else 0
+
+
 def create_pool(settings: PostgresSettings, name: str) -> AsyncConnectionPool:
     return AsyncConnectionPool(
         settings.url.get_secret_value(),

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from shared.db import fetch_page
 from shared.keys import machine_key
 from shared.redisguard import REDIS_ERRORS, RedisGuard
 from shared.timefmt import row_iso as _iso
@@ -119,17 +120,18 @@ class MachineRepository:
         if factories is not None:
             where.append("factory_id = ANY(%s)")
             params.append(factories)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(f"SELECT count(*) AS n FROM machine_metadata{clause}", params)
-            total_row = await cur.fetchone()
-            await cur.execute(
-                f"SELECT {_COLUMNS} FROM machine_metadata{clause}"
-                " ORDER BY name, id LIMIT %s OFFSET %s",
-                [*params, limit, offset],
+        async with self.pool.connection() as conn:
+            rows, total = await fetch_page(
+                conn,
+                "machine_metadata",
+                " AND ".join(where),
+                params,
+                order_by="name, id",
+                limit=limit,
+                offset=offset,
+                columns=_COLUMNS,
             )
-            rows = await cur.fetchall()
-        return [Machine.from_row(r) for r in rows], int(total_row["n"]) if total_row else 0
+        return [Machine.from_row(r) for r in rows], total
 
     async def update(self, machine_id: str, changes: dict[str, str]) -> Machine | None:
         allowed = {k: v for k, v in changes.items() if k in _CHANGEABLE}

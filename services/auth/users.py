@@ -19,7 +19,7 @@ from shared import audit
 from shared.audit import Actor
 from shared.auth.roles import PERMISSIONS, Role
 from shared.auth.scope import covers, factories_claim
-from shared.db import fetch_all, fetch_one
+from shared.db import fetch_one, fetch_page
 from shared.timefmt import row_iso as _iso
 
 # "Leave unchanged" for optional fields where None is a meaningful new value.
@@ -184,21 +184,18 @@ async def list_users(
     if active is not None:
         where.append("active = %s")
         params.append(active)
-    clause = " AND ".join(where)
     async with pool.connection() as conn:
-        rows = await fetch_all(
+        rows, total = await fetch_page(
             conn,
-            f"SELECT {_COLUMNS}, count(*) OVER () AS total FROM users WHERE {clause}"
-            " ORDER BY username LIMIT %s OFFSET %s",
-            (*params, limit, offset),
+            "users",
+            " AND ".join(where),
+            params,
+            order_by="username",
+            limit=limit,
+            offset=offset,
+            columns=_COLUMNS,
         )
-        total = rows[0]["total"] if rows else 0
-        if not rows and offset:
-            counted = await fetch_one(
-                conn, f"SELECT count(*) AS total FROM users WHERE {clause}", params
-            )
-            total = counted["total"] if counted else 0
-    return [User.from_row({k: v for k, v in r.items() if k != "total"}) for r in rows], total
+    return [User.from_row(r) for r in rows], total
 
 
 async def create(

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg
 from aio_pika.abc import AbstractRobustConnection
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
@@ -40,7 +39,7 @@ from services.mqtt_bridge.triage import (
     resolve,
 )
 from shared.broker import Publisher
-from shared.db import DB_ERRORS
+from shared.db import DB_UNAVAILABLE
 from shared.errors import BrokerUnavailable
 from shared.machines import Machine, MachineCache
 from shared.mqtt_topics import TopicTemplate
@@ -50,12 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Failures that pass: the group is retried, never acknowledged meanwhile, never dropped.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    BrokerUnavailable,
-    *DB_ERRORS,
-    psycopg.errors.QueryCanceled,
-    TimeoutError,
-)
+TRANSIENT: tuple[type[BaseException], ...] = (BrokerUnavailable, *DB_UNAVAILABLE)
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from services.query_api.scope import OUTSIDE, principal, require_every_factory, 
 from services.query_api.state import state
 from shared import alert_events, audit
 from shared.auth.verify import Principal
+from shared.db import fetch_page
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.machines import valid_uuid
 from shared.openapi import doc
@@ -82,15 +83,10 @@ async def list_alerts(request: Request) -> Response:
         require_factory(caller, q.factory_id)
     where, args = queries.alert_filters(q, caller)
     async with state(request)["pool"].connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(f"SELECT count(*) AS n FROM alerts WHERE {where}", args)
-        counted = await cur.fetchone()
-        total = int(counted["n"]) if counted else 0
-        await cur.execute(
-            f"SELECT * FROM alerts WHERE {where} ORDER BY {queries.URGENCY} LIMIT %s OFFSET %s",
-            [*args, q.limit, q.offset],
+        found, total = await fetch_page(
+            conn, "alerts", where, args, order_by=queries.URGENCY, limit=q.limit, offset=q.offset
         )
-        rows = [queries.alert_out(r) for r in await cur.fetchall()]
+    rows = [queries.alert_out(r) for r in found]
     return JSONResponse(
         {
             "status": "success",

@@ -44,6 +44,7 @@ from services.query_api.scope import principal as caller
 from services.query_api.scope import require_every_factory
 from services.query_api.state import state
 from shared import audit
+from shared.db import fetch_page
 from shared.http import ApiError, JSONResponse, read_json, requires
 from shared.openapi import doc
 from shared.params import parse_query
@@ -185,16 +186,15 @@ async def audit_log(request: Request) -> Response:
     clause, values = q.where()
     limit, offset = q.limit, q.offset
     async with state(request)["pool"].connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(f"SELECT count(*) AS total FROM audit_log WHERE {clause}", values)
-        counted = await cur.fetchone()
-        await cur.execute(
-            f"SELECT * FROM audit_log WHERE {clause}"
-            " ORDER BY occurred_at DESC, id DESC LIMIT %s OFFSET %s",
-            (*values, limit, offset),
+        rows, total = await fetch_page(
+            conn,
+            "audit_log",
+            clause,
+            values,
+            order_by="occurred_at DESC, id DESC",
+            limit=limit,
+            offset=offset,
         )
-        rows = await cur.fetchall()
-    total = counted["total"] if counted else 0
     entries = [
         {
             "id": r["id"],

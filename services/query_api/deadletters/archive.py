@@ -36,17 +36,11 @@ from services.query_api.deadletters.records import (
     undecodable_record,
 )
 from shared import broker
-from shared.db import DB_ERRORS
+from shared.db import DB_UNAVAILABLE
 from shared.errors import MillraceError
 from shared.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
-
-TRANSIENT: tuple[type[BaseException], ...] = (
-    *DB_ERRORS,
-    psycopg.errors.QueryCanceled,
-    TimeoutError,
-)
 
 
 class ArchiveStopping(MillraceError):
@@ -175,7 +169,7 @@ class DeadLetterArchive:
             )
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TRANSIENT),
+            retry=retry_if_exception_type(DB_UNAVAILABLE),
             wait=wait_exponential(multiplier=0.2, max=5),
             stop=lambda state: self._stopping.is_set(),
             before_sleep=log_retry,
@@ -189,7 +183,7 @@ class DeadLetterArchive:
                     except psycopg.DataError as e:
                         log.error("dead letter %s refused as data (%s)", record.message_id, e)
                         return await store.insert(self.pool, record.stripped(str(e)))
-        except TRANSIENT as e:
+        except DB_UNAVAILABLE as e:
             raise ArchiveStopping(str(e)) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -198,7 +192,7 @@ class DeadLetterArchive:
         while not self._stopping.is_set():
             try:
                 set_pending(await store.pending_by_reason(self.pool))
-            except TRANSIENT as e:
+            except DB_UNAVAILABLE as e:
                 log.debug("pending gauge not refreshed: %s", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.gauge_interval_s)

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from services.query_api.deadletters.records import LetterRecord
+from shared.db import fetch_page
 
 # Columns of the list (the bulky readings/raw/details only in the detail view).
 _SUMMARY = (
@@ -106,16 +107,17 @@ async def list_letters(
     pool: AsyncConnectionPool, flt: LetterFilter, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     where, params = flt.where()
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT count(*) AS n FROM dead_letters WHERE {where}", params)
-        counted = await cur.fetchone()
-        await cur.execute(
-            f"SELECT {_SUMMARY} FROM dead_letters WHERE {where}"
-            " ORDER BY first_seen DESC, id DESC LIMIT %s OFFSET %s",
-            [*params, limit, offset],
+    async with pool.connection() as conn:
+        return await fetch_page(
+            conn,
+            "dead_letters",
+            where,
+            params,
+            order_by="first_seen DESC, id DESC",
+            limit=limit,
+            offset=offset,
+            columns=_SUMMARY,
         )
-        rows = await cur.fetchall()
-    return rows, int(counted["n"]) if counted else 0
 
 
 async def get(
