@@ -1,5 +1,5 @@
-"""The tests' RabbitMQ queues: a queue's depth, emptying it, deleting a private topology (the
-``amqp_settings`` fixture's)."""
+"""The tests' RabbitMQ queues: publishing envelopes, a queue's depth, taking or emptying what
+waits in it, deleting a private topology (the ``amqp_settings`` fixture's)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import TypeVar
 import aio_pika
 from aio_pika.abc import AbstractQueue
 
+from shared import broker
+from shared.envelope import Envelope
 from shared.settings import AmqpSettings
 
 T = TypeVar("T")
@@ -28,6 +30,27 @@ def queue_depth(amqp: AmqpSettings) -> int:
         return queue.declaration_result.message_count or 0
 
     return asyncio.run(_on_queue(amqp, count))
+
+
+def take_messages(amqp: AmqpSettings) -> list[Envelope]:
+    """Every envelope waiting in ``amqp.queue``, consumed."""
+
+    async def take(queue: AbstractQueue) -> list[Envelope]:
+        out = []
+        while (msg := await queue.get(no_ack=True, fail=False)) is not None:
+            out.append(Envelope.decode(msg.body, msg.routing_key or ""))
+        return out
+
+    return asyncio.run(_on_queue(amqp, take))
+
+
+async def publish(amqp: AmqpSettings, envelopes: list[Envelope], *, dead: bool = False) -> None:
+    """``envelopes`` published (confirmed) on the topology, or as dead letters if ``dead``."""
+    async with await broker.connect(amqp, "tests") as conn:
+        publisher = broker.Publisher(amqp, conn)
+        await publisher.start()
+        await (publisher.dead_letter if dead else publisher.publish)(envelopes)
+        await publisher.close()
 
 
 def purge_queue(amqp: AmqpSettings) -> None:

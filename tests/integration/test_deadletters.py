@@ -8,9 +8,8 @@ of their own.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,9 +25,10 @@ from shared import broker
 from shared.db import create_pool, migrate
 from shared.envelope import Envelope, dead_letter
 from shared.readings import to_ns
-from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
-from tests.polling import poll
-from tests.query_fixtures import query_app
+from shared.settings import AmqpSettings, PostgresSettings
+from tests.polling import eventually, poll
+from tests.query_fixtures import query_client  # noqa: F401  (fixture)
+from tests.queues import publish, take_messages
 from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration
@@ -42,23 +42,6 @@ def management() -> dict[str, str]:
 # ---------------------------------------------------------------- helpers
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
-
-
-async def publish_dead(amqp: AmqpSettings, letters: list[Envelope]) -> None:
-    conn = await broker.connect(amqp, "tests")
-    async with conn:
-        publisher = broker.Publisher(amqp, conn)
-        await publisher.start()
-        await publisher.dead_letter(letters)
-        await publisher.close()
-
-
 async def publish_raw_dead(amqp: AmqpSettings, body: bytes, message_id: str | None) -> None:
     conn = await aio_pika.connect(amqp.url.get_secret_value())
     async with conn:
@@ -66,18 +49,6 @@ async def publish_raw_dead(amqp: AmqpSettings, body: bytes, message_id: str | No
         await broker.declare_topology(ch, amqp)
         exchange = await ch.get_exchange(amqp.dead_letter)
         await exchange.publish(aio_pika.Message(body, message_id=message_id), routing_key="dead")
-
-
-async def take_writer_queue(amqp: AmqpSettings) -> list[Envelope]:
-    """Every message on the private writer queue (what a replay published), consumed."""
-    conn = await aio_pika.connect(amqp.url.get_secret_value())
-    out = []
-    async with conn:
-        ch = await conn.channel()
-        queue = await ch.declare_queue(amqp.queue, passive=True)
-        while (msg := await queue.get(no_ack=True, fail=False)) is not None:
-            out.append(Envelope.decode(msg.body, msg.routing_key or ""))
-    return out
 
 
 async def sql(pg: PostgresSettings, statement: str, *params: Any) -> None:
@@ -175,8 +146,8 @@ async def test_archive_stores_every_kind_once(
     archive = DeadLetterArchive(amqp, conn, pool, prefetch=10)
     await archive.start()
     try:
-        await publish_dead(amqp, [unknown, bad_json, rejected])
-        await publish_dead(amqp, [unknown])  # the same message again: a redelivery
+        await publish(amqp, [unknown, bad_json, rejected], dead=True)
+        await publish(amqp, [unknown], dead=True)  # the same message again: a redelivery
         await publish_raw_dead(amqp, b"\x00\xffnot an envelope", garbage_id)
 
         # An envelope the writer queue itself dead-letters (nack without requeue → DLX).
@@ -204,7 +175,7 @@ async def test_archive_stores_every_kind_once(
 
         await eventually(all_there)
         # The duplicate was seen (acked, not stored again) before or after the others.
-        await eventually(lambda: _true(archive.archived + archive.duplicates >= 6))
+        await eventually(lambda: archive.archived + archive.duplicates >= 6)
     finally:
         await archive.stop()
         await conn.close()
@@ -242,10 +213,6 @@ async def test_archive_stores_every_kind_once(
         assert q.declaration_result.message_count == 0
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_archive_retries_and_stop_leaves_the_letter_in_the_queue(
     amqp_cleanup: AmqpSettings, caplog: pytest.LogCaptureFixture, refused_port: int
 ) -> None:
@@ -263,8 +230,8 @@ async def test_archive_retries_and_stop_leaves_the_letter_in_the_queue(
     await archive.start()
     letter = mqtt_letter("GW-x", str(uuid.uuid4()), b"{}")
     try:
-        await publish_dead(amqp, [letter])
-        await eventually(lambda: _true("archiving a dead letter failed (attempt 2" in caplog.text))
+        await publish(amqp, [letter], dead=True)
+        await eventually(lambda: "archiving a dead letter failed (attempt 2" in caplog.text)
     finally:
         await archive.stop()
         await conn.close()
@@ -282,30 +249,6 @@ async def test_archive_retries_and_stop_leaves_the_letter_in_the_queue(
 
 
 # ---------------------------------------------------------------- the API
-
-
-@pytest.fixture
-def topology(amqp_settings: AmqpSettings) -> Iterator[AmqpSettings]:
-    yield amqp_settings
-
-    async def delete() -> None:
-        conn = await aio_pika.connect(amqp_settings.url.get_secret_value())
-        async with conn:
-            ch = await conn.channel()
-            for q in (amqp_settings.queue, amqp_settings.dead_letter):
-                await ch.queue_delete(q)
-            for ex in (amqp_settings.exchange, amqp_settings.dead_letter):
-                await ch.exchange_delete(ex)
-
-    asyncio.run(delete())
-
-
-@pytest.fixture
-def client(
-    postgres_settings: PostgresSettings, influx_settings: InfluxSettings, topology: AmqpSettings
-) -> Iterator[TestClient]:
-    with query_app(postgres_settings, influx_settings, topology) as c:
-        yield c
 
 
 def listed(client: TestClient, **params: Any) -> dict[str, Any]:
@@ -330,7 +273,7 @@ def replay(client: TestClient, **body: Any) -> dict[str, Any]:
     return out
 
 
-def test_list_filter_stats_and_inspect(client: TestClient, topology: AmqpSettings) -> None:
+def test_list_filter_stats_and_inspect(client: TestClient, amqp_cleanup: AmqpSettings) -> None:
     gateway = f"GW-{uuid.uuid4().hex[:8]}"
     tag = f"test_{uuid.uuid4().hex[:8]}"
     machine = str(uuid.uuid4())
@@ -341,7 +284,7 @@ def test_list_filter_stats_and_inspect(client: TestClient, topology: AmqpSetting
         writer_letter(gateway, tag, machine, {"temperature": 2.0}, now),
         writer_letter(gateway, "influx_rejected", str(uuid.uuid4()), {"speed": 3.0}, now),
     ]
-    asyncio.run(publish_dead(topology, letters))
+    asyncio.run(publish(amqp_cleanup, letters, dead=True))
 
     everything = archived(client, 4, gateway_id=gateway)
     assert [d["first_seen"] for d in everything] == sorted(
@@ -413,7 +356,7 @@ def test_list_filter_stats_and_inspect(client: TestClient, topology: AmqpSetting
 
 
 def test_replay_unknown_machine_after_registration(
-    client: TestClient, topology: AmqpSettings, postgres_settings: PostgresSettings
+    client: TestClient, amqp_cleanup: AmqpSettings, postgres_settings: PostgresSettings
 ) -> None:
     gateway = f"GW-{uuid.uuid4().hex[:8]}"
     machine = str(uuid.uuid4())
@@ -427,7 +370,7 @@ def test_replay_unknown_machine_after_registration(
             ],
         }
     )
-    asyncio.run(publish_dead(topology, [mqtt_letter(gateway, machine, payload)]))
+    asyncio.run(publish(amqp_cleanup, [mqtt_letter(gateway, machine, payload)], dead=True))
     [letter] = archived(client, 1, gateway_id=gateway)
 
     # The machine is still unknown: the letter stays, with the new error.
@@ -439,7 +382,7 @@ def test_replay_unknown_machine_after_registration(
     after = after["dead_letter"]
     assert after["replayed_at"] is None and after["replay_count"] == 0
     assert after["last_replay_error"] == f"unknown_machine: Unknown machine: {machine}"
-    assert asyncio.run(take_writer_queue(topology)) == []
+    assert take_messages(amqp_cleanup) == []
 
     asyncio.run(
         sql(
@@ -454,7 +397,7 @@ def test_replay_unknown_machine_after_registration(
     assert out["results"] == [
         {"id": letter["id"], "outcome": "replayed", "reason": None, "error": None, "readings": 2}
     ]
-    [envelope] = asyncio.run(take_writer_queue(topology))
+    [envelope] = take_messages(amqp_cleanup)
     assert (envelope.source, envelope.gateway_id) == ("replay", gateway)
     assert envelope.routing_key == f"reading.f1.{machine}"
     assert envelope.readings == [
@@ -484,9 +427,9 @@ def test_replay_unknown_machine_after_registration(
     # Once is enough unless forced.
     again = replay(client, ids=[letter["id"], 999_999_999_999])
     assert [r["outcome"] for r in again["results"]] == ["already_replayed", "not_found"]
-    assert asyncio.run(take_writer_queue(topology)) == []
+    assert take_messages(amqp_cleanup) == []
     forced = replay(client, ids=[letter["id"]], force=True)
-    assert forced["replayed"] == 1 and len(asyncio.run(take_writer_queue(topology))) == 1
+    assert forced["replayed"] == 1 and len(take_messages(amqp_cleanup)) == 1
 
     audit = client.get(
         "/api/v1/audit", params={"action": "deadletters.replay"}, headers=management()
@@ -494,7 +437,7 @@ def test_replay_unknown_machine_after_registration(
     assert any(e["new_value"]["replayed"] == [letter["id"]] for e in audit["entries"])
 
 
-def test_replay_by_reason_validates_again(client: TestClient, topology: AmqpSettings) -> None:
+def test_replay_by_reason_validates_again(client: TestClient, amqp_cleanup: AmqpSettings) -> None:
     gateway = f"GW-{uuid.uuid4().hex[:8]}"
     tag = f"test_{uuid.uuid4().hex[:8]}"
     resp = client.post(
@@ -507,7 +450,7 @@ def test_replay_by_reason_validates_again(client: TestClient, topology: AmqpSett
     good = writer_letter(gateway, tag, machine, {"temperature": 20.5}, now)
     too_hot = writer_letter(gateway, tag, machine, {"temperature": 5000.0}, now)
     future = writer_letter(gateway, tag, machine, {"speed": 1.0}, now + timedelta(days=1))
-    asyncio.run(publish_dead(topology, [good, too_hot, future]))
+    asyncio.run(publish(amqp_cleanup, [good, too_hot, future], dead=True))
     archived(client, 3, reason=tag)
 
     out = replay(client, reason=tag, limit=10)
@@ -515,7 +458,7 @@ def test_replay_by_reason_validates_again(client: TestClient, topology: AmqpSett
     errors = sorted(r["error"] for r in out["results"] if r["outcome"] == "still_invalid")
     assert "Value out of plausible range" in errors[0]
     assert "future" in errors[1]
-    [envelope] = asyncio.run(take_writer_queue(topology))
+    [envelope] = take_messages(amqp_cleanup)
     assert envelope.readings == good.readings and envelope.source == "replay"
 
     # The still-invalid ones stay pending; a second replay by reason tries them again only.
@@ -536,13 +479,13 @@ def test_replay_by_reason_validates_again(client: TestClient, topology: AmqpSett
     )
 
 
-def test_purge(client: TestClient, topology: AmqpSettings) -> None:
+def test_purge(client: TestClient, amqp_cleanup: AmqpSettings) -> None:
     gateway = f"GW-{uuid.uuid4().hex[:8]}"
     tag = f"test_{uuid.uuid4().hex[:8]}"
     machine = str(uuid.uuid4())
     letters = [mqtt_letter(gateway, machine, b"{", reason=tag) for _ in range(3)]
     letters.append(mqtt_letter(gateway, machine, b"{", reason="invalid_json"))
-    asyncio.run(publish_dead(topology, letters))
+    asyncio.run(publish(amqp_cleanup, letters, dead=True))
     rows = archived(client, 4, gateway_id=gateway)
 
     def purge(body: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from services.query_api.deadletters import store
 from services.query_api.deadletters.records import LetterRecord
-from tests.integration.test_query_api import client, new_machine  # noqa: F401  (fixture)
+from tests.query_fixtures import new_machine, query_client  # noqa: F401  (fixture)
 from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration
@@ -47,10 +47,7 @@ def side_by_side(
     return location, a, b
 
 
-def test_machines_of_another_factory_are_unknown(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
-) -> None:
+def test_machines_of_another_factory_are_unknown(client: TestClient, plant: dict[str, str]) -> None:
     fa, fb = plant["A"], plant["B"]
     location, a, b = side_by_side(client, plant)
     assert (a["factory_id"], b["factory_id"]) == (fa, fb)
@@ -91,8 +88,7 @@ def test_machines_of_another_factory_are_unknown(
 
 
 def test_a_new_machine_joins_the_default_factory_unless_named(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
+    client: TestClient, plant: dict[str, str]
 ) -> None:
     plain = new_machine(client)
     assert plain["factory_id"] == "default"
@@ -112,8 +108,7 @@ def test_a_new_machine_joins_the_default_factory_unless_named(
 
 
 def test_history_summary_and_status_keep_to_the_scope(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
+    client: TestClient, plant: dict[str, str]
 ) -> None:
     fa, fb = plant["A"], plant["B"]
     location, a, b = side_by_side(client, plant)
@@ -177,10 +172,7 @@ def _alert(c: TestClient, machine: dict[str, Any]) -> int:
     return int(row[0])
 
 
-def test_alerts_of_another_factory_are_unknown(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
-) -> None:
+def test_alerts_of_another_factory_are_unknown(client: TestClient, plant: dict[str, str]) -> None:
     fa, fb = plant["A"], plant["B"]
     a, b = machine_in(client, fa), machine_in(client, fb)
     alert_a, alert_b = _alert(client, a), _alert(client, b)
@@ -215,10 +207,7 @@ def _rule(**over: Any) -> dict[str, Any]:
     }
 
 
-def test_rules_belong_to_a_factory(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
-) -> None:
+def test_rules_belong_to_a_factory(client: TestClient, plant: dict[str, str]) -> None:
     fa, fb = plant["A"], plant["B"]
     sup_a, sup_b, mgmt_a = of("Supervisor", fa), of("Supervisor", fb), of("Management", fa)
     url = "/api/v1/alerts/rules"
@@ -291,10 +280,7 @@ def _letter(c: TestClient, reason: str, factory: str | None) -> int:
     return int(letter_id)
 
 
-def test_dead_letters_keep_to_the_scope(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
-) -> None:
+def test_dead_letters_keep_to_the_scope(client: TestClient, plant: dict[str, str]) -> None:
     fa, fb = plant["A"], plant["B"]
     reason = f"scope_{uuid.uuid4().hex[:6]}"
     la, lb, lnone = (
@@ -330,8 +316,7 @@ def test_dead_letters_keep_to_the_scope(
 
 
 def test_what_spans_every_factory_needs_a_token_of_every_factory(
-    client: TestClient,  # noqa: F811
-    plant: dict[str, str],
+    client: TestClient, plant: dict[str, str]
 ) -> None:
     mgmt_a = of("Management", plant["A"])
     assert client.get("/api/v1/config", headers=mgmt_a).status_code == 200

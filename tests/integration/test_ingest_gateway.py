@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import orjson
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -21,9 +20,9 @@ from starlette.testclient import TestClient
 from services.ingest_gateway.app import create_app
 from services.ingest_gateway.settings import Settings
 from shared.db import create_pool, migrate
-from shared.envelope import Envelope
 from shared.machines import MachineRepository
 from shared.settings import AmqpSettings, IngestLimits, PostgresSettings
+from tests.queues import delete_topology, take_messages
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
@@ -72,32 +71,7 @@ def client(
     with TestClient(create_app(settings)) as c:
         trust_test_key(c.app_state)
         yield c
-    asyncio.run(_delete_topology(amqp_settings))
-
-
-async def _delete_topology(s: AmqpSettings) -> None:
-    conn = await aio_pika.connect(s.url.get_secret_value())
-    async with conn:
-        ch = await conn.channel()
-        for q in (s.queue, s.dead_letter):
-            await ch.queue_delete(q)
-        for ex in (s.exchange, s.dead_letter):
-            await ch.exchange_delete(ex)
-
-
-def drain(s: AmqpSettings) -> list[Envelope]:
-    async def run() -> list[Envelope]:
-        out = []
-        conn = await aio_pika.connect(s.url.get_secret_value())
-        async with conn:
-            ch = await conn.channel()
-            queue = await ch.get_queue(s.queue)
-            while (msg := await queue.get(fail=False)) is not None:
-                out.append(Envelope.decode(msg.body, msg.routing_key or ""))
-                await msg.ack()
-        return out
-
-    return asyncio.run(run())
+    asyncio.run(delete_topology(amqp_settings))
 
 
 # An hour ago, to the second: recent enough for the retention check, forever.
@@ -130,7 +104,7 @@ def test_accepted_only_after_confirm_and_packed(
     resp = client.post(URL, json=batch(*machines, readings=4), headers=bearer("Operator"))
     assert resp.status_code == 202, resp.text
     assert resp.json()["accepted"] == {"machines": 2, "readings": 8, "messages": 3}
-    envelopes = drain(amqp_settings)
+    envelopes = take_messages(amqp_settings)
     readings = [r for e in envelopes for r in e.readings]
     assert len(readings) == 8
     assert {e.source for e in envelopes} == {"http"}
@@ -151,7 +125,7 @@ def test_registry_fills_missing_tags_and_the_factory(
     # The body's factory is not used: the machine's registered one is.
     body["factory_id"] = "plant-7"
     assert client.post(URL, json=body, headers=bearer()).status_code == 202
-    [env] = drain(amqp_settings)
+    [env] = take_messages(amqp_settings)
     assert env.readings[0]["location"] == "Hall 2, Bay 4"
     assert env.readings[0]["factory_id"] == factory
     assert env.routing_key == f"reading.{factory}.{machine}"
@@ -175,7 +149,7 @@ def test_unknown_machine_among_known_is_207(
         }
     ]
     assert body["accepted"]["readings"] == 1
-    assert len(drain(amqp_settings)) == 1
+    assert len(take_messages(amqp_settings)) == 1
 
 
 def test_nothing_valid_is_400_and_nothing_published(
@@ -196,7 +170,7 @@ def test_nothing_valid_is_400_and_nothing_published(
     }
     resp = client.post(URL, json=batch(str(uuid.uuid4())), headers=bearer())
     assert resp.status_code == 400 and resp.json()["errors"][0]["error"] == "Unknown machine"
-    assert drain(amqp_settings) == []
+    assert take_messages(amqp_settings) == []
 
 
 def test_bodies(client: TestClient, machines: list[str], amqp_settings: AmqpSettings) -> None:
@@ -232,7 +206,7 @@ def test_bodies(client: TestClient, machines: list[str], amqp_settings: AmqpSett
         resp = client.post(URL, content=raw, headers={**gzipped, "content-encoding": encoding})
         assert resp.status_code == 415, (encoding, resp.text)
         assert resp.json()["message"] == "Content-Encoding must be gzip or identity"
-    assert len(drain(amqp_settings)) == 1  # only the valid gzip body was published
+    assert len(take_messages(amqp_settings)) == 1  # only the valid gzip body was published
 
 
 def test_credentials(client: TestClient, machines: list[str]) -> None:
@@ -269,7 +243,7 @@ def test_registry_down_is_503_with_retry_after_and_nothing_published(
     assert resp.status_code == 503, resp.text
     assert resp.headers["retry-after"] == "5"
     assert "machine registry" in resp.json()["message"]
-    assert drain(amqp_settings) == []
+    assert take_messages(amqp_settings) == []
 
 
 # --------------------------------------------------------------------------- factory scope
@@ -301,7 +275,7 @@ def test_a_gateway_cannot_write_for_another_factorys_machine(
         f"Nothing accepted: this credential may not write for machine(s) {foreign}, {other}"
     )
     assert body["rejected"] == [out_of_scope(0, foreign), out_of_scope(1, other)]
-    assert drain(amqp_settings) == []
+    assert take_messages(amqp_settings) == []
 
 
 def test_a_batch_mixing_factories_is_207_and_only_the_gateways_own_are_published(
@@ -313,7 +287,7 @@ def test_a_batch_mixing_factories_is_207_and_only_the_gateways_own_are_published
     body = resp.json()
     assert body["accepted"]["machines"] == 1
     assert body["rejected"] == [out_of_scope(0, foreign)]
-    [env] = drain(amqp_settings)
+    [env] = take_messages(amqp_settings)
     assert env.gateway_id == "GW-A"
     assert {r["machine_id"] for r in env.readings} == {own}
     assert {r["factory_id"] for r in env.readings} == {a}
@@ -327,7 +301,7 @@ def test_a_gateway_limited_to_some_machines_writes_for_those_only(
     resp = client.post(URL, json=batch(allowed, other), headers=headers)
     assert resp.status_code == 207, resp.text
     assert resp.json()["rejected"] == [out_of_scope(1, other, "this gateway's machines")]
-    [env] = drain(amqp_settings)
+    [env] = take_messages(amqp_settings)
     assert {r["machine_id"] for r in env.readings} == {allowed}
     resp = client.post(URL, json=batch(other), headers=headers)
     assert resp.status_code == 403 and resp.json()["rejected"][0]["machine_id"] == other
@@ -344,7 +318,7 @@ def test_the_gateway_and_factory_in_the_body_are_not_used(
     del without["gateway_id"]
     resp = client.post(URL, json=without, headers=gateway(a, "GW-REAL"))
     assert resp.status_code == 202, resp.text
-    envelopes = drain(amqp_settings)
+    envelopes = take_messages(amqp_settings)
     assert [e.gateway_id for e in envelopes] == ["GW-REAL", "GW-REAL"]
     assert {r["factory_id"] for e in envelopes for r in e.readings} == {a}
     assert {e.routing_key for e in envelopes} == {f"reading.{a}.{own}"}
@@ -363,7 +337,7 @@ def test_people_with_write_sensor_data_are_limited_to_their_factories(
     # Every factory: both accepted; a person's readings are recorded as theirs.
     everywhere = bearer("Operator", username="bob")
     assert client.post(URL, json=batch(own, foreign), headers=everywhere).status_code == 202
-    envelopes = drain(amqp_settings)
+    envelopes = take_messages(amqp_settings)
     assert [e.gateway_id for e in envelopes] == ["user:ann", "user:bob"]
     assert [len(e.readings) for e in envelopes] == [1, 2]
     # A token scoped to no factory at all writes nothing.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,34 +15,10 @@ from services.writer.rollup import DAY_NS, Rollup
 from shared.influx import InfluxClient
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.clock import FrozenClock
-from tests.query_fixtures import query_app
+from tests.query_fixtures import new_machine, query_app, query_client  # noqa: F401  (fixture)
 from tests.tokens import bearer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def client(
-    postgres_settings: PostgresSettings,
-    influx_settings: InfluxSettings,
-    amqp_cleanup: AmqpSettings,
-) -> Iterator[TestClient]:
-    # A private topology: the app's dead-letter archive must not drain the real queue.
-    with query_app(postgres_settings, influx_settings, amqp_cleanup) as c:
-        yield c
-
-
-def new_machine(client: TestClient, **over: str) -> dict[str, str]:
-    body = {
-        "name": f"Press-{uuid.uuid4().hex[:6]}",
-        "location": "Hall 1",
-        "sensor_type": "Pressure",
-    }
-    body.update(over)
-    resp = client.post("/api/v1/machines", json=body, headers=bearer("Supervisor"))
-    assert resp.status_code == 201, resp.text
-    machine: dict[str, str] = resp.json()["machine"]
-    return machine
 
 
 def write_points(

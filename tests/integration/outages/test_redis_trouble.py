@@ -9,27 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
-from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings
 from tests.dependencies import DependencyControl
-from tests.query_fixtures import query_app
+from tests.query_fixtures import query_client  # noqa: F401  (fixture)
 from tests.tokens import bearer
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
-
-
-@pytest.fixture
-def client(
-    postgres_settings: PostgresSettings,
-    influx_settings: InfluxSettings,
-    amqp_cleanup: AmqpSettings,
-) -> Iterator[TestClient]:
-    with query_app(postgres_settings, influx_settings, amqp_cleanup) as c:
-        yield c
 
 
 def exercise(client: TestClient, machine: dict[str, str]) -> None:
