@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
@@ -18,38 +16,17 @@ from shared import broker
 from shared.envelope import Envelope
 from shared.influx import InfluxClient, quote_literal
 from shared.settings import AmqpSettings, InfluxSettings
-from tests.integration.test_writer import (
-    _equals,
+from tests.polling import equals, eventually
+from tests.writer_fixtures import (
     count,
+    dead_letters,
     envelope,
-    eventually,
     queue_depth,
+    running_writer,
     start_writer,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def pipeline(
-    amqp: AmqpSettings, influx_settings: InfluxSettings
-) -> AsyncIterator[tuple[InfluxClient, broker.Publisher]]:
-    """A running writer on the test topology, a publisher, and a client to check InfluxDB;
-    on the way out the writer queue must drain."""
-    checker = InfluxClient(influx_settings)
-    await checker.provision()
-    writer, conn, influx = await start_writer(amqp, influx_settings)
-    publisher = broker.Publisher(amqp, conn)
-    await publisher.start()
-    try:
-        yield checker, publisher
-        await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
-    finally:
-        await writer.stop()
-        await publisher.close()
-        await conn.close()
-        await influx.close()
-        await checker.close()
 
 
 def with_lines(env: Envelope, request_id: str) -> Envelope:
@@ -83,8 +60,8 @@ async def test_concurrent_callers_share_one_message_and_each_is_answered(
     assert shared.origin(35) == ("gw-r3", "r3")
 
     writer, wconn, influx = await start_writer(amqp, influx_settings)
-    await eventually(lambda: _equals(count(checker, machine), 200))
-    await eventually(lambda: _equals(queue_depth(conn, amqp.queue), 0))
+    await eventually(lambda: equals(count(checker, machine), 200))
+    await eventually(lambda: equals(queue_depth(conn, amqp.queue), 0))
     await writer.stop()
     for c in (publisher,):
         await c.close()
@@ -99,17 +76,17 @@ async def test_the_door_lines_are_written_and_old_messages_still_stored(
 ) -> None:
     """The stored value is the one in the message's line (the writer does not rebuild lines it
     was given); a message of the older format, without lines, is stored from its readings."""
-    async with pipeline(amqp_cleanup, influx_settings) as (checker, publisher):
+    async with running_writer(amqp_cleanup, influx_settings) as run:
         new_machine, old_machine = str(uuid.uuid4()), str(uuid.uuid4())
         base = time.time_ns()
         new = with_lines(envelope(new_machine, base, 5), "new")
         assert new.lines is not None
         new.lines[0] = new.lines[0].replace("temperature=20.0", "temperature=77.5")
         old = envelope(old_machine, base, 7)
-        await publisher.publish([new, old])
-        await eventually(lambda: _equals(count(checker, new_machine), 5))
-        await eventually(lambda: _equals(count(checker, old_machine), 7))
-        [series] = await checker.query(
+        await run.publisher.publish([new, old])
+        await eventually(lambda: equals(count(run.checker, new_machine), 5))
+        await eventually(lambda: equals(count(run.checker, old_machine), 7))
+        [series] = await run.checker.query(
             "SELECT max(temperature) FROM sensor_readings"
             f" WHERE machine_id = {quote_literal(new_machine)}"
         )
@@ -121,31 +98,17 @@ async def test_refused_reading_of_a_shared_message_dead_lettered_with_its_reques
 ) -> None:
     base = time.time_ns()
     field = f"f{uuid.uuid4().hex[:10]}"
-    async with pipeline(amqp_cleanup, influx_settings) as (checker, publisher):
-        await checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
+    async with running_writer(amqp_cleanup, influx_settings) as run:
+        await run.checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
         machine = str(uuid.uuid4())
         good = with_lines(envelope(machine, base, 30), "good")
         bad = with_lines(envelope(machine, base + 10**9, 1, **{field: 1.0}), "bad")
         await asyncio.gather(
-            publisher.publish([good], merge_up_to=1000),
-            publisher.publish([bad], merge_up_to=1000),
+            run.publisher.publish([good], merge_up_to=1000),
+            run.publisher.publish([bad], merge_up_to=1000),
         )
-        await eventually(lambda: _equals(count(checker, machine), 30))
+        await eventually(lambda: equals(count(run.checker, machine), 30))
         [dead] = await dead_letters(amqp_cleanup, 1)
         assert dead.dead is not None and dead.dead["reason"] == "influx_rejected"
         assert dead.readings == bad.readings
         assert (dead.gateway_id, dead.request_id) == ("gw-bad", "bad")
-
-
-async def dead_letters(amqp: AmqpSettings, n: int) -> list[Envelope]:
-    conn = await broker.connect(amqp, "test-dead-letters")
-    try:
-        await eventually(lambda: _equals(queue_depth(conn, amqp.dead_letter), n))
-        queue = await (await conn.channel()).get_queue(amqp.dead_letter)
-        out = []
-        while (msg := await queue.get(fail=False)) is not None:
-            out.append(Envelope.decode(msg.body))
-            await msg.ack()
-        return out
-    finally:
-        await conn.close()
