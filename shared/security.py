@@ -16,20 +16,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.settings import SettingsPart
+from shared.settings import SettingsPart, env_config
 
 # A JSON API renders nothing: forbid every resource and framing.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 class SecuritySettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    model_config = env_config()
 
     cors_origins: Annotated[list[str], NoDecode] = []
 

@@ -22,7 +22,10 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
-def _config(prefix: str) -> SettingsConfigDict:
+def env_config(prefix: str = "") -> SettingsConfigDict:
+    """A settings model read from ``<prefix><FIELD>`` variables (any case), or from the
+    ``validation_alias`` of a field whose variable is off the prefix; other variables ignored.
+    (No ``populate_by_name``: it would read ``<prefix><FIELD>`` for an aliased field too.)"""
     return SettingsConfigDict(env_prefix=prefix, extra="ignore", case_sensitive=False)
 
 
@@ -31,7 +34,7 @@ def _url_password(url: str) -> str | None:
 
 
 class AmqpSettings(BaseSettings):
-    model_config = _config("AMQP_")
+    model_config = env_config("AMQP_")
 
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "telemetry"
@@ -47,7 +50,7 @@ class AmqpSettings(BaseSettings):
 
 
 class PostgresSettings(BaseSettings):
-    model_config = _config("POSTGRES_")
+    model_config = env_config("POSTGRES_")
 
     url: SecretStr = SecretStr("postgresql://millrace@127.0.0.1:5432/millrace")
     pool_min: int = Field(default=1, ge=0)
@@ -56,7 +59,7 @@ class PostgresSettings(BaseSettings):
 
 
 class RedisSettings(BaseSettings):
-    model_config = _config("REDIS_")
+    model_config = env_config("REDIS_")
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     # Redis is a cache: a slow Redis must not slow requests down, so its calls time out fast.
@@ -64,7 +67,7 @@ class RedisSettings(BaseSettings):
 
 
 class InfluxSettings(BaseSettings):
-    model_config = _config("INFLUX_")
+    model_config = env_config("INFLUX_")
 
     url: str = "http://127.0.0.1:8086"
     database: str = "millrace"
@@ -85,7 +88,7 @@ class InfluxSettings(BaseSettings):
 
 
 class MqttSettings(BaseSettings):
-    model_config = _config("MQTT_")
+    model_config = env_config("MQTT_")
 
     host: str = "127.0.0.1"
     port: int = 1883
@@ -100,7 +103,7 @@ class MqttSettings(BaseSettings):
 class JwtSettings(BaseSettings):
     """What a service needs to *verify* tokens. Only auth holds a private key."""
 
-    model_config = _config("JWT_")
+    model_config = env_config("JWT_")
 
     # Unset: auth on this host at AUTH_PORT, so a stack moved to other ports trusts its own auth.
     jwks_url: str = ""
@@ -124,7 +127,7 @@ class JwtSettings(BaseSettings):
 
 
 class IngestLimits(BaseSettings):
-    model_config = _config("INGEST_")
+    model_config = env_config("INGEST_")
 
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     max_batch_items: int = Field(default=1000, ge=1)
@@ -144,7 +147,7 @@ class IngestLimits(BaseSettings):
 class ServiceSettings(BaseSettings):
     """Common to every service: environment, logging, HTTP bind address."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    model_config = env_config()
 
     millrace_env: Environment = Environment.DEVELOPMENT
     log_level: str = "INFO"
@@ -181,7 +184,7 @@ class ServiceSettings(BaseSettings):
 # A service's settings compose ServiceSettings with one of these per dependency it uses, e.g.
 # ``class Settings(ServiceSettings, UsesAmqp, UsesInflux)``; each reads its own prefix.
 class SettingsPart(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+    model_config = env_config()
 
 
 class UsesAmqp(SettingsPart):

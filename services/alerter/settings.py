@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from shared.settings import (
     AmqpSettings,
@@ -9,15 +9,14 @@ from shared.settings import (
     PostgresSettings,
     RedisSettings,
     ServiceSettings,
+    env_config,
 )
 
 
 class AlerterOptions(BaseSettings):
     """``ALERTER_*``: the alerter's own options."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ALERTER_", extra="ignore", case_sensitive=False, populate_by_name=True
-    )
+    model_config = env_config("ALERTER_")
 
     # Readings queue (single active consumer: one replica evaluates, in order) and the queue
     # of alert changes the notifier sends out.

@@ -6,11 +6,11 @@ import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from shared.auth.scope import factory_id_error
 from shared.security import UsesSecurity
-from shared.settings import ServiceSettings, UsesJwt, UsesPostgres, UsesRedis
+from shared.settings import ServiceSettings, UsesJwt, UsesPostgres, UsesRedis, env_config
 
 # Development state lives under the repository's git-ignored ``.run/`` (computed, never written).
 _RUN_DIR = Path(__file__).resolve().parents[2] / ".run"
@@ -22,9 +22,7 @@ _MIN_PRODUCTION_MEMORY_KIB = 19 * 1024
 class AuthSettings(BaseSettings):
     """``AUTH_*``: the auth service's own options (``settings.auth``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="AUTH_", extra="ignore", case_sensitive=False, populate_by_name=True
-    )
+    model_config = env_config("AUTH_")
 
     # Signing key: PEM in the environment (``\n`` escapes accepted) or a file. RSA (RS256,
     # >= 2048 bits) or Ed25519 (EdDSA); the algorithm follows the key.

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from shared.security import UsesSecurity
 from shared.settings import (
@@ -11,15 +11,14 @@ from shared.settings import (
     UsesJwt,
     UsesPostgres,
     UsesRedis,
+    env_config,
 )
 
 
 class GatewayOptions(BaseSettings):
     """``INGEST_GATEWAY_*``: the ingest gateway's own options (its limits are ``INGEST_*``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="INGEST_GATEWAY_", extra="ignore", case_sensitive=False, populate_by_name=True
-    )
+    model_config = env_config("INGEST_GATEWAY_")
 
     # Seconds a gateway is told to wait (Retry-After) when the broker cannot take data.
     retry_after_s: int = Field(default=5, validation_alias="INGEST_RETRY_AFTER_S")

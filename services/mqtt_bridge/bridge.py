@@ -161,7 +161,7 @@ class Bridge:
     async def _group_loop(self) -> None:
         s = self.settings.bridge
         while True:
-            group = await collect(self._inbox, s.group_max_messages, s.group_max_wait_ms / 1000)
+            group = await collect(self._inbox, s.group_max_messages, s.group_wait_ms / 1000)
             metrics.GROUP_MESSAGES.observe(len(group))
             task = asyncio.create_task(self._process(group))
             try:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from shared.edge import EdgeSettings
 from shared.mqtt_topics import TopicTemplate, status_topic
@@ -12,6 +12,7 @@ from shared.settings import (
     UsesMqtt,
     UsesPostgres,
     UsesRedis,
+    env_config,
 )
 
 # Edge messages prefetched and not yet acknowledged, at most (bounds the bridge's memory).
@@ -21,18 +22,14 @@ MAX_INFLIGHT_CEILING = 20_000
 class BridgeOptions(BaseSettings):
     """``MQTT_BRIDGE_*``: the bridge's own options (the edge's are ``settings.edge``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MQTT_BRIDGE_", extra="ignore", case_sensitive=False, populate_by_name=True
-    )
+    model_config = env_config("MQTT_BRIDGE_")
 
     # Unacknowledged edge messages the broker may have in flight to this bridge (AMQP prefetch).
     max_inflight: int = Field(default=2000, ge=1, le=MAX_INFLIGHT_CEILING)
     # A group (one validation pass, one set of confirmed publishes, then the PUBACKs) closes at
     # this many MQTT messages or after this many milliseconds, whichever comes first.
     group_max_messages: int = Field(default=1000, ge=1)
-    group_max_wait_ms: float = Field(
-        default=5.0, ge=0, validation_alias="MQTT_BRIDGE_GROUP_WAIT_MS"
-    )
+    group_wait_ms: float = Field(default=5.0, ge=0)
     # Groups being published at once; PUBACKs still go out in the order messages arrived.
     groups_in_flight: int = Field(default=4, ge=1)
     reconnect_min_s: int = Field(default=1, ge=1)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from services.query_api.live.settings import LiveSettings
 from shared.security import UsesSecurity
@@ -13,13 +13,14 @@ from shared.settings import (
     UsesJwt,
     UsesPostgres,
     UsesRedis,
+    env_config,
 )
 
 
 class QueryOptions(BaseSettings):
     """``QUERY_*``: the query API's own options (its port is ``QUERY_API_PORT``)."""
 
-    model_config = SettingsConfigDict(env_prefix="QUERY_", extra="ignore", case_sensitive=False)
+    model_config = env_config("QUERY_")
 
     # Default history window when start_time is not given.
     default_range_s: int = Field(default=86_400, ge=1)

@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from shared.settings import ServiceSettings, UsesAmqp, UsesInflux, UsesIngestLimits, UsesRedis
+from shared.settings import (
+    ServiceSettings,
+    UsesAmqp,
+    UsesInflux,
+    UsesIngestLimits,
+    UsesRedis,
+    env_config,
+)
 
 
 class WriterOptions(BaseSettings):
     """``WRITER_*``: the writer's own options."""
 
-    model_config = SettingsConfigDict(env_prefix="WRITER_", extra="ignore", case_sensitive=False)
+    model_config = env_config("WRITER_")
 
     # A batch is written when it holds this many points or its first message is this old.
     batch_points: int = Field(default=5000, ge=1)

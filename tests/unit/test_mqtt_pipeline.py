@@ -109,7 +109,7 @@ async def pipeline(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Bridge
     settings = Settings(
         bridge=BridgeOptions(
             group_max_messages=options.get("group", 1000),
-            group_max_wait_ms=1,
+            group_wait_ms=1,
             groups_in_flight=options.get("in_flight", 4),
             retry_max_s=0.01,
         )

@@ -57,7 +57,7 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MQTT_EDGE_QUEUE", "edge.q")
     monkeypatch.setenv("MQTT_EDGE_MAX_BYTES", "1048576")
     s = Settings()
-    assert (s.port, s.mqtt.topics, s.bridge.group_max_wait_ms) == (9100, ["a/+/b/+/c", "x/#"], 2.5)
+    assert (s.port, s.mqtt.topics, s.bridge.group_wait_ms) == (9100, ["a/+/b/+/c", "x/#"], 2.5)
     assert s.status_topic == "factory/bridge/bridge-7/status"
     assert (s.edge.topic_template, s.edge.queue, s.edge.max_bytes) == (
         "a/{factory_id}/b/{machine_id}/c",

@@ -26,7 +26,7 @@ MAPPED = [
     ("ingest_gateway", "INGEST_RETRY_AFTER_S", "9", ("gateway", "retry_after_s"), 9),
     ("writer", "WRITER_BATCH_POINTS", "7", ("writer", "batch_points"), 7),
     ("mqtt_bridge", "MQTT_BRIDGE_MAX_INFLIGHT", "7", ("bridge", "max_inflight"), 7),
-    ("mqtt_bridge", "MQTT_BRIDGE_GROUP_WAIT_MS", "2.5", ("bridge", "group_max_wait_ms"), 2.5),
+    ("mqtt_bridge", "MQTT_BRIDGE_GROUP_WAIT_MS", "2.5", ("bridge", "group_wait_ms"), 2.5),
 ]
 
 # service, environment variable, a value it refuses
