@@ -3,8 +3,8 @@
 The pydantic models in :mod:`shared.readings` are the reference: they say what is valid and
 produce the exact error paths. Running them costs several Python validator calls and a model
 instance per reading, which dominated HTTP ingest. Most input is valid, so the gateway first
-tries the plain checks here on the parsed JSON (parsed by ``pydantic_core.from_json``, the very
-parser the models use) and only when they do not *certainly* accept does it run the models.
+tries the plain checks here on the parsed JSON (parsed by orjson; whatever it cannot read the
+models parse themselves) and only when they do not *certainly* accept does it run the models.
 
 The rule that keeps validation identical: every function here returns ``None`` ("ask the
 models") for anything the models might refuse, normalise or order differently, and otherwise

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter, ValidationError
-from pydantic_core import from_json
 
 from shared import fastcheck
 from shared.errors import MillraceError
@@ -138,9 +138,15 @@ def accept(body: bytes, ctx: ValidationContext) -> Accepted:
 
 
 def _fast(body: bytes, ctx: ValidationContext) -> Accepted | None:
-    """The whole batch when the models would accept all of it unchanged; None otherwise."""
+    """The whole batch when the models would accept all of it unchanged; None otherwise.
+
+    Parsed by orjson: 0.28 µs per reading of a bench body against 0.43 for
+    ``pydantic_core.from_json`` (msgspec, untyped 0.31, into typed structs 0.26, would add a
+    dependency for the rest). Where the two parsers differ, orjson refuses (NaN/Infinity
+    literals, integers beyond 64 bits, invalid UTF-8) and the models decide, so what is
+    accepted here is what the models' own parser would have read."""
     try:
-        doc = from_json(body)
+        doc = orjson.loads(body)
     except ValueError:
         return None
     if type(doc) is not dict:

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -308,3 +309,32 @@ def test_anything_else_gets_the_models_answer() -> None:
     assert [i for i, _ in accepted.items] == [1]
     assert accepted.items[0][1].machine_id == MACHINE
     assert accepted.rejected[0].index == 0
+
+
+PARSERS_DIFFER = [
+    (b"", b'"temperature": NaN'),  # the models' parser reads NaN, orjson refuses it
+    (b"", b'"speed": 100000000000000000000000'),  # beyond 64 bits
+    (b'"location": "Hall \\ud800", ', b'"speed": 1'),  # a lone surrogate
+]
+
+
+@pytest.mark.parametrize(("item", "values"), PARSERS_DIFFER)
+def test_what_orjson_cannot_read_is_left_to_the_models(item: bytes, values: bytes) -> None:
+    body = (
+        b'{"gateway_id": "GW-01", "batch": [{'
+        + item
+        + b'"machine_id": "'
+        + MACHINE.encode()
+        + b'", "readings": [{"timestamp": "2025-12-13T10:00:00Z", '
+        + values
+        + b"}]}]}"
+    )
+    assert _fast(body, CTX) is None
+    try:
+        got = accept(body, CTX)
+    except Invalid:
+        assert reference(body) == "invalid"
+    else:
+        assert [(i, it.location, it.points) for i, it in got.items] == [
+            (i, loc, pts) for i, _, _, loc, pts in reference(body)[2]
+        ]
