@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,14 +140,26 @@ def _normalize_pem(data: bytes | str) -> bytes:
     return text.replace("\\n", "\n").strip().encode() + b"\n"
 
 
-def load_private_pem(data: bytes | str, source: str) -> PrivateKey:
+def _checked(load: Callable[[], object], source: str, what: str, kinds: Any) -> Any:
+    """The key ``load()`` reads, if it is one of ``kinds`` and strong enough to sign with."""
     try:
-        key = serialization.load_pem_private_key(_normalize_pem(data), password=None)
+        key = load()
     except (ValueError, TypeError) as e:
-        raise KeyConfigError(f"{source}: not an unencrypted PEM private key ({e})") from e
-    if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise KeyConfigError(f"{source}: not {what} ({e})") from e
+    if not isinstance(key, kinds):
         raise KeyConfigError(f"{source}: only RSA and Ed25519 keys are supported")
     algorithm_for(key)
+    return key
+
+
+def load_private_pem(data: bytes | str, source: str) -> PrivateKey:
+    pem = _normalize_pem(data)
+    key: PrivateKey = _checked(
+        lambda: serialization.load_pem_private_key(pem, password=None),
+        source,
+        "an unencrypted PEM private key",
+        PrivateKey,
+    )
     return key
 
 
@@ -155,13 +168,9 @@ def load_public_pem(data: bytes | str, source: str) -> PublicKey:
     pem = _normalize_pem(data)
     if b"PRIVATE KEY" in pem:
         return load_private_pem(pem, source).public_key()
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as e:
-        raise KeyConfigError(f"{source}: not a PEM public key ({e})") from e
-    if not isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        raise KeyConfigError(f"{source}: only RSA and Ed25519 keys are supported")
-    algorithm_for(key)
+    key: PublicKey = _checked(
+        lambda: serialization.load_pem_public_key(pem), source, "a PEM public key", PublicKey
+    )
     return key
 
 

@@ -7,8 +7,10 @@ libraries understand them too.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
+from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -77,9 +79,37 @@ async def _refuse_if_throttled(
         raise _too_many(wait)
 
 
-async def _count_failure(throttle: Throttle, grant: str, subjects: tuple[Subject, ...]) -> None:
-    AUTH_SIGN_INS.labels(grant, "failure").inc()
-    await throttle.failure(*subjects)
+class _Account(Protocol):
+    @property
+    def active(self) -> bool: ...
+
+
+A = TypeVar("A", bound=_Account)
+
+
+async def _authenticate(
+    request: Request,
+    throttle: Throttle,
+    grant: str,
+    who: Subject,
+    find: Callable[[AsyncConnectionPool], Awaitable[A | None]],
+    secret_hash: Callable[[A], str],
+    secret: str,
+) -> A | None:
+    """The active account ``find`` returns if ``secret`` is its secret, else None (a failure
+    the throttle counts); 429 while the account or the caller's address is backing off."""
+    address = client_address(request) or "unknown"
+    subjects = (who, ("addr", address))
+    await _refuse_if_throttled(throttle, grant, f"{who[1]} from {address}", subjects)
+    account = await find(state(request)["pool"])
+    # Unknown account: verify against a dummy hash anyway, so timing does not reveal names.
+    ok = await state(request)["hasher"].verify(secret_hash(account) if account else None, secret)
+    if account is None or not ok or not account.active:
+        AUTH_SIGN_INS.labels(grant, "failure").inc()
+        await throttle.failure(*subjects)
+        return None
+    await throttle.reset(who)
+    return account
 
 
 def _check_grant(fields: dict[str, Any], expected: str, *, required: bool) -> None:
@@ -115,17 +145,16 @@ async def login(request: Request) -> Response:
         )
     username = users.normalize_username(raw_username)[:256]
     address = client_address(request) or "unknown"
-    throttle = state(request)["login_throttle"]
-    subjects = (("user", username), ("addr", address))
-    await _refuse_if_throttled(throttle, "password", f"{username} from {address}", subjects)
-
-    pool = state(request)["pool"]
-    hasher = state(request)["hasher"]
-    user = await users.by_username(pool, username)
-    # Unknown user: verify against a dummy hash anyway, so timing does not reveal names.
-    ok = await hasher.verify(user.password_hash if user else None, password)
-    if user is None or not ok or not user.active:
-        await _count_failure(throttle, "password", subjects)
+    user = await _authenticate(
+        request,
+        state(request)["login_throttle"],
+        "password",
+        ("user", username),
+        lambda pool: users.by_username(pool, username),
+        lambda found: found.password_hash,
+        password,
+    )
+    if user is None:
         log.info(
             "login failed for %s from %s",
             username,
@@ -133,9 +162,9 @@ async def login(request: Request) -> Response:
             extra={"event": "login_failed", "user": username},
         )
         raise ApiError(401, "Invalid username or password", error="invalid_grant")
-    await throttle.reset(("user", username))
+    hasher = state(request)["hasher"]
     if hasher.needs_rehash(user.password_hash):
-        await users.set_password(pool, None, user.id, await hasher.hash(password))
+        await users.set_password(state(request)["pool"], None, user.id, await hasher.hash(password))
 
     sessions = state(request)["sessions"]
     session, user = await sessions.start(user, address, request.headers.get("user-agent"))
@@ -262,27 +291,27 @@ async def client_credentials(request: Request) -> Response:
     if not client_id or not secret:
         raise ApiError(400, "client_id and client_secret required", error="invalid_request")
     client_id = client_id[:64]
-    address = client_address(request) or "unknown"
-    throttle = state(request)["client_throttle"]
-    subjects = (("client", client_id), ("addr", address))
-    await _refuse_if_throttled(
-        throttle, "client_credentials", f"{client_id} from {address}", subjects
+    gateway = await _authenticate(
+        request,
+        state(request)["client_throttle"],
+        "client_credentials",
+        ("client", client_id),
+        lambda pool: gateways.by_client_id(pool, client_id),
+        lambda found: found.secret_hash,
+        secret,
     )
-
-    pool = state(request)["pool"]
-    hasher = state(request)["hasher"]
-    gateway = await gateways.by_client_id(pool, client_id)
-    ok = await hasher.verify(gateway.secret_hash if gateway else None, secret)
-    if gateway is None or not ok or not gateway.active:
-        await _count_failure(throttle, "client_credentials", subjects)
-        log.info("client credentials refused for %s from %s", client_id, address)
+    if gateway is None:
+        log.info(
+            "client credentials refused for %s from %s",
+            client_id,
+            client_address(request) or "unknown",
+        )
         raise ApiError(
             401,
             "Invalid client credentials",
             headers={"WWW-Authenticate": 'Basic realm="millrace"'},
             error="invalid_client",
         )
-    await throttle.reset(("client", client_id))
     settings = state(request)["settings"]
     issuer = state(request)["issuer"]
     permissions = sorted(PERMISSIONS[Role.GATEWAY])
@@ -295,7 +324,7 @@ async def client_credentials(request: Request) -> Response:
         factories=[gateway.factory_id],
         extra=gateway.scope_claims(),
     )
-    await gateways.touch(pool, gateway)
+    await gateways.touch(state(request)["pool"], gateway)
     AUTH_SIGN_INS.labels("client_credentials", "success").inc()
     AUTH_TOKENS.labels("client_credentials").inc()
     return _token_response(
