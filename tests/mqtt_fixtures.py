@@ -34,10 +34,10 @@ from starlette.applications import Starlette
 
 from services.mqtt_bridge.app import create_app
 from services.mqtt_bridge.settings import Settings
-from shared.db import create_pool, migrate
 from shared.edge import EdgeSettings, mqtt_client, service_credentials
-from shared.machines import Machine, MachineRepository
+from shared.machines import Machine
 from shared.settings import AmqpSettings, MqttSettings, PostgresSettings, RedisSettings
+from tests.registry import register_machines
 from tools.simulator.measure import AmqpTap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,28 +46,31 @@ TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
 FACTORY = "default"
 
 
+def _poll_once(predicate: Callable[[], Any], start: float, timeout_s: float, what: str) -> Any:
+    """``predicate()``; past the deadline, a false result fails the wait."""
+    result = predicate()
+    if not result and time.monotonic() > start + timeout_s:
+        raise AssertionError(f"{what} not reached within {timeout_s} s (last: {result!r})")
+    return result
+
+
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
     while True:
-        result = predicate()
-        if result:
+        if result := _poll_once(predicate, start, timeout_s, what):
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s (last: {result!r})")
         time.sleep(0.05)
 
 
 async def async_wait_until(
     predicate: Callable[[], Any], timeout_s: float, what: str = "condition"
 ) -> Any:
-    deadline = time.monotonic() + timeout_s
+    """:func:`wait_until` without blocking the event loop."""
+    start = time.monotonic()
     while True:
-        result = predicate()
-        if result:
+        if result := _poll_once(predicate, start, timeout_s, what):
             return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s (last: {result!r})")
         await asyncio.sleep(0.05)
 
 
@@ -213,17 +216,9 @@ def retained_status(settings: MqttSettings, timeout_s: float = 5) -> bytes | Non
 async def create_machines(
     pg: PostgresSettings, n: int, sensor_type: str = "Temperature"
 ) -> list[Machine]:
-    pool = create_pool(pg, "tests")
-    await pool.open(wait=True)
-    try:
-        await migrate(pool)
-        repo = MachineRepository(pool)
-        return [
-            await repo.create(f"MQ-{uuid.uuid4().hex[:6]}", "Hall 7, Line 2", sensor_type, "active")
-            for _ in range(n)
-        ]
-    finally:
-        await pool.close()
+    return await register_machines(
+        pg, n, location="Hall 7, Line 2", sensor_type=sensor_type, prefix="MQ"
+    )
 
 
 @pytest.fixture

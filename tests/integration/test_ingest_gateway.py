@@ -14,15 +14,13 @@ from typing import Any
 
 import orjson
 import pytest
-from psycopg_pool import AsyncConnectionPool
 from starlette.testclient import TestClient
 
 from services.ingest_gateway.app import create_app
 from services.ingest_gateway.settings import Settings
-from shared.db import create_pool, migrate
-from shared.machines import MachineRepository
 from shared.settings import AmqpSettings, IngestLimits, PostgresSettings
 from tests.queues import delete_topology, take_messages
+from tests.registry import register_machines
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
@@ -31,20 +29,8 @@ DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 async def _create_machines(pg: PostgresSettings, n: int, factory: str = "default") -> list[str]:
-    pool: AsyncConnectionPool = create_pool(pg, "tests")
-    await pool.open(wait=True)
-    await migrate(pool)
-    repo = MachineRepository(pool)
-    out = [
-        (
-            await repo.create(
-                f"M-{uuid.uuid4().hex[:6]}", "Hall 2, Bay 4", "Temperature", "active", factory
-            )
-        ).id
-        for _ in range(n)
-    ]
-    await pool.close()
-    return out
+    machines = await register_machines(pg, n, location="Hall 2, Bay 4", factory=factory)
+    return [m.id for m in machines]
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-import aio_pika
 import pytest
 import redis
 from starlette.testclient import TestClient
@@ -24,43 +22,26 @@ from services.query_api.settings import Settings as QuerySettings
 from services.writer.app import create_app as writer_app
 from services.writer.settings import Settings as WriterSettings
 from services.writer.settings import WriterOptions
-from shared import broker
-from shared.db import create_pool, migrate
 from shared.envelope import Envelope
-from shared.influx import InfluxClient, quote_literal
+from shared.influx import InfluxClient
 from shared.keys import version_key
-from shared.machines import MachineRepository
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
+from tests.polling import wait_for
+from tests.queues import publish, queue_depth
+from tests.registry import register_machines
 from tests.tokens import bearer, trust_test_key
+from tests.writer_fixtures import count
 from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
-
-
-def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, "not reached before the deadline"
-        time.sleep(0.05)
-    return result
 
 
 def metric(text: str, name: str) -> float:
     return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + " "))
 
 
-async def machines_at(pg: PostgresSettings, location: str, n: int) -> list[str]:
-    pool = create_pool(pg, "tests")
-    await pool.open(wait=True)
-    try:
-        await migrate(pool)
-        repo = MachineRepository(pool)
-        return [
-            (await repo.create(f"W-{uuid.uuid4().hex[:6]}", location, "Temperature", "active")).id
-            for _ in range(n)
-        ]
-    finally:
-        await pool.close()
+def machines_at(pg: PostgresSettings, location: str, n: int) -> list[str]:
+    return [m.id for m in asyncio.run(register_machines(pg, n, location=location, prefix="W"))]
 
 
 def envelope(machine: str, ts_ns: list[int], temperature: float) -> Envelope:
@@ -78,25 +59,13 @@ def envelope(machine: str, ts_ns: list[int], temperature: float) -> Envelope:
     return Envelope(source="http", readings=readings, routing_key=f"reading.f-status.{machine}")
 
 
-def publish(amqp: AmqpSettings, envelopes: list[Envelope]) -> None:
-    async def run() -> None:
-        conn = await broker.connect(amqp, "tests")
-        async with conn:
-            publisher = broker.Publisher(amqp, conn)
-            await publisher.start()
-            await publisher.publish(envelopes)
-            await publisher.close()
-
-    asyncio.run(run())
-
-
 def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_shutdown(
     amqp_cleanup: AmqpSettings,
     influx_settings: InfluxSettings,
     postgres_settings: PostgresSettings,
 ) -> None:
     location = f"Hall W-{uuid.uuid4().hex[:6]}"
-    recent, stale, silent = asyncio.run(machines_at(postgres_settings, location, 3))
+    recent, stale, silent = machines_at(postgres_settings, location, 3)
     now = time.time_ns()
     settings = WriterSettings(
         amqp=amqp_cleanup,
@@ -113,14 +82,16 @@ def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_sh
 
         # Two readings of a machine seen just now (the newer one is its status), one of a
         # machine last seen an hour ago; the third machine never sends anything.
-        publish(
-            amqp_cleanup,
-            [
-                envelope(recent, [now - 2 * 10**9, now - 10**9], 70.0),
-                envelope(stale, [now - 3600 * 10**9], 40.0),
-            ],
+        asyncio.run(
+            publish(
+                amqp_cleanup,
+                [
+                    envelope(recent, [now - 2 * 10**9, now - 10**9], 70.0),
+                    envelope(stale, [now - 3600 * 10**9], 40.0),
+                ],
+            )
         )
-        until(
+        wait_for(
             lambda: (
                 metric(writer.get("/metrics").text, "millrace_writer_readings_written_total")
                 >= before + 3
@@ -128,7 +99,7 @@ def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_sh
         )
         with TestClient(query_app(query)) as api:
             trust_test_key(api.app_state)
-            body = until(
+            body = wait_for(
                 lambda: (
                     (
                         r := api.get(
@@ -159,11 +130,7 @@ def stored(influx_settings: InfluxSettings, machine: str) -> int:
     async def run() -> int:
         influx = InfluxClient(influx_settings)
         try:
-            [series] = await influx.query(
-                "SELECT count(temperature) FROM sensor_readings"
-                f" WHERE machine_id = {quote_literal(machine)}"
-            )
-            return int(series[0].values[0][1]) if series else 0
+            return await count(influx, machine)
         finally:
             await influx.close()
 
@@ -186,22 +153,15 @@ def test_writer_shutdown_stores_and_acknowledges_what_it_holds(
     machine = str(uuid.uuid4())
     now = time.time_ns()
     with TestClient(writer_app(settings)) as writer:
-        publish(amqp_cleanup, [envelope(machine, [now - i * 10**6 for i in range(50)], 20.0)])
-        until(lambda: metric(writer.get("/metrics").text, "millrace_writer_pending_readings") == 50)
+        asyncio.run(
+            publish(amqp_cleanup, [envelope(machine, [now - i * 10**6 for i in range(50)], 20.0)])
+        )
+        wait_for(
+            lambda: metric(writer.get("/metrics").text, "millrace_writer_pending_readings") == 50
+        )
         assert stored(influx_settings, machine) == 0  # held, not written yet
     assert stored(influx_settings, machine) == 50
     assert queue_depth(amqp_cleanup) == 0  # acknowledged once stored
-
-
-def queue_depth(amqp: AmqpSettings) -> int:
-    async def run() -> int:
-        conn = await aio_pika.connect(amqp.url.get_secret_value())
-        async with conn:
-            ch = await conn.channel()
-            q = await ch.declare_queue(amqp.queue, passive=True)
-            return q.declaration_result.message_count or 0
-
-    return asyncio.run(run())
 
 
 def test_new_data_is_never_hidden_by_the_history_cache(
@@ -213,7 +173,7 @@ def test_new_data_is_never_hidden_by_the_history_cache(
     """Answers are cached (an hour here, so only invalidation can refresh them), keyed by the
     machine's data version; the writer bumps the version once it stored a batch, so the next
     request sees the new reading at once."""
-    [machine] = asyncio.run(machines_at(postgres_settings, f"Hall C-{uuid.uuid4().hex[:6]}", 1))
+    [machine] = machines_at(postgres_settings, f"Hall C-{uuid.uuid4().hex[:6]}", 1)
     now = time.time_ns() // 10**9 * 10**9
     writer_settings = WriterSettings(
         amqp=amqp_cleanup,
@@ -244,16 +204,16 @@ def test_new_data_is_never_hidden_by_the_history_cache(
                 body: dict[str, Any] = resp.json()
                 return body
 
-            publish(amqp_cleanup, [envelope(machine, [now - 20 * 10**9], 50.0)])
-            until(lambda: stored(influx_settings, machine) == 1 and version() is not None)
+            asyncio.run(publish(amqp_cleanup, [envelope(machine, [now - 20 * 10**9], 50.0)]))
+            wait_for(lambda: stored(influx_settings, machine) == 1 and version() is not None)
             first = history()
             assert first["pagination"]["total_records"] == 1 and "cached" not in first
             again = history()
             assert again["cached"] is True and again["data"] == first["data"]
 
             seen = version()
-            publish(amqp_cleanup, [envelope(machine, [now - 10 * 10**9], 60.0)])
-            until(lambda: stored(influx_settings, machine) == 2 and version() != seen)
+            asyncio.run(publish(amqp_cleanup, [envelope(machine, [now - 10 * 10**9], 60.0)]))
+            wait_for(lambda: stored(influx_settings, machine) == 2 and version() != seen)
             fresh = history()
     finally:
         versions.close()
