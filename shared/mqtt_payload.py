@@ -21,12 +21,19 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
 
 from shared.errors import MillraceError
 from shared.ingest import stored_readings
 from shared.machines import Machine
-from shared.readings import FieldError, Label, Reading, ValidationContext, field_errors
+from shared.readings import (
+    FieldError,
+    Label,
+    Reading,
+    ValidationContext,
+    at_most,
+    field_errors,
+    max_readings_per_item,
+)
 
 
 class DeadReason(StrEnum):
@@ -60,13 +67,7 @@ class MqttBatch(BaseModel):
     @field_validator("readings", mode="before")
     @classmethod
     def _limit(cls, value: Any, info: ValidationInfo) -> Any:
-        ctx = info.context
-        limit = ctx.max_readings_per_item if isinstance(ctx, ValidationContext) else 10_000
-        if isinstance(value, list) and len(value) > limit:
-            raise PydanticCustomError(
-                "too_many", "At most {limit} readings per message", {"limit": limit}
-            )
-        return value
+        return at_most(value, max_readings_per_item(info), "readings per message")
 
 
 @dataclass(slots=True)

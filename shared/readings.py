@@ -79,6 +79,18 @@ def _ctx(info: ValidationInfo) -> ValidationContext:
     return ctx if isinstance(ctx, ValidationContext) else ValidationContext(now_ns=time.time_ns())
 
 
+def at_most(value: Any, limit: int, what: str) -> Any:
+    """``value`` as it is, unless it is a list of more than ``limit`` items (``too_many``)."""
+    if isinstance(value, list) and len(value) > limit:
+        raise PydanticCustomError("too_many", f"At most {{limit}} {what}", {"limit": limit})
+    return value
+
+
+def max_readings_per_item(info: ValidationInfo) -> int:
+    """The bound on the readings of one machine (or one MQTT message) being validated."""
+    return _ctx(info).max_readings_per_item
+
+
 def parse_timestamp(value: object) -> datetime:
     """ISO 8601 / RFC 3339 with an explicit zone (``Z`` or ``±hh:mm``) → aware datetime."""
     if not isinstance(value, str):
@@ -204,12 +216,8 @@ class MachineBatch(BaseModel):
     @field_validator("readings")
     @classmethod
     def _limit(cls, value: list[Reading], info: ValidationInfo) -> list[Reading]:
-        limit = _ctx(info).max_readings_per_item
-        if len(value) > limit:
-            raise PydanticCustomError(
-                "too_many", "At most {limit} readings per machine", {"limit": limit}
-            )
-        return value
+        limited: list[Reading] = at_most(value, max_readings_per_item(info), "readings per machine")
+        return limited
 
 
 class IngestRequest(BaseModel):
@@ -234,12 +242,7 @@ class IngestRequest(BaseModel):
     @field_validator("batch", mode="before")
     @classmethod
     def _limit(cls, value: Any, info: ValidationInfo) -> Any:
-        limit = _ctx(info).max_batch_items
-        if isinstance(value, list) and len(value) > limit:
-            raise PydanticCustomError(
-                "too_many", "At most {limit} machines per batch", {"limit": limit}
-            )
-        return value
+        return at_most(value, _ctx(info).max_batch_items, "machines per batch")
 
 
 @dataclass(slots=True)
