@@ -44,6 +44,15 @@ async def count(influx: InfluxClient, machine: str) -> int:
     return int(series[0].values[0][1]) if series else 0
 
 
+async def stored(influx_settings: InfluxSettings, machine: str) -> int:
+    """:func:`count` on a client of its own."""
+    influx = InfluxClient(influx_settings)
+    try:
+        return await count(influx, machine)
+    finally:
+        await influx.close()
+
+
 async def queue_depth(conn: AbstractConnection, name: str) -> int:
     ch = await conn.channel()
     q = await ch.declare_queue(name, passive=True)

@@ -10,7 +10,6 @@ import pytest
 
 from services.writer.settings import WriterOptions
 from shared import broker
-from shared.influx import InfluxClient
 from shared.settings import AmqpSettings, InfluxSettings
 from tests.polling import equals, eventually
 from tests.writer_fixtures import (
@@ -20,6 +19,7 @@ from tests.writer_fixtures import (
     queue_depth,
     running_writer,
     start_writer,
+    stored,
 )
 
 pytestmark = pytest.mark.integration
@@ -65,30 +65,26 @@ async def test_no_ack_while_influx_is_down(
     unreachable = InfluxSettings(
         url=f"http://127.0.0.1:{refused_port}", database=influx_settings.database, timeout_s=0.5
     )
+    machine = str(uuid.uuid4())
+    base = time.time_ns()
     writer, conn, influx = await start_writer(
         amqp, unreachable, WriterOptions(batch_ms=50, retry_max_s=0.2), shutdown_timeout_s=1.0
     )
-    publisher = broker.Publisher(amqp, conn)
-    await publisher.start()
-    machine = str(uuid.uuid4())
-    base = time.time_ns()
-    await publisher.publish([envelope(machine, base + k * 10**9, 10) for k in range(5)])
-    await eventually(lambda: not writer.influx_ok)
-    await writer.stop()  # deadline passes while InfluxDB is down: nothing is acked
-    await eventually(lambda: equals(queue_depth(conn, amqp.queue), 5))
+    try:
+        publisher = broker.Publisher(amqp, conn)
+        await publisher.start()
+        await publisher.publish([envelope(machine, base + k * 10**9, 10) for k in range(5)])
+        await publisher.close()
+        await eventually(lambda: not writer.influx_ok)
+        await writer.stop()  # deadline passes while InfluxDB is down: nothing is acked
+        await eventually(lambda: equals(queue_depth(conn, amqp.queue), 5))
+    finally:
+        await conn.close()
+        await influx.close()
 
-    writer2, conn2, influx2 = await start_writer(amqp, influx_settings)
-    checker = InfluxClient(influx_settings)
-    await eventually(lambda: equals(count(checker, machine), 50))
-    await eventually(lambda: equals(queue_depth(conn, amqp.queue), 0))
-    await writer2.stop()
-    assert await count(checker, machine) == 50
-    for c in (publisher,):
-        await c.close()
-    for x in (conn, conn2):
-        await x.close()
-    for i in (influx, influx2, checker):
-        await i.close()
+    async with running_writer(amqp, influx_settings) as run:
+        await eventually(lambda: equals(count(run.checker, machine), 50))
+    assert await stored(influx_settings, machine) == 50  # still, once the writer stopped
 
 
 async def test_malformed_envelopes_and_readings_are_dead_lettered_with_their_reason(

@@ -23,14 +23,13 @@ from services.writer.app import create_app as writer_app
 from services.writer.settings import Settings as WriterSettings
 from services.writer.settings import WriterOptions
 from shared.envelope import Envelope
-from shared.influx import InfluxClient
 from shared.keys import version_key
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
 from tests.polling import wait_for
 from tests.queues import publish, queue_depth
 from tests.registry import register_machines
 from tests.tokens import bearer, trust_test_key
-from tests.writer_fixtures import count
+from tests.writer_fixtures import stored
 from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
@@ -126,17 +125,6 @@ def test_writer_process_serves_health_metrics_keeps_live_status_and_drains_on_sh
     assert (summary["online"], summary["offline"], summary["never_seen"]) == (1, 2, 1)
 
 
-def stored(influx_settings: InfluxSettings, machine: str) -> int:
-    async def run() -> int:
-        influx = InfluxClient(influx_settings)
-        try:
-            return await count(influx, machine)
-        finally:
-            await influx.close()
-
-    return asyncio.run(run())
-
-
 def test_writer_shutdown_stores_and_acknowledges_what_it_holds(
     amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
 ) -> None:
@@ -159,8 +147,8 @@ def test_writer_shutdown_stores_and_acknowledges_what_it_holds(
         wait_for(
             lambda: metric(writer.get("/metrics").text, "millrace_writer_pending_readings") == 50
         )
-        assert stored(influx_settings, machine) == 0  # held, not written yet
-    assert stored(influx_settings, machine) == 50
+        assert asyncio.run(stored(influx_settings, machine)) == 0  # held, not written yet
+    assert asyncio.run(stored(influx_settings, machine)) == 50
     assert queue_depth(amqp_cleanup) == 0  # acknowledged once stored
 
 
@@ -205,7 +193,9 @@ def test_new_data_is_never_hidden_by_the_history_cache(
                 return body
 
             asyncio.run(publish(amqp_cleanup, [envelope(machine, [now - 20 * 10**9], 50.0)]))
-            wait_for(lambda: stored(influx_settings, machine) == 1 and version() is not None)
+            wait_for(
+                lambda: asyncio.run(stored(influx_settings, machine)) == 1 and version() is not None
+            )
             first = history()
             assert first["pagination"]["total_records"] == 1 and "cached" not in first
             again = history()
@@ -213,7 +203,9 @@ def test_new_data_is_never_hidden_by_the_history_cache(
 
             seen = version()
             asyncio.run(publish(amqp_cleanup, [envelope(machine, [now - 10 * 10**9], 60.0)]))
-            wait_for(lambda: stored(influx_settings, machine) == 2 and version() != seen)
+            wait_for(
+                lambda: asyncio.run(stored(influx_settings, machine)) == 2 and version() != seen
+            )
             fresh = history()
     finally:
         versions.close()

@@ -14,7 +14,7 @@ import pytest
 from services.writer.batch import reading_line
 from shared import broker
 from shared.envelope import Envelope
-from shared.influx import InfluxClient, quote_literal
+from shared.influx import quote_literal
 from shared.settings import AmqpSettings, InfluxSettings
 from tests.polling import equals, eventually
 from tests.writer_fixtures import (
@@ -23,7 +23,6 @@ from tests.writer_fixtures import (
     envelope,
     queue_depth,
     running_writer,
-    start_writer,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,35 +39,29 @@ async def test_concurrent_callers_share_one_message_and_each_is_answered(
     amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
 ) -> None:
     amqp = amqp_cleanup
-    checker = InfluxClient(influx_settings)
-    await checker.provision()
-    conn = await broker.connect(amqp, "test-group-commit")
-    publisher = broker.Publisher(amqp, conn)
-    await publisher.start()
     machine = str(uuid.uuid4())
     base = time.time_ns()
     callers = [with_lines(envelope(machine, base + k * 10**9, 10), f"r{k}") for k in range(20)]
-    await asyncio.gather(*(publisher.publish([e], merge_up_to=1000) for e in callers))
-    # Every caller returned, so every reading was confirmed; they all travelled in one message.
-    assert await queue_depth(conn, amqp.queue) == 1
-    ch = await conn.channel()
-    message = await (await ch.get_queue(amqp.queue)).get()
-    shared = Envelope.decode(message.body, message.routing_key or "")
-    await message.nack(requeue=True)
+    conn = await broker.connect(amqp, "test-group-commit")
+    try:
+        publisher = broker.Publisher(amqp, conn)
+        await publisher.start()
+        await asyncio.gather(*(publisher.publish([e], merge_up_to=1000) for e in callers))
+        await publisher.close()
+        # Every caller returned, so every reading was confirmed; they all travelled in one message.
+        assert await queue_depth(conn, amqp.queue) == 1
+        ch = await conn.channel()
+        message = await (await ch.get_queue(amqp.queue)).get()
+        shared = Envelope.decode(message.body, message.routing_key or "")
+        await message.nack(requeue=True)
+    finally:
+        await conn.close()
     assert len(shared.readings) == 200 and shared.lines is not None and len(shared.lines) == 200
     assert shared.parts is not None and [p[2] for p in shared.parts] == [f"r{k}" for k in range(20)]
     assert shared.origin(35) == ("gw-r3", "r3")
 
-    writer, wconn, influx = await start_writer(amqp, influx_settings)
-    await eventually(lambda: equals(count(checker, machine), 200))
-    await eventually(lambda: equals(queue_depth(conn, amqp.queue), 0))
-    await writer.stop()
-    for c in (publisher,):
-        await c.close()
-    for x in (conn, wconn):
-        await x.close()
-    for i in (influx, checker):
-        await i.close()
+    async with running_writer(amqp, influx_settings) as run:  # drains the queue on the way out
+        await eventually(lambda: equals(count(run.checker, machine), 200))
 
 
 async def test_the_door_lines_are_written_and_old_messages_still_stored(
