@@ -75,16 +75,3 @@ async def record(
             actor.request_id,
         ),
     )
-
-
-async def record_request(
-    conn: AsyncConnection[Any],
-    request: Request,
-    principal: Principal,
-    action: str,
-    target: str,
-    old_value: Any = None,
-    new_value: Any = None,
-) -> None:
-    """:func:`record` for a change made through an HTTP request by ``principal``."""
-    await record(conn, Actor.of(request, principal), action, target, old_value, new_value)

@@ -255,7 +255,7 @@ class Publisher:
         with other callers' (group commit); their messages are published in the next flush.
         """
         if merge_up_to <= 0:
-            await self._publish_now(envelopes)
+            await self._confirmed(self._exchange, envelopes)
             return
         waiting = _Waiting(envelopes, merge_up_to, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
@@ -283,7 +283,8 @@ class Publisher:
         try:
             outgoing = group(batch)
             results = await asyncio.gather(
-                *(self._publish_now([merged(o)]) for o in outgoing), return_exceptions=True
+                *(self._confirmed(self._exchange, [merged(o)]) for o in outgoing),
+                return_exceptions=True,
             )
             for o, result in zip(outgoing, results, strict=True):
                 for w in o.callers:
@@ -301,39 +302,34 @@ class Publisher:
                 else:
                     w.done.set_exception(w.failed or BrokerUnavailable("publisher stopped"))
 
-    async def _publish_now(self, envelopes: list[Envelope]) -> None:
-        if self._exchange is None:
+    async def _confirmed(
+        self, exchange: AbstractExchange | None, envelopes: list[Envelope], dead: bool = False
+    ) -> None:
+        """Publish every envelope to ``exchange`` and wait for all the broker's confirms, within
+        AMQP_CONFIRM_TIMEOUT_S; :class:`BrokerUnavailable` if any is refused or late."""
+        if exchange is None:
             raise BrokerUnavailable("publisher not started")
-        exchange = self._exchange
         try:
             async with asyncio.timeout(self.settings.confirm_timeout_s):
                 await asyncio.gather(
                     *(
-                        exchange.publish(to_message(env), env.routing_key, mandatory=True)
+                        exchange.publish(
+                            to_message(env),
+                            DEAD_LETTER_ROUTING_KEY if dead else env.routing_key,
+                            mandatory=True,
+                        )
                         for env in envelopes
                     )
                 )
         except PUBLISH_ERRORS as e:
-            if isinstance(e, aiormq.exceptions.DeliveryError):
+            if isinstance(e, aiormq.exceptions.DeliveryError) and not dead:
                 # A nack: typically the writer queue at its bound (reject-publish).
                 self._refused_until = time.monotonic() + 1.0
             raise BrokerUnavailable(f"{type(e).__name__}: {e}") from e
 
     async def dead_letter(self, envelopes: list[Envelope]) -> None:
         """Publish straight to ``telemetry.dead`` (confirmed), e.g. unparseable MQTT input."""
-        if self._dead is None:
-            raise BrokerUnavailable("publisher not started")
-        dead = self._dead
-        try:
-            async with asyncio.timeout(self.settings.confirm_timeout_s):
-                await asyncio.gather(
-                    *(
-                        dead.publish(to_message(env), DEAD_LETTER_ROUTING_KEY, mandatory=True)
-                        for env in envelopes
-                    )
-                )
-        except PUBLISH_ERRORS as e:
-            raise BrokerUnavailable(f"{type(e).__name__}: {e}") from e
+        await self._confirmed(self._dead, envelopes, dead=True)
 
     async def close(self) -> None:
         if self._watcher is not None:

@@ -165,8 +165,8 @@ async def update_config(request: Request) -> Response:
         after = await cur.fetchone()
         assert after is not None
         old_value = before["value"] if before is not None else None
-        await audit.record_request(
-            conn, request, principal, "config.update", name, old_value, value
+        await audit.record(
+            conn, audit.Actor.of(request, principal), "config.update", name, old_value, value
         )
     return JSONResponse(
         {

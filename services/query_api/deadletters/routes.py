@@ -64,7 +64,7 @@ from services.query_api.deadletters.schemas import (
 from services.query_api.deadletters.store import LetterFilter
 from services.query_api.scope import principal, require_factory
 from services.query_api.state import state
-from shared.audit import record_request as record_audit
+from shared import audit
 from shared.broker import Publisher
 from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable
@@ -370,10 +370,9 @@ async def replay_dead_letters(request: Request) -> Response:
             conn, [(i, f"{e.reason}: {e.error}") for i, _, e in run.refused]
         )
         if run.published or run.refused:
-            await record_audit(
+            await audit.record(
                 conn,
-                request,
-                principal(request),
+                audit.Actor.of(request, principal(request)),
                 "deadletters.replay",
                 _target(body.ids, reason=body.reason, limit=body.limit if body.reason else None),
                 None,
@@ -397,10 +396,9 @@ async def purge_dead_letters(request: Request) -> Response:
         by_reason = await store.purge(conn, ids=body.ids, flt=flt)
         deleted = sum(by_reason.values())
         if deleted:
-            await record_audit(
+            await audit.record(
                 conn,
-                request,
-                principal(request),
+                audit.Actor.of(request, principal(request)),
                 "deadletters.purge",
                 _target(body.ids, reason=body.reason, before=body.before, replayed=body.replayed),
                 {"deleted": deleted, "by_reason": by_reason},
