@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from shared.settings import JwtSettings, PostgresSettings, RedisSettings
 from tests import auth_testing as testing
 
 TEST_PASSWORD_LENGTH = 12
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -178,3 +181,17 @@ def log_in(auth_client: TestClient) -> LogIn:
         return body
 
     return run
+
+
+def auth_cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``python -m services.auth <args>`` as an operator runs it, in ``env``; not checked."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.auth", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )

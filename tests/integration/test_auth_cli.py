@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,11 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from services.auth.settings import Settings
-from tests.auth_fixtures import exchange
+from tests.auth_fixtures import auth_cli, exchange
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -42,19 +38,6 @@ def cli_env(auth_settings: Settings, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.auth", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 def login(client: TestClient, username: str, password: str) -> Any:
     return client.post("/api/v1/auth/login", json={"username": username, "password": password})
 
@@ -63,7 +46,7 @@ def test_create_user_reads_the_password_from_stdin(
     cli_env: dict[str, str], auth_client: TestClient
 ) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    done = cli(
+    done = auth_cli(
         cli_env, "create-user", name, "--role", "supervisor", stdin="correct horse battery\n"
     )
     assert done.returncode == 0, done.stderr
@@ -72,18 +55,18 @@ def test_create_user_reads_the_password_from_stdin(
     assert response.status_code == 200, response.text
     assert response.json()["user"]["role"] == "Supervisor"
 
-    again = cli(cli_env, "create-user", name, "--role", "Operator", stdin="another password\n")
+    again = auth_cli(cli_env, "create-user", name, "--role", "Operator", stdin="another password\n")
     assert again.returncode == 1
     assert "already exists" in again.stderr
 
 
 def test_create_user_refuses_weak_passwords_and_bad_roles(cli_env: dict[str, str]) -> None:
-    short = cli(
+    short = auth_cli(
         cli_env, "create-user", f"cli-{uuid.uuid4().hex[:8]}", "--role", "Operator", stdin="short\n"
     )
     assert short.returncode == 1
     assert "password" in short.stderr
-    role = cli(
+    role = auth_cli(
         cli_env,
         "create-user",
         f"cli-{uuid.uuid4().hex[:8]}",
@@ -99,7 +82,7 @@ def test_create_gateway_prints_credentials_once(
     cli_env: dict[str, str], auth_client: TestClient
 ) -> None:
     gateway_id = f"GW-{uuid.uuid4().hex[:8]}"
-    done = cli(cli_env, "create-gateway", gateway_id)
+    done = auth_cli(cli_env, "create-gateway", gateway_id)
     assert done.returncode == 0, done.stderr
     printed = dict(
         line.split(":", 1) for line in done.stdout.splitlines() if line.startswith("client_")
@@ -112,7 +95,7 @@ def test_create_gateway_prints_credentials_once(
 def test_dev_users_is_idempotent_and_private(
     cli_env: dict[str, str], auth_client: TestClient, tmp_path: Path
 ) -> None:
-    first = cli(cli_env, "dev-users")
+    first = auth_cli(cli_env, "dev-users")
     assert first.returncode == 0, first.stderr
     assert "curl -s -X POST http://127.0.0.1:8003/api/v1/auth/login" in first.stdout
     path = tmp_path / "dev-users.txt"
@@ -128,7 +111,7 @@ def test_dev_users_is_idempotent_and_private(
         assert response.status_code == 200, response.text
         assert response.json()["user"]["role"] == role
     # Run again: the same passwords stay valid.
-    second = cli(cli_env, "dev-users")
+    second = auth_cli(cli_env, "dev-users")
     assert second.returncode == 0, second.stderr
     assert path.read_text().splitlines()[1:] == [" ".join(r) for r in rows]
 
@@ -140,12 +123,12 @@ def test_dev_users_and_key_generation_refused_in_production(cli_env: dict[str, s
         **{k: v for k, v in cli_env.items() if not k.startswith("AUTH_ARGON2_")},
         "MILLRACE_ENV": "production",
     }
-    refused = cli(production, "dev-users")
+    refused = auth_cli(production, "dev-users")
     assert (refused.returncode, refused.stderr) == (
         2,
         "error: dev-users is for development only (MILLRACE_ENV=production)\n",
     )
-    rotate = cli(production, "rotate-key")
+    rotate = auth_cli(production, "rotate-key")
     assert rotate.returncode == 2
     assert rotate.stderr.startswith("error: rotate-key only rotates the generated development key")
     no_key = {
@@ -153,7 +136,7 @@ def test_dev_users_and_key_generation_refused_in_production(cli_env: dict[str, s
         for k, v in production.items()
         if k not in ("AUTH_PRIVATE_KEY", "AUTH_PRIVATE_KEY_FILE")
     }
-    serve = cli(no_key, "serve")
+    serve = auth_cli(no_key, "serve")
     assert serve.returncode == 2
     assert serve.stderr.startswith("error: configuration refused: ")
     assert "AUTH_PRIVATE_KEY or AUTH_PRIVATE_KEY_FILE is required in production" in serve.stderr
@@ -172,7 +155,7 @@ def test_create_user_with_factories_signs_in_to_those_only(
     cli_env: dict[str, str], auth_client: TestClient
 ) -> None:
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    done = cli(
+    done = auth_cli(
         cli_env,
         "create-user",
         name,
@@ -191,10 +174,12 @@ def test_create_user_with_factories_signs_in_to_those_only(
         "plant-b",
     ]
     everywhere = f"cli-{uuid.uuid4().hex[:8]}"
-    done = cli(cli_env, "create-user", everywhere, "--role", "Operator", stdin="long password!\n")
+    done = auth_cli(
+        cli_env, "create-user", everywhere, "--role", "Operator", stdin="long password!\n"
+    )
     assert done.stdout.strip().endswith("factories: every factory")
     assert claims_of(login(auth_client, everywhere, "long password!"))["factories"] == "*"
-    bad = cli(
+    bad = auth_cli(
         cli_env,
         "create-user",
         f"cli-{uuid.uuid4().hex[:8]}",
@@ -225,7 +210,9 @@ def test_create_gateway_in_a_factory_for_some_machines(
     factory = f"plant-{uuid.uuid4().hex[:8]}"
     machine = create_machine(auth_settings, factory)
     gateway_id = f"GW-{uuid.uuid4().hex[:8]}"
-    done = cli(cli_env, "create-gateway", gateway_id, "--factory", factory, "--machine", machine)
+    done = auth_cli(
+        cli_env, "create-gateway", gateway_id, "--factory", factory, "--machine", machine
+    )
     assert done.returncode == 0, done.stderr
     printed = {
         key.strip(): value.strip()
@@ -239,11 +226,11 @@ def test_create_gateway_in_a_factory_for_some_machines(
         [machine],
     )
     # Without --factory: the default factory, every machine of it.
-    done = cli(cli_env, "create-gateway", f"GW-{uuid.uuid4().hex[:8]}")
+    done = auth_cli(cli_env, "create-gateway", f"GW-{uuid.uuid4().hex[:8]}")
     assert "factory:       default" in done.stdout
     assert "machines:      every machine" in done.stdout
     # A machine of another factory, or not a machine id at all, is refused with the reason.
-    foreign = cli(
+    foreign = auth_cli(
         cli_env,
         "create-gateway",
         f"GW-{uuid.uuid4().hex[:8]}",
@@ -254,5 +241,5 @@ def test_create_gateway_in_a_factory_for_some_machines(
     )
     assert foreign.returncode == 1
     assert f"Machine {machine} is not registered in factory elsewhere" in foreign.stderr
-    garbled = cli(cli_env, "create-gateway", "GW-x", "--machine", "m-1")
+    garbled = auth_cli(cli_env, "create-gateway", "GW-x", "--machine", "m-1")
     assert garbled.returncode == 1 and "--machine: Not a machine id (UUID)" in garbled.stderr

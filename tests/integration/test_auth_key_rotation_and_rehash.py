@@ -4,8 +4,6 @@ parameters are raised: the auth app against real PostgreSQL and Redis."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jwt
@@ -14,10 +12,9 @@ from starlette.testclient import TestClient
 
 from services.auth.app import create_app
 from services.auth.settings import Settings
-from tests.auth_fixtures import _add_user, fast_auth_settings, unique_address
+from tests.auth_fixtures import _add_user, auth_cli, fast_auth_settings, unique_address
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _client(settings: Settings) -> TestClient:
@@ -58,15 +55,7 @@ def test_rotate_key_signs_with_a_new_key_and_keeps_the_old_one_published(
         POSTGRES_URL=settings.postgres.url.get_secret_value(),
         REDIS_URL=settings.redis.url.get_secret_value(),
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "services.auth", "rotate-key"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    done = auth_cli(env, "rotate-key")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"retired key {old_kid}; new signing key ")
 
