@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from tests.auth_fixtures import LogIn, MakeUser
 
 pytestmark = pytest.mark.integration
+
+
+def refresh(client: TestClient, refresh_token: str) -> Any:
+    """The JSON refresh grant: ``refresh_token`` for a new pair."""
+    return client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
 
 
 def auth(token: str) -> dict[str, str]:
@@ -117,9 +122,7 @@ def test_refresh_rotates_and_the_new_pair_works(
     auth_client: TestClient, make_user: MakeUser, log_in: LogIn
 ) -> None:
     first = log_in(make_user("Operator"))
-    response = auth_client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
-    )
+    response = refresh(auth_client, first["refresh_token"])
     assert response.status_code == 200, response.text
     second = response.json()
     assert second["refresh_token"] != first["refresh_token"]
@@ -140,17 +143,13 @@ def test_reused_refresh_token_revokes_the_whole_family(
     auth_client: TestClient, make_user: MakeUser, log_in: LogIn
 ) -> None:
     first = log_in(make_user("Operator"))
-    second = auth_client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
-    ).json()
+    second = refresh(auth_client, first["refresh_token"]).json()
     # An attacker (or a confused client) presents the already-rotated token.
-    reuse = auth_client.post("/api/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    reuse = refresh(auth_client, first["refresh_token"])
     assert reuse.status_code == 401
     assert "revoked" in reuse.json()["message"]
     # Every token of the family is dead: the newest refresh token and both access tokens.
-    after = auth_client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}
-    )
+    after = refresh(auth_client, second["refresh_token"])
     assert after.status_code == 401
     for access in (first["access_token"], second["access_token"]):
         me = auth_client.get("/api/v1/auth/me", headers=auth(access))
@@ -163,14 +162,14 @@ def test_reuse_revokes_only_that_login(
 ) -> None:
     account = make_user("Operator")
     phone, laptop = log_in(account), log_in(account)
-    auth_client.post("/api/v1/auth/refresh", json={"refresh_token": phone["refresh_token"]})
-    auth_client.post("/api/v1/auth/refresh", json={"refresh_token": phone["refresh_token"]})
-    ok = auth_client.post("/api/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    refresh(auth_client, phone["refresh_token"])
+    refresh(auth_client, phone["refresh_token"])
+    ok = refresh(auth_client, laptop["refresh_token"])
     assert ok.status_code == 200
 
 
 def test_garbage_refresh_token_is_refused(auth_client: TestClient) -> None:
-    response = auth_client.post("/api/v1/auth/refresh", json={"refresh_token": "nope"})
+    response = refresh(auth_client, "nope")
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_grant"
 
@@ -191,10 +190,8 @@ def test_logout_revokes_access_and_refresh_tokens(
     assert response.status_code == 200, response.text
     me = auth_client.get("/api/v1/auth/me", headers=auth(tokens["access_token"]))
     assert me.status_code == 401
-    refresh = auth_client.post(
-        "/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
-    )
-    assert refresh.status_code == 401
+    refreshed = refresh(auth_client, tokens["refresh_token"])
+    assert refreshed.status_code == 401
     # Logging out twice is refused: the token is gone.
     again = auth_client.post("/api/v1/auth/logout", headers=auth(tokens["access_token"]))
     assert again.status_code == 401
@@ -209,7 +206,7 @@ def test_logout_leaves_other_sessions_alone(
     assert (
         auth_client.get("/api/v1/auth/me", headers=auth(laptop["access_token"])).status_code == 200
     )
-    ok = auth_client.post("/api/v1/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    ok = refresh(auth_client, laptop["refresh_token"])
     assert ok.status_code == 200
 
 
