@@ -26,6 +26,11 @@ _BUILTINS = tuple(BUILTIN_FIELDS.items())
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # ``GatewayId`` of shared.readings (a match has no whitespace for the model to strip).
 _IDENT = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Machine ids already seen in canonical form: a gateway sends the same few hundred in every
+# batch, and a set look-up costs a fraction of the regular expression (py-spy: the match was
+# ~2 % of the gateway under the HTTP bench). Bounded; emptied when full.
+_CANONICAL_IDS: set[str] = set()
+_MAX_CANONICAL_IDS = 100_000
 
 
 class Window:
@@ -125,7 +130,14 @@ def label(value: object) -> bool:
 
 def machine_id(value: object) -> str | None:
     """The machine id as the model gives it back (``str(UUID)``), for canonical text only."""
-    if type(value) is str and _UUID.fullmatch(value):
+    if type(value) is not str:
+        return None
+    if value in _CANONICAL_IDS:
+        return value
+    if _UUID.fullmatch(value):
+        if len(_CANONICAL_IDS) >= _MAX_CANONICAL_IDS:
+            _CANONICAL_IDS.clear()
+        _CANONICAL_IDS.add(value)
         return value
     return None
 
