@@ -112,14 +112,25 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def create_machine(urls: dict[str, str], auth_headers: Headers, location: str) -> str:
+def create_machine(
+    urls: dict[str, str],
+    auth_headers: Headers,
+    location: str,
+    name: str | None = None,
+    factory_id: str | None = None,
+) -> str:
+    """A Temperature machine registered by a Supervisor (named ``CNC-<random>`` unless ``name``;
+    in the default factory unless ``factory_id``); its id."""
+    body = {
+        "name": name or f"CNC-{uuid.uuid4().hex[:6]}",
+        "location": location,
+        "sensor_type": "Temperature",
+    }
+    if factory_id:
+        body["factory_id"] = factory_id
     resp = httpx.post(
         f"{urls['query_api']}/api/v1/machines",
-        json={
-            "name": f"CNC-{uuid.uuid4().hex[:6]}",
-            "location": location,
-            "sensor_type": "Temperature",
-        },
+        json=body,
         headers=auth_headers("Supervisor"),
     )
     assert resp.status_code == 201, resp.text

@@ -8,17 +8,18 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from shared.settings import IngestLimits
 from tests.browser_fixtures import browser, page  # noqa: F401  (fixtures)
-from tests.e2e.pipeline import create_user, poll
+from tests.e2e.pipeline import create_machine, create_user, poll
 from tests.e2e.test_pipeline import iso
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
 
@@ -31,95 +32,93 @@ def operator() -> tuple[str, str]:
     return create_user("Operator")
 
 
-def machine(
-    urls: dict[str, str],
-    auth_headers: Headers,
-    location: str,
-    name: str,
-    factory_id: str | None = None,
-) -> str:
-    body = {"name": name, "location": location, "sensor_type": "Temperature"}
-    if factory_id:
-        body["factory_id"] = factory_id
-    resp = httpx.post(
-        f"{urls['query_api']}/api/v1/machines",
-        json=body,
-        headers=auth_headers("Supervisor"),
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["machine"]["id"])
+@dataclass
+class Console:
+    """The console in a browser page, the running pipeline behind it, and the operator who signs
+    in."""
+
+    page: Page
+    urls: dict[str, str]
+    auth_headers: Headers
+    operator: tuple[str, str]
+
+    def machine(self, location: str, name: str, factory_id: str | None = None) -> str:
+        return create_machine(self.urls, self.auth_headers, location, name, factory_id)
+
+    def send(self, mid: str, location: str, readings: list[dict[str, Any]]) -> None:
+        resp = httpx.post(
+            f"{self.urls['ingest_gateway']}/api/v1/data/ingest",
+            json={
+                "gateway_id": "GW-CONSOLE",
+                "timestamp": readings[0]["timestamp"],
+                "batch": [
+                    {
+                        "machine_id": mid,
+                        "sensor_type": "Temperature",
+                        "location": location,
+                        "readings": readings,
+                    }
+                ],
+            },
+            headers=self.auth_headers("Operator"),
+        )
+        assert resp.status_code == 202, resp.text
+
+    def log_in(
+        self, user: tuple[str, str] | None = None, password: str = "", pg: Page | None = None
+    ) -> None:
+        """Fills in and sends the sign-in form as ``user`` (the operator), with ``password``
+        instead of the user's if given."""
+        pg = pg or self.page
+        username, user_password = user or self.operator
+        pg.goto(f"{self.urls['query_api']}/console")
+        pg.fill("#username", username)
+        pg.fill("#password", password or user_password)
+        pg.click("#login-form button")
+
+    def sign_in(
+        self, find: str, user: tuple[str, str] | None = None, pg: Page | None = None
+    ) -> None:
+        """Signs in, waits for the live stream, and filters the board by ``find``."""
+        pg = pg or self.page
+        self.log_in(user, pg=pg)
+        expect(pg.locator("#who")).to_contain_text((user or self.operator)[0])
+        expect(pg.locator("#live-state")).to_have_attribute("data-up", "1", timeout=10_000)
+        pg.fill("#f-text", find)
+        pg.press("#f-text", "Enter")
+
+    def tile(self, mid: str) -> Locator:
+        return self.page.locator(f'.tile[data-machine="{mid}"]')
+
+    def new_location(self) -> str:
+        return f"Console hall {uuid.uuid4().hex[:6]}"
 
 
-def send(
-    urls: dict[str, str],
-    auth_headers: Headers,
-    mid: str,
-    location: str,
-    readings: list[dict[str, Any]],
-) -> None:
-    resp = httpx.post(
-        f"{urls['ingest_gateway']}/api/v1/data/ingest",
-        json={
-            "gateway_id": "GW-CONSOLE",
-            "timestamp": readings[0]["timestamp"],
-            "batch": [
-                {
-                    "machine_id": mid,
-                    "sensor_type": "Temperature",
-                    "location": location,
-                    "readings": readings,
-                }
-            ],
-        },
-        headers=auth_headers("Operator"),
-    )
-    assert resp.status_code == 202, resp.text
-
-
-def sign_in(pg: Page, urls: dict[str, str], user: tuple[str, str], find: str) -> None:
-    pg.goto(f"{urls['query_api']}/console")
-    pg.fill("#username", user[0])
-    pg.fill("#password", user[1])
-    pg.click("#login-form button")
-    expect(pg.locator("#who")).to_contain_text(user[0])
-    expect(pg.locator("#live-state")).to_have_attribute("data-up", "1", timeout=10_000)
-    pg.fill("#f-text", find)
-    pg.press("#f-text", "Enter")
-
-
-def test_sign_in_refuses_a_wrong_password(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    operator: tuple[str, str],
-) -> None:
-    page.goto(f"{urls['query_api']}/console")
-    page.fill("#username", operator[0])
-    page.fill("#password", "not-the-password")
-    page.click("#login-form button")
-    expect(page.locator("#login-error")).to_contain_text("Invalid")
-    expect(page.locator("#nav")).to_be_hidden()
-
-
-def test_http_and_mqtt_readings_appear_on_the_board_within_2_s(
+@pytest.fixture
+def console(
     page: Page,  # noqa: F811
     urls: dict[str, str],
     auth_headers: Headers,
     operator: tuple[str, str],
-) -> None:
-    location = f"Console hall {uuid.uuid4().hex[:6]}"
-    mid = machine(urls, auth_headers, location, "Board press")
-    sign_in(page, urls, operator, location)
-    tile = page.locator(f'.tile[data-machine="{mid}"]')
+) -> Console:
+    return Console(page, urls, auth_headers, operator)
+
+
+def test_sign_in_refuses_a_wrong_password(console: Console) -> None:
+    console.log_in(password="not-the-password")
+    expect(console.page.locator("#login-error")).to_contain_text("Invalid")
+    expect(console.page.locator("#nav")).to_be_hidden()
+
+
+def test_http_and_mqtt_readings_appear_on_the_board_within_2_s(console: Console) -> None:
+    location = console.new_location()
+    mid = console.machine(location, "Board press")
+    console.sign_in(location)
+    tile = console.tile(mid)
     expect(tile).to_contain_text("NEVER SEEN")
 
     sent = time.monotonic()
-    send(
-        urls,
-        auth_headers,
-        mid,
-        location,
-        [{"timestamp": iso(datetime.now(UTC)), "temperature": 61.5}],
-    )
+    console.send(mid, location, [{"timestamp": iso(datetime.now(UTC)), "temperature": 61.5}])
     expect(tile.locator('[data-field="temperature"]')).to_have_text("61.5 °C", timeout=2_000)
     assert time.monotonic() - sent < 2
     expect(tile).to_contain_text("ONLINE")
@@ -135,30 +134,26 @@ def test_http_and_mqtt_readings_appear_on_the_board_within_2_s(
     assert time.monotonic() - sent < 2
 
 
-def test_history_chart_draws_the_stored_points(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    auth_headers: Headers,
-    operator: tuple[str, str],
-) -> None:
-    location = f"Console hall {uuid.uuid4().hex[:6]}"
-    mid = machine(urls, auth_headers, location, "Chart lathe")
+def test_history_chart_draws_the_stored_points(console: Console) -> None:
+    pg, urls = console.page, console.urls
+    location = console.new_location()
+    mid = console.machine(location, "Chart lathe")
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=20)
     rows = [
         {"timestamp": iso(start + timedelta(seconds=30 * i)), "temperature": 60 + i % 5}
         for i in range(25)
     ]
-    send(urls, auth_headers, mid, location, rows)
+    console.send(mid, location, rows)
     poll(
         lambda: httpx.get(
             f"{urls['query_api']}/api/v1/data/machine/{mid}",
             params={"start_time": iso(start - timedelta(seconds=1))},
-            headers=auth_headers("Operator"),
+            headers=console.auth_headers("Operator"),
         ).json(),
         lambda body: body.get("pagination", {}).get("total_records") == 25,
     )
-    sign_in(page, urls, operator, location)
-    tile = page.locator(f'.tile[data-machine="{mid}"]')
+    console.sign_in(location)
+    tile = console.tile(mid)
     # The tile's trend of the last hour: minute means (13 windows), from a mean of 60.5 °C to 64 °C.
     expect(tile.locator(".trend")).to_have_attribute("data-trend-points", "13")
     expect(tile.locator(".trend")).to_contain_text("1 h ↑ rising +3.5 °C")
@@ -166,20 +161,20 @@ def test_history_chart_draws_the_stored_points(
         "title", re.compile(r"^temperature, last hour")
     )
     tile.click()
-    expect(page.locator("#chart canvas").first).to_be_visible()
-    expect(page.locator("#chart")).to_have_attribute("data-points", "25")
-    expect(page.locator("#tier")).to_have_attribute("data-tier", "raw")
-    expect(page.locator("#chart")).to_have_attribute("data-bands", "0")
-    expect(page.locator("#m-last")).to_contain_text("64.0")
+    expect(pg.locator("#chart canvas").first).to_be_visible()
+    expect(pg.locator("#chart")).to_have_attribute("data-points", "25")
+    expect(pg.locator("#tier")).to_have_attribute("data-tier", "raw")
+    expect(pg.locator("#chart")).to_have_attribute("data-bands", "0")
+    expect(pg.locator("#m-last")).to_contain_text("64.0")
     # 24 h: minute windows of the same points (two a minute, over 12 minutes: 13 windows), with
     # each window's minimum and maximum as a band round the mean.
-    page.click('[data-preset="24h"]')
-    expect(page.locator("#tier")).to_contain_text("interval 1m")
-    expect(page.locator("#chart")).to_have_attribute("data-points", "13")
-    expect(page.locator("#chart")).to_have_attribute("data-bands", "1")
-    expect(page.locator("#tier")).to_contain_text("band: min")
+    pg.click('[data-preset="24h"]')
+    expect(pg.locator("#tier")).to_contain_text("interval 1m")
+    expect(pg.locator("#chart")).to_have_attribute("data-points", "13")
+    expect(pg.locator("#chart")).to_have_attribute("data-bands", "1")
+    expect(pg.locator("#tier")).to_contain_text("band: min")
     # The legend lists the band of the shown field only (pressure and speed start hidden).
-    legend = page.locator("#chart .u-legend .u-series")
+    legend = pg.locator("#chart .u-legend .u-series")
     expect(legend.filter(has_text="temperature max")).to_be_visible()
     expect(legend.filter(has_text="temperature min")).to_be_visible()
     expect(legend.filter(has_text="pressure max")).to_be_hidden()
@@ -188,20 +183,14 @@ def test_history_chart_draws_the_stored_points(
 class Alerting:
     """A machine with a rule of its own, fed readings one second apart from a minute ago."""
 
-    def __init__(
-        self,
-        urls: dict[str, str],
-        auth_headers: Headers,
-        name: str,
-        rule: dict[str, Any],
-    ) -> None:
-        self.urls, self.auth_headers = urls, auth_headers
-        self.location = f"Console hall {uuid.uuid4().hex[:6]}"
-        self.mid = machine(urls, auth_headers, self.location, name)
+    def __init__(self, console: Console, name: str, rule: dict[str, Any]) -> None:
+        self.console = console
+        self.location = console.new_location()
+        self.mid = console.machine(self.location, name)
         resp = httpx.post(
-            f"{urls['query_api']}/api/v1/alerts/rules",
+            f"{console.urls['query_api']}/api/v1/alerts/rules",
             json={**rule, "comparison": ">", "scope_type": "machine", "scope_value": self.mid},
-            headers=auth_headers("Supervisor"),
+            headers=console.auth_headers("Supervisor"),
         )
         assert resp.status_code == 201, resp.text
         self.rule_id = resp.json()["rule"]["id"]
@@ -211,14 +200,14 @@ class Alerting:
     def send(self, **fields: float) -> None:
         self.k += 1
         reading = {"timestamp": iso(self.t0 + timedelta(seconds=self.k)), **fields}
-        send(self.urls, self.auth_headers, self.mid, self.location, [reading])
+        self.console.send(self.mid, self.location, [reading])
 
     def alerts(self) -> list[dict[str, Any]]:
         return list(
             httpx.get(
-                f"{self.urls['query_api']}/api/v1/alerts",
+                f"{self.console.urls['query_api']}/api/v1/alerts",
                 params={"machine_id": self.mid, "rule_id": self.rule_id},
-                headers=self.auth_headers("Operator"),
+                headers=self.console.auth_headers("Operator"),
             ).json()["alerts"]
         )
 
@@ -233,25 +222,19 @@ class Alerting:
         poll(again, lambda alerts: len(alerts) == 1, timeout=15)
 
 
-def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    auth_headers: Headers,
-    operator: tuple[str, str],
-) -> None:
+def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(console: Console) -> None:
+    pg, operator = console.page, console.operator
     # Below any sensible max_temperature_threshold (a default rule for every machine).
     rule = {"name": "Oven too hot", "field": "temperature", "threshold": 40.0}
-    oven = Alerting(
-        urls, auth_headers, "Alert oven", rule | {"clear_threshold": 35.0, "severity": "critical"}
-    )
-    sign_in(page, urls, operator, oven.location)
-    tile = page.locator(f'.tile[data-machine="{oven.mid}"]')
+    oven = Alerting(console, "Alert oven", rule | {"clear_threshold": 35.0, "severity": "critical"})
+    console.sign_in(oven.location)
+    tile = console.tile(oven.mid)
     expect(tile).to_be_visible()
     oven.raise_alert(temperature=45.0)
     # Shown live (no reload): the tile turns critical, with the word.
     expect(tile).to_have_class("tile sev-critical", timeout=2_000)
     expect(tile.locator(".badge.critical")).to_have_text("critical")
-    expect(page.locator("#alert-count")).not_to_have_text("")
+    expect(pg.locator("#alert-count")).not_to_have_text("")
 
     # Acknowledging asks for a note first; the tile then says who acknowledged, and the note.
     tile.get_by_role("button", name="Acknowledge").click()
@@ -270,51 +253,43 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(
     oven.send(temperature=30.0)
     expect(tile).to_have_class("tile", timeout=2_000)
     expect(tile.locator(".badge")).to_have_count(0)
-    page.goto(f"{urls['query_api']}/console/#/alerts")
-    row = page.locator(f'#alert-history tr[data-alert="{alert["id"]}"]')
+    pg.goto(f"{console.urls['query_api']}/console/#/alerts")
+    row = pg.locator(f'#alert-history tr[data-alert="{alert["id"]}"]')
     expect(row).to_contain_text("acknowledged")
     expect(row).to_contain_text(f"by {operator[0]}; cleared")
     expect(row).to_contain_text("by alerter")
     expect(row).to_contain_text("Door left open, closed it")
 
 
-def test_management_pages_only_for_management(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    operator: tuple[str, str],
-) -> None:
-    sign_in(page, urls, operator, "")
-    expect(page.locator('#nav a[data-nav="deadletters"]')).to_be_hidden()
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.locator("#login-form")).to_be_visible()
-    sign_in(page, urls, create_user("Management"), "")
-    page.click('#nav a[data-nav="deadletters"]')
-    expect(page.locator("#dl-stats")).to_contain_text("in all")
-    page.click('#nav a[data-nav="settings"]')
-    expect(page.locator("#config table")).to_be_visible()
-    expect(page.locator("#config-audit table")).to_contain_text("config.update")
-    expect(page.locator("#rules table")).to_contain_text("max_temperature_threshold")
+def test_management_pages_only_for_management(console: Console) -> None:
+    pg = console.page
+    console.sign_in("")
+    expect(pg.locator('#nav a[data-nav="deadletters"]')).to_be_hidden()
+    pg.get_by_role("button", name="Sign out").click()
+    expect(pg.locator("#login-form")).to_be_visible()
+    console.sign_in("", user=create_user("Management"))
+    pg.click('#nav a[data-nav="deadletters"]')
+    expect(pg.locator("#dl-stats")).to_contain_text("in all")
+    pg.click('#nav a[data-nav="settings"]')
+    expect(pg.locator("#config table")).to_be_visible()
+    expect(pg.locator("#config-audit table")).to_contain_text("config.update")
+    expect(pg.locator("#rules table")).to_contain_text("max_temperature_threshold")
 
 
 def test_acknowledge_can_be_cancelled_and_the_note_survives_live_updates(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    auth_headers: Headers,
-    operator: tuple[str, str],
+    console: Console,
 ) -> None:
     rule = {"name": "Kiln pressure", "field": "pressure", "threshold": 500.0}
-    kiln = Alerting(
-        urls, auth_headers, "Ack kiln", rule | {"clear_threshold": 400.0, "severity": "major"}
-    )
+    kiln = Alerting(console, "Ack kiln", rule | {"clear_threshold": 400.0, "severity": "major"})
     kiln.raise_alert(pressure=600.0)
-    sign_in(page, urls, operator, kiln.location)
-    tile = page.locator(f'.tile[data-machine="{kiln.mid}"]')
+    console.sign_in(kiln.location)
+    tile = console.tile(kiln.mid)
     expect(tile).to_have_class("tile sev-major")
     tile.get_by_role("button", name="Acknowledge").click()
     tile.get_by_role("button", name="Cancel").click()
     expect(tile.get_by_label("Acknowledgement note")).to_have_count(0)
     expect(tile.get_by_role("button", name="Acknowledge")).to_be_visible()
-    assert page.url.endswith("#/board")  # the click stayed on the board
+    assert console.page.url.endswith("#/board")  # the click stayed on the board
 
     # A note half written while readings keep redrawing the tile is kept.
     tile.get_by_role("button", name="Acknowledge").click()
@@ -329,25 +304,23 @@ def test_acknowledge_can_be_cancelled_and_the_note_survives_live_updates(
 
 
 def test_board_filters_by_factory_and_omits_the_filter_without_factories(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    auth_headers: Headers,
-    operator: tuple[str, str],
+    console: Console,
 ) -> None:
+    pg = console.page
     tag = uuid.uuid4().hex[:6]
     location = f"Console hall {tag}"
-    north = machine(urls, auth_headers, location, "North press", f"north-{tag}")
-    south = machine(urls, auth_headers, location, "South press", f"south-{tag}")
-    sign_in(page, urls, operator, location)
-    expect(page.locator(".tile")).to_have_count(2)
-    factory = page.locator("#f-factory")
+    north = console.machine(location, "North press", f"north-{tag}")
+    south = console.machine(location, "South press", f"south-{tag}")
+    console.sign_in(location)
+    expect(pg.locator(".tile")).to_have_count(2)
+    factory = pg.locator("#f-factory")
     expect(factory).to_be_visible()
     factory.select_option(f"north-{tag}")
-    expect(page.locator(".tile")).to_have_count(1)
-    expect(page.locator(f'.tile[data-machine="{north}"]')).to_contain_text(f"north-{tag}")
-    expect(page.locator(f'.tile[data-machine="{south}"]')).to_have_count(0)
+    expect(pg.locator(".tile")).to_have_count(1)
+    expect(console.tile(north)).to_contain_text(f"north-{tag}")
+    expect(console.tile(south)).to_have_count(0)
     factory.select_option("")
-    expect(page.locator(".tile")).to_have_count(2)
+    expect(pg.locator(".tile")).to_have_count(2)
 
     # Machines without factories (an older query API): no factory filter at all.
     def without_factories(route: Route) -> None:
@@ -357,18 +330,15 @@ def test_board_filters_by_factory_and_omits_the_filter_without_factories(
         route.fulfill(json=body)
 
     # (Live readings name their factory too: the stream is left out here.)
-    page.route("**/api/v1/machines/status", without_factories)
-    page.route("**/api/v1/live", lambda route: route.abort())
-    page.reload()
-    expect(page.locator(".tile").first).to_be_visible()
-    expect(page.locator("#f-factory")).to_be_hidden()
+    pg.route("**/api/v1/machines/status", without_factories)
+    pg.route("**/api/v1/live", lambda route: route.abort())
+    pg.reload()
+    expect(pg.locator(".tile").first).to_be_visible()
+    expect(pg.locator("#f-factory")).to_be_hidden()
 
 
-def test_connection_lost_and_restored_banner(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    operator: tuple[str, str],
-) -> None:
+def test_connection_lost_and_restored_banner(console: Console) -> None:
+    pg = console.page
     # The first stream says hello and then ends, as when a proxy or the network drops it; the
     # retries fail until the route is lifted.
     calls = 0
@@ -386,65 +356,48 @@ def test_connection_lost_and_restored_banner(
             body=f"event: hello\ndata: {orjson.dumps(hello).decode()}\n\n",
         )
 
-    page.route("**/api/v1/live", drop_after_hello)
-    page.goto(f"{urls['query_api']}/console")
-    page.fill("#username", operator[0])
-    page.fill("#password", operator[1])
-    page.click("#login-form button")
-    banner = page.locator("#banner")
+    pg.route("**/api/v1/live", drop_after_hello)
+    console.log_in()
+    banner = pg.locator("#banner")
     expect(banner).to_have_class("lost", timeout=5_000)
     expect(banner).to_contain_text("Live connection lost")
     expect(banner).to_contain_text("Reconnecting")
-    expect(page.locator("#live-state")).to_have_text("○ reconnecting…")
-    expect(page.locator("#live-state")).to_have_attribute("data-up", "0")
-    expect(page.locator(".tile").first).to_be_visible()  # the board stays, marked out of date
-    page.unroute("**/api/v1/live")
-    expect(page.locator("#live-state")).to_have_attribute("data-up", "1", timeout=15_000)
+    expect(pg.locator("#live-state")).to_have_text("○ reconnecting…")
+    expect(pg.locator("#live-state")).to_have_attribute("data-up", "0")
+    expect(pg.locator(".tile").first).to_be_visible()  # the board stays, marked out of date
+    pg.unroute("**/api/v1/live")
+    expect(pg.locator("#live-state")).to_have_attribute("data-up", "1", timeout=15_000)
     expect(banner).to_have_class("back")
     expect(banner).to_contain_text("Live connection restored")
     expect(banner).to_be_hidden(timeout=10_000)
 
 
-def test_live_endpoint_unreachable_from_the_start(
-    page: Page,  # noqa: F811
-    urls: dict[str, str],
-    operator: tuple[str, str],
-) -> None:
-    page.route("**/api/v1/live", lambda route: route.abort())
-    page.goto(f"{urls['query_api']}/console")
-    page.fill("#username", operator[0])
-    page.fill("#password", operator[1])
-    page.click("#login-form button")
-    expect(page.locator("#banner")).to_have_class("lost", timeout=5_000)
-    expect(page.locator("#banner")).to_contain_text("No live connection")
-    expect(page.locator(".tile").first).to_be_visible()  # the board still shows, from the API
-    page.unroute("**/api/v1/live")
-    expect(page.locator("#live-state")).to_have_attribute("data-up", "1", timeout=15_000)
-    expect(page.locator("#banner")).to_have_class("back")
-    expect(page.locator("#banner")).to_contain_text("Live connection established")
+def test_live_endpoint_unreachable_from_the_start(console: Console) -> None:
+    pg = console.page
+    pg.route("**/api/v1/live", lambda route: route.abort())
+    console.log_in()
+    expect(pg.locator("#banner")).to_have_class("lost", timeout=5_000)
+    expect(pg.locator("#banner")).to_contain_text("No live connection")
+    expect(pg.locator(".tile").first).to_be_visible()  # the board still shows, from the API
+    pg.unroute("**/api/v1/live")
+    expect(pg.locator("#live-state")).to_have_attribute("data-up", "1", timeout=15_000)
+    expect(pg.locator("#banner")).to_have_class("back")
+    expect(pg.locator("#banner")).to_contain_text("Live connection established")
 
 
 @pytest.mark.parametrize("size", [(1366, 768), (820, 1180), (768, 1024)])
 def test_board_fits_control_room_and_tablet_screens(
     browser: Browser,  # noqa: F811
-    urls: dict[str, str],
-    auth_headers: Headers,
-    operator: tuple[str, str],
+    console: Console,
     size: tuple[int, int],
 ) -> None:
-    location = f"Console hall {uuid.uuid4().hex[:6]}"
-    mid = machine(urls, auth_headers, location, "Width mill")
-    send(
-        urls,
-        auth_headers,
-        mid,
-        location,
-        [{"timestamp": iso(datetime.now(UTC)), "temperature": 50.0}],
-    )
+    location = console.new_location()
+    mid = console.machine(location, "Width mill")
+    console.send(mid, location, [{"timestamp": iso(datetime.now(UTC)), "temperature": 50.0}])
     context = browser.new_context(viewport={"width": size[0], "height": size[1]})
     try:
         pg = context.new_page()
-        sign_in(pg, urls, operator, location)
+        console.sign_in(location, pg=pg)
         expect(
             pg.locator(f'.tile[data-machine="{mid}"] [data-field="temperature"]')
         ).to_be_visible()
