@@ -4,6 +4,7 @@ publisher, and taking its dead letters."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,14 @@ async def count(influx: InfluxClient, machine: str) -> int:
         f" WHERE machine_id = {quote_literal(machine)}"
     )
     return int(series[0].values[0][1]) if series else 0
+
+
+async def refused_field(checker: InfluxClient, ts_ns: int) -> str:
+    """A new field name InfluxDB already holds as a string (written at ``ts_ns``), so that a
+    reading giving it a number is refused."""
+    field = f"f{uuid.uuid4().hex[:10]}"
+    await checker.write(f'sensor_readings,machine_id=other {field}="text" {ts_ns}'.encode())
+    return field
 
 
 async def stored(influx_settings: InfluxSettings, machine: str) -> int:

@@ -17,6 +17,7 @@ from tests.writer_fixtures import (
     dead_letters,
     envelope,
     queue_depth,
+    refused_field,
     running_writer,
     start_writer,
     stored,
@@ -41,9 +42,8 @@ async def test_rejected_reading_is_dead_lettered_alone(
     amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
 ) -> None:
     base = time.time_ns()
-    field = f"f{uuid.uuid4().hex[:10]}"
     async with running_writer(amqp_cleanup, influx_settings) as run:
-        await run.checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
+        field = await refused_field(run.checker, base)
         machine = str(uuid.uuid4())
         good = envelope(machine, base, 50)
         bad = envelope(machine, base + 10**9, 1, **{field: 1.0})

@@ -22,6 +22,7 @@ from tests.writer_fixtures import (
     dead_letters,
     envelope,
     queue_depth,
+    refused_field,
     running_writer,
 )
 
@@ -90,9 +91,8 @@ async def test_refused_reading_of_a_shared_message_dead_lettered_with_its_reques
     amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
 ) -> None:
     base = time.time_ns()
-    field = f"f{uuid.uuid4().hex[:10]}"
     async with running_writer(amqp_cleanup, influx_settings) as run:
-        await run.checker.write(f'sensor_readings,machine_id=other {field}="text" {base}'.encode())
+        field = await refused_field(run.checker, base)
         machine = str(uuid.uuid4())
         good = with_lines(envelope(machine, base, 30), "good")
         bad = with_lines(envelope(machine, base + 10**9, 1, **{field: 1.0}), "bad")
