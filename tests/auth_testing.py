@@ -122,3 +122,16 @@ def advance_clock(monkeypatch: Any, seconds: float) -> None:
 
     monkeypatch.setattr(time, "time", lambda: later)
     monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+
+
+def count_decodes(monkeypatch: Any) -> list[int]:
+    """Count PyJWT's ``jwt.decode`` calls (signature checks) from now on: ``[calls]``."""
+    calls = [0]
+    real = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    return calls

@@ -6,9 +6,6 @@ every request, and a token whose key is no longer published is checked in full a
 
 from __future__ import annotations
 
-from typing import Any
-
-import jwt
 import pytest
 
 from shared.auth.verify import JwtAuthorizer
@@ -49,18 +46,6 @@ def verifier(denylist: Denylist) -> JwtAuthorizer:
     return authorizer
 
 
-def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls = [0]
-    real = jwt.decode
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting)
-    return calls
-
-
 async def refused(verifier: JwtAuthorizer, token: str) -> str:
     with pytest.raises(ApiError) as e:
         await verifier.verify(token)
@@ -71,7 +56,7 @@ async def refused(verifier: JwtAuthorizer, token: str) -> str:
 async def test_signature_is_checked_once_per_token(
     verifier: JwtAuthorizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    decodes = count_decodes(monkeypatch)
+    decodes = testing.count_decodes(monkeypatch)
     token = testing.mint_token("Operator")
     first = await verifier.verify(token)
     again = await verifier.verify(token)

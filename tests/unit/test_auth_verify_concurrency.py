@@ -10,7 +10,6 @@ import socket
 import time
 from typing import Any
 
-import jwt
 import pytest
 
 from shared.auth.verify import JwksCache, JwtAuthorizer, Principal
@@ -107,14 +106,7 @@ async def test_a_jwks_refresh_that_keeps_the_key_keeps_the_token_remembered(
     token = testing.mint_token("Operator")
     first = await verifier.verify(token)
     gated = stale_gated(verifier, testing.jwks())  # the same key published again
-    decodes = [0]
-    real = jwt.decode
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        decodes[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", counting)
+    decodes = testing.count_decodes(monkeypatch)
     pending = asyncio.ensure_future(answers(verifier, token))
     await parked(gated)
     gated.gate.set()
