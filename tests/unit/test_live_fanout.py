@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from typing import Any
 
 import orjson
 
@@ -21,20 +22,27 @@ def hub() -> LiveHub:
     return LiveHub(AmqpSettings(), LiveSettings(), connection=None, online_threshold_s=60)  # type: ignore[arg-type]
 
 
-def body(machine: str, factory: str, n: int = 1) -> bytes:
+def readings(pairs: list[tuple[str, str]], step: float = 0.0) -> list[dict[str, Any]]:
+    """A temperature reading of each (machine, factory), a nanosecond apart: 20.0, then
+    ``step`` more each."""
     now = time.time_ns()
-    readings = [
+    return [
         {
-            "machine_id": machine,
-            "factory_id": factory,
+            "machine_id": m,
+            "factory_id": f,
             "sensor_type": "Temperature",
             "location": "L1",
             "ts": now + i,
-            "fields": {"temperature": 20.0 + i},
+            "fields": {"temperature": 20.0 + step * i},
         }
-        for i in range(n)
+        for i, (m, f) in enumerate(pairs)
     ]
-    return Envelope(source="http", readings=readings, routing_key="r").encode()
+
+
+def body(machine: str, factory: str, n: int = 1) -> bytes:
+    """A message of ``n`` readings of one machine."""
+    rs = readings([(machine, factory)] * n, step=1.0)
+    return Envelope(source="http", readings=rs, routing_key="r").encode()
 
 
 class Counting(Subscriber):
@@ -131,25 +139,11 @@ class Message:
         self.acked = True
 
 
-def mixed(readings: list[tuple[str, str]]) -> bytes:
+def mixed(pairs: list[tuple[str, str]]) -> bytes:
     """One message holding a reading of each (machine, factory), as a door packs them, with
     the lines the door renders."""
-    now = time.time_ns()
-    rs = [
-        {
-            "machine_id": m,
-            "factory_id": f,
-            "sensor_type": "Temperature",
-            "location": "L1",
-            "ts": now + i,
-            "fields": {"temperature": 20.0},
-        }
-        for i, (m, f) in enumerate(readings)
-    ]
-    lines = [
-        f"sensor_readings,factory_id={f},machine_id={m} temperature=20.0 1" for m, f in readings
-    ]
-    return Envelope(source="http", readings=rs, routing_key="r", lines=lines).encode()
+    lines = [f"sensor_readings,factory_id={f},machine_id={m} temperature=20.0 1" for m, f in pairs]
+    return Envelope(source="http", readings=readings(pairs), routing_key="r", lines=lines).encode()
 
 
 async def feed(h: LiveHub, key: str, message_body: bytes) -> Message:
