@@ -72,6 +72,16 @@ async def accepted(authorizer: JwtAuthorizer, token: str) -> bool:
     return True
 
 
+async def refused_within(
+    seconds: float, authorizer: JwtAuthorizer, token: str, what: str, step_s: float = 0.01
+) -> None:
+    """Verifies ``token`` until it is refused as revoked; fails with ``what`` after ``seconds``."""
+    start = time.monotonic()
+    while await accepted(authorizer, token):
+        assert time.monotonic() - start < seconds, what
+        await asyncio.sleep(step_s)
+
+
 async def subscribed(authorizer: JwtAuthorizer, token: str) -> None:
     assert authorizer.denylist is not None
     await authorizer.verify(token)  # starts the subscription
@@ -94,10 +104,7 @@ async def test_remembered_then_refused_at_once_when_the_revocation_is_announced(
         principal = await authorizer.verify(token)
         revoker = Revoker(redis, leeway_s=10, longest_ttl_s=900)
         assert await revoker.deny([(principal.jti, principal.exp)])
-        start = time.monotonic()
-        while await accepted(authorizer, token):
-            assert time.monotonic() - start < 2, "revocation not announced to the verifier"
-            await asyncio.sleep(0.01)
+        await refused_within(2, authorizer, token, "revocation not announced to the verifier")
         assert authorizer.denylist is not None and authorizer.denylist.invalidations >= 1
         assert not await accepted(authorizer, token)  # and stays refused
 
@@ -108,10 +115,7 @@ async def test_a_deactivated_subject_is_refused_once_announced(redis: CountingRe
         await subscribed(authorizer, token)
         principal = await authorizer.verify(token)
         assert await Revoker(redis, leeway_s=10, longest_ttl_s=900).void_subject(principal.sub)
-        start = time.monotonic()
-        while await accepted(authorizer, token):
-            assert time.monotonic() - start < 2, "subject revocation not announced"
-            await asyncio.sleep(0.01)
+        await refused_within(2, authorizer, token, "subject revocation not announced")
         await redis.delete(f"millrace:revoked:sub:{principal.sub}")
 
 
@@ -124,10 +128,9 @@ async def test_an_unannounced_revocation_is_refused_within_the_window(
         principal = await authorizer.verify(token)
         # Written straight to Redis, nobody announces it: the window is the bound.
         await redis.set(revoked_jti_key(principal.jti), "1", ex=60)
-        start = time.monotonic()
-        while await accepted(authorizer, token):
-            assert time.monotonic() - start < 0.5 + 0.5, "refused later than the window"
-            await asyncio.sleep(0.02)
+        await refused_within(
+            0.5 + 0.5, authorizer, token, "refused later than the window", step_s=0.02
+        )
 
 
 async def pubsub_clients(admin: aioredis.Redis) -> set[str]:
