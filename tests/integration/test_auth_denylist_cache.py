@@ -41,13 +41,21 @@ async def redis(redis_settings: RedisSettings) -> AsyncIterator[CountingRedis]:
 
 
 @contextlib.asynccontextmanager
-async def verifier(redis: aioredis.Redis, cache_s: float) -> AsyncIterator[JwtAuthorizer]:
+async def verifier(
+    redis: aioredis.Redis, cache_s: float
+) -> AsyncIterator[tuple[JwtAuthorizer, str]]:
+    """A verifier remembering "not revoked" for ``cache_s``, subscribed to revocations, and an
+    Operator token it verified (the first verification starts the subscription)."""
     settings = JwtSettings()
     jwks = JwksCache(settings)
     jwks.load(testing.jwks())
     authorizer = JwtAuthorizer(settings, jwks, redis, denylist_cache_s=cache_s)
     try:
-        yield authorizer
+        token = testing.mint_token("Operator")
+        assert authorizer.denylist is not None
+        await authorizer.verify(token)  # starts the subscription
+        await within(5, lambda: authorizer.denylist is not None and authorizer.denylist.subscribed)
+        yield authorizer, token
     finally:
         await authorizer.close()
         await jwks.close()
@@ -82,19 +90,11 @@ async def refused_within(
         await asyncio.sleep(step_s)
 
 
-async def subscribed(authorizer: JwtAuthorizer, token: str) -> None:
-    assert authorizer.denylist is not None
-    await authorizer.verify(token)  # starts the subscription
-    await within(5, lambda: authorizer.denylist is not None and authorizer.denylist.subscribed)
-
-
 async def test_remembered_then_refused_at_once_when_the_revocation_is_announced(
     redis: CountingRedis,
 ) -> None:
     # A window far longer than the test: only the announcement can make it refuse.
-    async with verifier(redis, cache_s=600) as authorizer:
-        token = testing.mint_token("Operator")
-        await subscribed(authorizer, token)
+    async with verifier(redis, cache_s=600) as (authorizer, token):
         await authorizer.verify(token)
         before = redis.lookups
         for _ in range(20):
@@ -110,9 +110,7 @@ async def test_remembered_then_refused_at_once_when_the_revocation_is_announced(
 
 
 async def test_a_deactivated_subject_is_refused_once_announced(redis: CountingRedis) -> None:
-    async with verifier(redis, cache_s=600) as authorizer:
-        token = testing.mint_token("Operator")
-        await subscribed(authorizer, token)
+    async with verifier(redis, cache_s=600) as (authorizer, token):
         principal = await authorizer.verify(token)
         assert await Revoker(redis, leeway_s=10, longest_ttl_s=900).void_subject(principal.sub)
         await refused_within(2, authorizer, token, "subject revocation not announced")
@@ -122,9 +120,7 @@ async def test_a_deactivated_subject_is_refused_once_announced(redis: CountingRe
 async def test_an_unannounced_revocation_is_refused_within_the_window(
     redis: CountingRedis,
 ) -> None:
-    async with verifier(redis, cache_s=0.5) as authorizer:
-        token = testing.mint_token("Operator")
-        await subscribed(authorizer, token)
+    async with verifier(redis, cache_s=0.5) as (authorizer, token):
         principal = await authorizer.verify(token)
         # Written straight to Redis, nobody announces it: the window is the bound.
         await redis.set(revoked_jti_key(principal.jti), "1", ex=60)
@@ -145,11 +141,9 @@ async def test_nothing_is_remembered_without_the_subscription(
     admin = aioredis.Redis.from_url(redis_settings.url.get_secret_value())
     try:
         others = await pubsub_clients(admin)
-        async with verifier(redis, cache_s=600) as authorizer:
+        async with verifier(redis, cache_s=600) as (authorizer, token):
             denylist = authorizer.denylist
             assert denylist is not None
-            token = testing.mint_token("Operator")
-            await subscribed(authorizer, token)
             ours = await pubsub_clients(admin) - others
             assert ours
             # The subscription's connection dropped (as when Redis restarts): until the
