@@ -45,12 +45,13 @@ async def count(influx: InfluxClient, machine: str) -> int:
     return int(series[0].values[0][1]) if series else 0
 
 
-async def refused_field(checker: InfluxClient, ts_ns: int) -> str:
-    """A new field name InfluxDB already holds as a string (written at ``ts_ns``), so that a
-    reading giving it a number is refused."""
+async def refused_reading(checker: InfluxClient, ts_ns: int, n: int) -> tuple[Envelope, Envelope]:
+    """A new machine's ``n`` good readings from ``ts_ns``, and one more a second later that
+    InfluxDB refuses: its field is new, and already held as a string (written here)."""
     field = f"f{uuid.uuid4().hex[:10]}"
     await checker.write(f'sensor_readings,machine_id=other {field}="text" {ts_ns}'.encode())
-    return field
+    machine = str(uuid.uuid4())
+    return envelope(machine, ts_ns, n), envelope(machine, ts_ns + 10**9, 1, **{field: 1.0})
 
 
 async def stored(influx_settings: InfluxSettings, machine: str) -> int:

@@ -17,7 +17,7 @@ from tests.writer_fixtures import (
     dead_letters,
     envelope,
     queue_depth,
-    refused_field,
+    refused_reading,
     running_writer,
     start_writer,
     stored,
@@ -43,11 +43,8 @@ async def test_rejected_reading_is_dead_lettered_alone(
 ) -> None:
     base = time.time_ns()
     async with running_writer(amqp_cleanup, influx_settings) as run:
-        field = await refused_field(run.checker, base)
-        machine = str(uuid.uuid4())
-        good = envelope(machine, base, 50)
-        bad = envelope(machine, base + 10**9, 1, **{field: 1.0})
-        bad.readings[0]["ts"] = base + 10**9
+        good, bad = await refused_reading(run.checker, base, 50)
+        machine = good.readings[0]["machine_id"]
         await run.publisher.publish([good, bad])
         await eventually(lambda: equals(count(run.checker, machine), 50))
         [dead] = await dead_letters(amqp_cleanup, 1)

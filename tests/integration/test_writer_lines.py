@@ -22,7 +22,7 @@ from tests.writer_fixtures import (
     dead_letters,
     envelope,
     queue_depth,
-    refused_field,
+    refused_reading,
     running_writer,
 )
 
@@ -92,10 +92,9 @@ async def test_refused_reading_of_a_shared_message_dead_lettered_with_its_reques
 ) -> None:
     base = time.time_ns()
     async with running_writer(amqp_cleanup, influx_settings) as run:
-        field = await refused_field(run.checker, base)
-        machine = str(uuid.uuid4())
-        good = with_lines(envelope(machine, base, 30), "good")
-        bad = with_lines(envelope(machine, base + 10**9, 1, **{field: 1.0}), "bad")
+        good, bad = await refused_reading(run.checker, base, 30)
+        good, bad = with_lines(good, "good"), with_lines(bad, "bad")
+        machine = good.readings[0]["machine_id"]
         await asyncio.gather(
             run.publisher.publish([good], merge_up_to=1000),
             run.publisher.publish([bad], merge_up_to=1000),
