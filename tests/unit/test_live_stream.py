@@ -121,3 +121,19 @@ async def test_take_times_out_quietly() -> None:
 def test_unreadable_alert_event_is_refused() -> None:
     with pytest.raises(ValueError):
         alert_events.decode(b'{"v": 2}')
+
+
+async def test_a_quiet_stream_is_woken_only_when_its_heartbeat_is_due() -> None:
+    """Heartbeats come from the hub's periodic tick, not from a timer per wait: a stream is
+    woken (with nothing to send) only once it is due, and events wake it at once."""
+    sub = Subscriber(Filter(), 10)
+    sub.due = 100.0
+    sub.wake_if_due(99.0)
+    assert await sub.take(0.01) is None  # not due: still waiting
+    sub.wake_if_due(100.0)
+    assert await sub.take() == b""  # woken with nothing waiting: the caller sends a heartbeat
+    h = hub()
+    h.subscribe(sub, None)
+    m = str(uuid.uuid4())
+    h.publish(h.events_of("reading.F1." + m, envelope(m, 1.0)))
+    assert [k for k, _ in frames(await sub.take() or b"")] == ["reading", "status"]

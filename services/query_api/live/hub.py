@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 CLIENTS = Gauge("millrace_live_clients", "Live stream clients connected to this process")
 EVENTS = Counter("millrace_live_events_total", "Live events fanned out", ["type"])
 DROPPED = Counter("millrace_live_dropped_total", "Live events a slow client did not get")
+# Offline machines and the heartbeats of quiet streams are looked for this often.
 PRESENCE_SWEEP_S = 1.0
 # Watched ids searched for in a message body before decoding it; beyond, every body is decoded.
 MAX_NEEDLES = 16
@@ -399,5 +400,8 @@ class LiveHub:
     async def _sweep_presence(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_SWEEP_S)
-            self._expire_lingering(time.monotonic())
+            now = time.monotonic()
+            self._expire_lingering(now)
+            for sub in self._subscribers:
+                sub.wake_if_due(now)  # heartbeats of quiet streams
             self.publish(self.sweep(time.time_ns()))

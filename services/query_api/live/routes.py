@@ -15,6 +15,7 @@ narrows that further, and naming a factory outside the scope answers 403.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from functools import partial
@@ -116,6 +117,10 @@ async def live_stream(request: Request) -> Response:
     hub.subscribe(sub, request.headers.get("last-event-id"))
 
     async def body() -> AsyncIterator[bytes]:
+        # One timer for the token's expiry; heartbeats come from the hub's periodic tick
+        # (sub.due), so that waiting for events costs no timer per event.
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(max(0.0, principal.exp - time.time()), sub.wake)
         try:
             yield frame(
                 None,
@@ -123,13 +128,17 @@ async def live_stream(request: Request) -> Response:
                 {"epoch": hub.epoch, "heartbeat_s": settings.heartbeat_s, "expires": principal.exp},
             )
             while True:
-                left = principal.exp - time.time()
-                if left <= 0:
+                if principal.exp - time.time() <= 0:
                     yield frame(None, "expired", {"reason": "token expired: reconnect"})
                     return
-                chunk = await sub.take(min(settings.heartbeat_s, left))
-                yield chunk if chunk else HEARTBEAT
+                sub.due = time.monotonic() + settings.heartbeat_s
+                chunk = await sub.take()
+                if chunk:
+                    yield chunk
+                elif time.monotonic() >= sub.due:
+                    yield HEARTBEAT
         finally:
+            expiry.cancel()
             hub.unsubscribe(sub)
 
     return StreamingResponse(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 
 from services.query_api.live.events import LiveEvent, frame, ns_to_iso
@@ -41,6 +42,9 @@ class Subscriber:
         self._gap_from: int | None = None
         self._gap_to: int | None = None
         self.gaps = 0
+        # When (monotonic s) a quiet stream is woken to send a heartbeat: the hub's one
+        # periodic tick wakes every stream that is due, no timer per wait.
+        self.due = math.inf
 
     def offer(self, ev: LiveEvent) -> bool:
         """Queue ``ev`` if it matches; False when it had to be dropped."""
@@ -62,15 +66,26 @@ class Subscriber:
         self._pending.append(frame(None, "gap", {"reason": reason, "dropped": dropped}))
         self._wake.set()
 
-    async def take(self, wait_s: float) -> bytes | None:
-        """Everything waiting, as one chunk; None when nothing came within ``wait_s``."""
+    def wake(self) -> None:
+        """Wake the stream's :meth:`take` (it then returns what is waiting, maybe nothing)."""
+        self._wake.set()
+
+    def wake_if_due(self, now: float) -> None:
+        if now >= self.due:
+            self._wake.set()
+
+    async def take(self, wait_s: float | None = None) -> bytes | None:
+        """Everything waiting, as one chunk (empty when woken with nothing waiting); None when
+        nothing came within ``wait_s`` (None: wait until woken)."""
         if not self._wake.is_set():
-            # asyncio.timeout, not wait_for: no task of its own for every wait of every client.
-            try:
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                return None
+            if wait_s is None:
+                await self._wake.wait()
+            else:
+                try:
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    return None
         self._wake.clear()
         out, self._pending = self._pending, []
         if self.dropped:
