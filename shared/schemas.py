@@ -1,8 +1,14 @@
-"""Answer shapes every list endpoint shares (documentation models for the OpenAPI document)."""
+"""Answer shapes the endpoints share (documentation models for the OpenAPI document)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
+
+
+class Success(BaseModel):
+    """Base of every success answer: ``status`` is ``"success"`` (errors carry ``"error"``)."""
+
+    status: str = "success"
 
 
 class Pagination(BaseModel):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.schemas import Pagination
+from shared.schemas import Pagination, Success
 
 Role = Literal["Operator", "Supervisor", "Management"]
 
@@ -49,10 +49,9 @@ class UserOut(BaseModel):
     deactivated_at: str | None
 
 
-class TokenPairOut(BaseModel):
+class TokenPairOut(Success):
     """Access token (JWT, Bearer) and rotating refresh token (opaque)."""
 
-    status: str = "success"
     access_token: str
     refresh_token: str
     token_type: Literal["Bearer"] = "Bearer"
@@ -61,10 +60,9 @@ class TokenPairOut(BaseModel):
     user: UserOut
 
 
-class GatewayTokenOut(BaseModel):
+class GatewayTokenOut(Success):
     """Short-lived access token whose only permission is write:sensor_data."""
 
-    status: str = "success"
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
@@ -85,18 +83,16 @@ class TokenInfo(BaseModel):
     )
 
 
-class MeOut(BaseModel):
+class MeOut(Success):
     """The caller: account (null for a gateway) and the token presented."""
 
-    status: str = "success"
     user: UserOut | None
     token: TokenInfo
 
 
-class MessageOut(BaseModel):
+class MessageOut(Success):
     """Done."""
 
-    status: str = "success"
     message: str
 
 
@@ -113,18 +109,16 @@ class UserListParams(BaseModel):
     active: bool | None = None
 
 
-class UsersOut(BaseModel):
+class UsersOut(Success):
     """Users, ordered by username."""
 
-    status: str = "success"
     users: list[UserOut]
     pagination: Pagination
 
 
-class UserEnvelope(BaseModel):
+class UserEnvelope(Success):
     """One user."""
 
-    status: str = "success"
     user: UserOut
     warning: str | None = None
 
@@ -175,10 +169,9 @@ class GatewayOut(BaseModel):
     last_token_at: str | None
 
 
-class GatewayCreatedOut(BaseModel):
+class GatewayCreatedOut(Success):
     """Credentials of the new gateway: the secret is shown this once."""
 
-    status: str = "success"
     gateway: GatewayOut
     client_id: str
     client_secret: str
@@ -189,17 +182,15 @@ class GatewayListParams(BaseModel):
     include_disabled: bool = False
 
 
-class GatewaysOut(BaseModel):
+class GatewaysOut(Success):
     """Gateway credentials (never their secrets)."""
 
-    status: str = "success"
     gateways: list[GatewayOut]
 
 
-class GatewayEnvelope(BaseModel):
+class GatewayEnvelope(Success):
     """One gateway's credentials."""
 
-    status: str = "success"
     gateway: GatewayOut
     warning: str | None = None
 

@@ -17,6 +17,7 @@ from pydantic_core import PydanticUseDefault
 from services.query_api.params import MAX_OFFSET, FactoryId, Instant, bounded, refuse
 from shared.alert_events import SEVERITIES
 from shared.machines import valid_uuid
+from shared.schemas import Success
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -94,17 +95,15 @@ class RuleOut(BaseModel):
     updated_at: str
 
 
-class RuleEnvelope(BaseModel):
+class RuleEnvelope(Success):
     """One rule."""
 
-    status: str = "success"
     rule: RuleOut
 
 
-class RuleListOut(BaseModel):
+class RuleListOut(Success):
     """Every rule."""
 
-    status: str = "success"
     rules: list[RuleOut]
 
 
@@ -177,18 +176,16 @@ class AlertOut(BaseModel):
     cleared_value: float | None
 
 
-class AlertListOut(BaseModel):
+class AlertListOut(Success):
     """Alerts: open ones first, most severe first, newest first."""
 
-    status: str = "success"
     alerts: list[AlertOut]
     pagination: dict[str, Any]
 
 
-class AlertEnvelope(BaseModel):
+class AlertEnvelope(Success):
     """One alert."""
 
-    status: str = "success"
     alert: AlertOut
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field
 
 from services.query_api.params import Instant, bounded
+from shared.schemas import Success
 
 MAX_AUDIT_LIMIT = 500
 MAX_AUDIT_OFFSET = 10_000_000
@@ -23,10 +24,9 @@ class SettingOut(BaseModel):
     updated_by: str = Field(description="Username of the last writer")
 
 
-class ConfigOut(BaseModel):
+class ConfigOut(Success):
     """Settings, by name."""
 
-    status: str = "success"
     settings: list[SettingOut]
 
 
@@ -39,10 +39,9 @@ class UpdatedSettingOut(SettingOut):
     old_value: Any = None
 
 
-class ConfigUpdateOut(BaseModel):
+class ConfigUpdateOut(Success):
     """The setting after the update (changed: false when the value was already set)."""
 
-    status: str = "success"
     message: str
     changed: bool
     updated_setting: UpdatedSettingOut
@@ -101,9 +100,8 @@ class AuditPagination(BaseModel):
     has_more: bool
 
 
-class AuditOut(BaseModel):
+class AuditOut(Success):
     """Audit entries, newest first."""
 
-    status: str = "success"
     entries: list[AuditEntryOut]
     pagination: AuditPagination

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from services.query_api.machines.schemas import MachineOut
-from shared.schemas import Pagination
+from shared.schemas import Pagination, Success
 
 
 class HistoryQueryOut(BaseModel):
@@ -19,10 +19,9 @@ class HistoryQueryOut(BaseModel):
     tier: Literal["raw", "hourly", "daily"]
 
 
-class HistoryOut(BaseModel):
+class HistoryOut(Success):
     """Readings (or aggregates) of one machine, oldest first."""
 
-    status: str = "success"
     machine: MachineOut
     query: HistoryQueryOut
     data: list[dict[str, Any]] = Field(description="{timestamp, <field>: value, ...}")
@@ -53,10 +52,9 @@ class MachineSummaryOut(BaseModel):
     overall: Overall
 
 
-class SummaryOut(BaseModel):
+class SummaryOut(Success):
     """Per-machine aggregates over a location, from the rollup tiers."""
 
-    status: str = "success"
     query: dict[str, str]
     machines_total: int
     machines: list[MachineSummaryOut]

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.schemas import Pagination
+from shared.schemas import Pagination, Success
 
 MAX_IDS = 1000
 MAX_REPLAY = 1000
@@ -80,18 +80,16 @@ class DeadLetterDetailOut(DeadLetterOut):
     details: dict[str, Any] = Field(description="Per-field errors, topic ids, x-death, ...")
 
 
-class DeadLetterListOut(BaseModel):
+class DeadLetterListOut(Success):
     """Dead letters, newest first."""
 
-    status: str = "success"
     dead_letters: list[DeadLetterOut]
     pagination: Pagination
 
 
-class DeadLetterEnvelope(BaseModel):
+class DeadLetterEnvelope(Success):
     """One dead letter with its readings and original payload."""
 
-    status: str = "success"
     dead_letter: DeadLetterDetailOut
 
 
@@ -101,10 +99,9 @@ class CountOut(BaseModel):
     pending: int = Field(description="Not replayed yet")
 
 
-class DeadLetterStatsOut(BaseModel):
+class DeadLetterStatsOut(Success):
     """Counts of archived dead letters."""
 
-    status: str = "success"
     total: int
     pending: int
     replayed: int
@@ -144,10 +141,9 @@ class ReplayResultOut(BaseModel):
     readings: int = 0
 
 
-class ReplayOut(BaseModel):
+class ReplayOut(Success):
     """What happened to each selected letter."""
 
-    status: str = "success"
     replayed: int
     still_invalid: int
     results: list[ReplayResultOut]
@@ -173,9 +169,8 @@ class PurgeIn(BaseModel):
         return self
 
 
-class PurgeOut(BaseModel):
+class PurgeOut(Success):
     """How many letters were deleted."""
 
-    status: str = "success"
     deleted: int
     by_reason: dict[str, int]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.query_api.params import FactoryId
 from shared.machines import STATUSES
-from shared.schemas import Pagination
+from shared.schemas import Pagination, Success
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 # The column is varchar(100): longer values were refused by PostgreSQL with a 500.
@@ -28,18 +28,16 @@ class MachineOut(BaseModel):
     factory_id: str
 
 
-class MachineListOut(BaseModel):
+class MachineListOut(Success):
     """Machines sorted by name."""
 
-    status: str = "success"
     machines: list[MachineOut]
     pagination: Pagination
 
 
-class MachineEnvelope(BaseModel):
+class MachineEnvelope(Success):
     """One machine."""
 
-    status: str = "success"
     machine: MachineOut
 
 
@@ -85,10 +83,9 @@ class StatusSummary(BaseModel):
     by_status: dict[str, int]
 
 
-class StatusOut(BaseModel):
+class StatusOut(Success):
     """Latest values and online state of every machine."""
 
-    status: str = "success"
     source: Literal["redis", "influxdb"]
     online_threshold_s: int
     summary: StatusSummary
