@@ -82,6 +82,22 @@ async def declare_topology(
     return exchange, queue, dead_exchange
 
 
+def consuming(channel: AbstractChannel | None, consumer_tag: str | None) -> bool:
+    """A consumer is registered (``consumer_tag``) on a channel that is still open."""
+    return consumer_tag is not None and channel is not None and not channel.is_closed
+
+
+async def cancel_consumer(queue: AbstractQueue | None, consumer_tag: str | None) -> None:
+    """No new deliveries to this consumer; what it holds stays unacked until it acks or its
+    channel closes. A broker already gone only gets a warning."""
+    if queue is None or consumer_tag is None:
+        return
+    try:
+        await queue.cancel(consumer_tag)
+    except PUBLISH_ERRORS as e:
+        log.warning("could not cancel the consumer of %s: %s", queue.name, e)
+
+
 async def connect(settings: AmqpSettings, name: str) -> AbstractRobustConnection:
     """A robust connection: aio-pika reconnects and restores channels by itself."""
     return await aio_pika.connect_robust(

@@ -25,8 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 
 from services.mqtt_bridge import metrics
 from services.mqtt_bridge.settings import Settings
-from shared import edge
-from shared.broker import PUBLISH_ERRORS
+from shared import broker, edge
 from shared.mqtt_topics import topic_of
 
 log = logging.getLogger(__name__)
@@ -90,11 +89,8 @@ class EdgeLink:
 
     async def stop_consuming(self) -> None:
         """No new deliveries; what was prefetched and not taken returns to the queue on close."""
-        if self._consumer_tag is not None and self._channel is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except PUBLISH_ERRORS as e:
-                log.warning("could not cancel the edge consumer: %s", e)
+        if self._consumer_tag is not None:
+            await broker.cancel_consumer(self._queue, self._consumer_tag)
             self._consumer_tag = None
 
     async def close(self) -> None:
@@ -103,11 +99,7 @@ class EdgeLink:
 
     @property
     def ready(self) -> bool:
-        return (
-            self._channel is not None
-            and not self._channel.is_closed
-            and self._consumer_tag is not None
-        )
+        return broker.consuming(self._channel, self._consumer_tag)
 
     @property
     def pending(self) -> int:

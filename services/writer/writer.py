@@ -118,21 +118,13 @@ class Writer:
 
     @property
     def consuming(self) -> bool:
-        return (
-            self._consumer_tag is not None
-            and self._channel is not None
-            and not self._channel.is_closed
-        )
+        return broker.consuming(self._channel, self._consumer_tag)
 
     async def stop(self) -> None:
         """Stop consuming, flush what is held within the shutdown timeout, then close."""
         self._stopping = True
         self._deadline = time.monotonic() + self.settings.shutdown_timeout_s
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except broker.PUBLISH_ERRORS as e:
-                log.warning("cancel consumer failed: %s", e)
+        await broker.cancel_consumer(self._queue, self._consumer_tag)
         self._wake.set()
         if self._flusher is not None:
             await self._flusher

@@ -87,20 +87,11 @@ class DeadLetterArchive:
 
     @property
     def consuming(self) -> bool:
-        return (
-            self._consumer_tag is not None
-            and self._channel is not None
-            and not self._channel.is_closed
-            and not self.connection.is_closed
-        )
+        return broker.consuming(self._channel, self._consumer_tag) and not self.connection.is_closed
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except broker.PUBLISH_ERRORS as e:
-                log.warning("cancel consumer failed: %s", e)
+        await broker.cancel_consumer(self._queue, self._consumer_tag)
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight, timeout=self.drain_timeout_s)
             for task in pending:
