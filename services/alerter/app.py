@@ -42,7 +42,8 @@ async def refresh_rules(
                 offline.rules = rules
                 version = current
                 log.info("alert rules loaded: %d enabled", len(rules))
-            as_of = evaluator.changes  # decisions made while the snapshot is read stay
+            # Decisions not yet recorded, or taken while the snapshot is read, stay.
+            as_of = evaluator.settled
             evaluator.sync_open(
                 {
                     (str(a["rule_id"]), str(a["machine_id"]))

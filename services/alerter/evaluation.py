@@ -147,6 +147,7 @@ class RuleEvaluation:
                 except BaseException:
                     self.evaluator.undo(action)
                     raise
+                self.evaluator.recorded(action)
                 if alert is not None:
                     TRANSITIONS.labels(event).inc()
                     log.info(

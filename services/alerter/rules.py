@@ -83,6 +83,7 @@ class Action:
     reading: dict[str, Any]
     value: float
     started_ns: int  # when the condition began to hold (open) / the reading time (clear)
+    change: int = 0  # the evaluator's change count of this decision (0: not the evaluator's)
 
 
 @dataclass(slots=True)
@@ -115,6 +116,10 @@ class Evaluator:
     # Bumped by every open/clear decided here: a snapshot of PostgreSQL's open alerts taken
     # before a decision must not undo it (sync_open's ``as_of``).
     changes: int = 0
+    # Every decision up to this change count is recorded in PostgreSQL (:meth:`recorded`): a
+    # snapshot read from now on shows them. A decision is taken before it is recorded (the
+    # snapshot may be read in between), so a snapshot is as of ``settled``, not ``changes``.
+    settled: int = 0
 
     def set_rules(self, rules: Iterable[Rule]) -> None:
         self.rules = [r for r in rules if r.kind == "threshold"]
@@ -155,8 +160,8 @@ class Evaluator:
     def sync_open(self, open_pairs: set[tuple[str, str]], as_of: int | None = None) -> None:
         """Align with the alerts open in PostgreSQL (acknowledged, cleared by hand, fail-over).
 
-        ``as_of``: :attr:`changes` when the snapshot was read; a pair this replica opened or
-        cleared after that keeps its own, newer state."""
+        ``as_of``: :attr:`settled` when the snapshot was read; a pair this replica opened or
+        cleared after that (or whose change was not recorded yet) keeps its own, newer state."""
         newer = (lambda t: t.changed > as_of) if as_of is not None else (lambda t: False)
         for key, track in self._tracks.items():
             if track.open and key not in open_pairs and not newer(track):
@@ -166,6 +171,10 @@ class Evaluator:
             track = self._tracks.setdefault(key, _Track())
             if not newer(track):
                 track.open = True
+
+    def recorded(self, action: Action) -> None:
+        """``action`` is in PostgreSQL (decisions are recorded in the order they are taken)."""
+        self.settled = max(self.settled, action.change)
 
     def undo(self, action: Action) -> None:
         """The action could not be recorded: judge this machine's readings again when they
@@ -197,7 +206,7 @@ class Evaluator:
                     track.pending_since = None
                     self.changes += 1
                     track.changed = self.changes
-                    actions.append(Action("clear", rule, reading, float(value), ts))
+                    actions.append(Action("clear", rule, reading, float(value), ts, self.changes))
                 continue
             if not rule.crossed(value):
                 track.pending_since = None
@@ -208,5 +217,7 @@ class Evaluator:
                 track.open = True
                 self.changes += 1
                 track.changed = self.changes
-                actions.append(Action("open", rule, reading, float(value), track.pending_since))
+                actions.append(
+                    Action("open", rule, reading, float(value), track.pending_since, self.changes)
+                )
         return actions

@@ -203,3 +203,18 @@ def test_a_reading_no_rule_watches_still_counts_as_the_newest_of_its_machine() -
     assert ev.evaluate({"machine_id": "m1", "ts": 5 * S, "fields": {"pressure": 1.0}}) == []
     assert kinds(ev, reading(4, 90)) == []  # older than a reading already judged
     assert kinds(ev, reading(6, 90)) == ["open"]
+
+
+def test_a_snapshot_read_while_a_decision_is_being_recorded_does_not_undo_it() -> None:
+    """A clear is decided, then recorded in PostgreSQL; the open alerts re-read in between
+    still list the alert. The snapshot is as of the decisions recorded, so the clear stands
+    and the next crossing opens a new alert (the benchmark's missed episodes)."""
+    ev = Evaluator()
+    ev.set_rules([HOT])
+    [opened] = ev.evaluate(reading(1, 95))
+    ev.recorded(opened)
+    [cleared] = ev.evaluate(reading(2, 10))  # decided; its UPDATE not committed yet
+    as_of = ev.settled  # the refresh starts reading its snapshot now
+    ev.sync_open({("r1", "m1")}, as_of)  # the snapshot still shows the alert open
+    ev.recorded(cleared)
+    assert kinds(ev, reading(3, 96)) == ["open"]
