@@ -82,3 +82,12 @@ def test_a_shared_dependency_is_named_by_its_variable_too(
     with pytest.raises(SystemExit):
         load_settings(settings_of("alerter"))
     assert capsys.readouterr().err.startswith("error: configuration refused: AMQP_HEARTBEAT_S: ")
+
+
+def test_an_option_off_the_prefix_is_read_by_its_own_name_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # INGEST_RETRY_AFTER_S, not INGEST_GATEWAY_RETRY_AFTER_S (the prefix + the field name).
+    monkeypatch.delenv("INGEST_RETRY_AFTER_S", raising=False)
+    monkeypatch.setenv("INGEST_GATEWAY_RETRY_AFTER_S", "9")
+    assert settings_of("ingest_gateway")().gateway.retry_after_s == 5
