@@ -24,6 +24,7 @@ from aio_pika.abc import (
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from services.alerter import consuming
 from services.alerter.rules import Action, Evaluator
 from services.alerter.settings import Settings
 from services.alerter.store import AlertStore
@@ -80,7 +81,8 @@ class RuleEvaluation:
             arguments=readings_queue_arguments(self.settings),
         )
         await self._queue.bind(self._exchange, routing_key="reading.#")
-        self._task = asyncio.create_task(self._consume(self._queue))
+        # One message at a time, in delivery order: that is the ordering guarantee.
+        self._task = asyncio.create_task(consuming.in_order(self._queue, self.handle))
 
     @property
     def consuming(self) -> bool:
@@ -101,18 +103,10 @@ class RuleEvaluation:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
-    async def _consume(self, queue: AbstractQueue) -> None:
-        # One message at a time, in delivery order: that is the ordering guarantee.
-        async with queue.iterator() as messages:
-            async for message in messages:
-                await self.handle(message)
-
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            envelope = Envelope.decode(message.body, message.routing_key or "")
-        except ValueError as e:
-            log.warning("alerter: unreadable message dead-lettered: %s", e)
-            await message.reject(requeue=False)
+        key = message.routing_key or ""
+        envelope = await consuming.decoded(message, lambda b: Envelope.decode(b, key), "alerter")
+        if envelope is None:
             return
         try:
             await self.evaluate(envelope.readings)

@@ -23,12 +23,12 @@ import paho.mqtt.client as mqtt
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryError, stop_after_attempt, wait_exponential
 
+from services.alerter import consuming
 from services.alerter.settings import Settings
 from services.alerter.store import AlertStore
 from shared import alert_events
@@ -112,24 +112,17 @@ class Notifier:
             arguments={"x-queue-type": "quorum", "x-single-active-consumer": True},
         )
         await queue.bind(exchange, routing_key=alert_events.BINDING)
-        self._task = asyncio.create_task(self._consume(queue))
+        self._task = asyncio.create_task(consuming.in_order(queue, self.handle))
 
     @property
     def consuming(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def _consume(self, queue: AbstractQueue) -> None:
-        async with queue.iterator() as messages:
-            async for message in messages:
-                await self.handle(message)
-
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        try:
-            event, alert = alert_events.decode(message.body)
-        except ValueError as e:
-            log.warning("notifier: unreadable alert event dead-lettered: %s", e)
-            await message.reject(requeue=False)
+        change = await consuming.decoded(message, alert_events.decode, "notifier")
+        if change is None:
             return
+        event, alert = change
         try:
             await self._mqtt(event, alert)
         except MQTT_ERRORS as e:
