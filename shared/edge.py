@@ -20,23 +20,27 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from shared.broker import DEAD_LETTER_ROUTING_KEY, declare_topology
 from shared.mqtt_topics import TopicTemplate, binding_key, binding_of
-from shared.settings import AmqpSettings, MqttSettings
+from shared.settings import AmqpSettings, MqttSettings, env_config
 
 MQTT_EXCHANGE = "amq.topic"
 DEFAULT_TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
 
 
 class EdgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+    """``MQTT_EDGE_*`` (and the bridge's topic template, which auth reads too)."""
 
-    queue: str = Field(default="mqtt.telemetry", validation_alias="MQTT_EDGE_QUEUE")
+    # By field name too, so code can build one (``EdgeSettings(topic_template=...)``); with the
+    # prefix that also reads MQTT_EDGE_TOPIC_TEMPLATE, never a bare QUEUE or MAX_BYTES.
+    model_config = env_config("MQTT_EDGE_") | {"populate_by_name": True}
+
+    queue: str = "mqtt.telemetry"
     # What the edge keeps for bridges that are down or behind, in bytes of message bodies. Past
     # it, publishes are refused (no PUBACK) rather than dropped.
-    max_bytes: int = Field(default=2 * 1024**3, ge=1, validation_alias="MQTT_EDGE_MAX_BYTES")
+    max_bytes: int = Field(default=2 * 1024**3, ge=1)
     # Where factory and machine ids sit in a telemetry topic (the bridge parses it, auth
     # authorises publishes with it).
     topic_template: str = Field(

@@ -91,3 +91,20 @@ def test_mqtt_username_wins_over_the_amqp_user() -> None:
         "bridge",
         None,
     )
+
+
+def test_edge_reads_only_its_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bare names common in containers (QUEUE, MAX_BYTES) are never the edge's settings."""
+    monkeypatch.setenv("QUEUE", "not-the-edge")
+    monkeypatch.setenv("MAX_BYTES", "5")
+    assert EdgeSettings().queue == "mqtt.telemetry"
+    assert EdgeSettings().max_bytes == 2 * 1024**3
+    monkeypatch.setenv("MQTT_EDGE_QUEUE", "edge-q")
+    monkeypatch.setenv("MQTT_EDGE_MAX_BYTES", "4096")
+    monkeypatch.setenv("MQTT_BRIDGE_TOPIC_TEMPLATE", "f/{factory_id}/m/{machine_id}")
+    edge = EdgeSettings()
+    assert (edge.queue, edge.max_bytes, edge.topic_template) == (
+        "edge-q",
+        4096,
+        "f/{factory_id}/m/{machine_id}",
+    )
