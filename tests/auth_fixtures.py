@@ -27,7 +27,7 @@ from starlette.testclient import TestClient
 
 from services.auth import users
 from services.auth.app import create_app
-from services.auth.keys import private_key_pem
+from services.auth.security.keys import private_key_pem
 from services.auth.settings import AuthSettings, Settings
 from shared.audit import CLI_ACTOR
 from shared.security import SecuritySettings

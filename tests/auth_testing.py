@@ -20,7 +20,7 @@ from typing import Any
 import jwt
 import redis.asyncio as aioredis
 
-from services.auth.keys import KeySet, generate_private_key
+from services.auth.security.keys import KeySet, generate_private_key
 from services.auth.tokens import TokenIssuer
 from shared.auth.roles import PERMISSIONS, Role
 from shared.auth.verify import JwksCache, JwtAuthorizer

@@ -14,7 +14,7 @@ from services.auth.api.gateway_api import gateway_routes
 from services.auth.api.mqtt_api import mqtt_routes
 from services.auth.api.session_api import session_routes
 from services.auth.api.user_api import user_routes
-from services.auth.keys import KeySet, load_keyset
+from services.auth.security.keys import KeySet, load_keyset
 from services.auth.settings import Settings
 from services.auth.state import State, open_state, ready
 from services.auth.tokens import TokenIssuer
@@ -33,7 +33,8 @@ def load_keys(settings: Settings) -> KeySet:
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The ASGI app. Raises :class:`~services.auth.keys.KeyConfigError` without a usable key."""
+    """The ASGI app. Raises :class:`~services.auth.security.keys.KeyConfigError` without a
+    usable key."""
     keys = load_keys(settings)
     issuer = TokenIssuer(keys, settings.jwt.issuer, settings.jwt.audience)
 

@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from services.auth import factories, gateways, users
 from services.auth.app import create_app
 from services.auth.errors import Conflict, InvalidInput
-from services.auth.keys import KeyConfigError, rotate_dev_key
+from services.auth.security.keys import KeyConfigError, rotate_dev_key
 from services.auth.security.passwords import Hasher
 from services.auth.settings import Settings
 from shared.audit import CLI_ACTOR

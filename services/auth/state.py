@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from services.auth.keys import KeySet
+from services.auth.security.keys import KeySet
 from services.auth.security.passwords import Hasher
 from services.auth.security.revocation import Revoker
 from services.auth.security.throttle import Policy, Throttle

@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from services.auth.keys import KeySet
+from services.auth.security.keys import KeySet
 from shared.auth.scope import factories_claim
 from shared.redact import REFRESH_TOKEN_PREFIX
 

@@ -20,7 +20,12 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from services.auth.app import create_app
-from services.auth.keys import KeySet, generate_private_key, private_key_pem, public_key_pem
+from services.auth.security.keys import (
+    KeySet,
+    generate_private_key,
+    private_key_pem,
+    public_key_pem,
+)
 from services.auth.settings import Settings
 from shared.auth.verify import JwksCache, JwtAuthorizer, Principal
 from shared.http import ApiError

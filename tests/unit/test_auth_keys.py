@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.auth.keys import (
+from services.auth.security.keys import (
     KeyConfigError,
     KeySet,
     generate_private_key,

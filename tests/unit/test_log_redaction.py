@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.auth.keys import private_key_pem
+from services.auth.security.keys import private_key_pem
 from services.auth.tokens import new_refresh_token
 from shared import log as shared_log
 from shared.redact import GATEWAY_SECRET_PREFIX, REDACTED, redact, register_secret

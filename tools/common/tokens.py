@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from services.auth.keys import KeySet, generate_private_key
+from services.auth.security.keys import KeySet, generate_private_key
 from services.auth.tokens import TokenIssuer
 from shared.auth.roles import PERMISSIONS, Role
 from shared.settings import JwtSettings

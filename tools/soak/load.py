@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from services.auth.keys import KeySet, generate_private_key
+from services.auth.security.keys import KeySet, generate_private_key
 from services.auth.tokens import TokenIssuer
 from shared.auth.roles import PERMISSIONS, Role
 from tools.soak.stack import PrivateStack

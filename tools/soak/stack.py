@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from services.auth.keys import KeySet, load_keyset
+from services.auth.security.keys import KeySet, load_keyset
 from services.auth.tokens import TokenIssuer
 from shared.settings import JwtSettings
 

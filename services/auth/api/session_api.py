@@ -29,7 +29,7 @@ from services.auth.api.schemas import (
     RefreshIn,
     TokenPairOut,
 )
-from services.auth.keys import KeySet
+from services.auth.security.keys import KeySet
 from services.auth.security.throttle import Subject, Throttle
 from services.auth.sessions import Outcome, Session
 from services.auth.state import state
