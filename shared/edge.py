@@ -20,11 +20,11 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.broker import DEAD_LETTER_ROUTING_KEY, declare_topology
 from shared.mqtt_topics import TopicTemplate, binding_key, binding_of
-from shared.settings import AmqpSettings, MqttSettings, env_config
+from shared.settings import AmqpSettings, MqttSettings
 
 MQTT_EXCHANGE = "amq.topic"
 DEFAULT_TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
@@ -35,7 +35,9 @@ class EdgeSettings(BaseSettings):
 
     # By field name too, so code can build one (``EdgeSettings(topic_template=...)``); with the
     # prefix that also reads MQTT_EDGE_TOPIC_TEMPLATE, never a bare QUEUE or MAX_BYTES.
-    model_config = env_config("MQTT_EDGE_") | {"populate_by_name": True}
+    model_config = SettingsConfigDict(
+        env_prefix="MQTT_EDGE_", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
 
     queue: str = "mqtt.telemetry"
     # What the edge keeps for bridges that are down or behind, in bytes of message bodies. Past
