@@ -268,6 +268,17 @@ class Authorizer(Protocol):
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def resource_routes(prefix: str, table: Mapping[str, Mapping[str, Endpoint]]) -> list[Route]:
+    """A service's routes as a table of resources: ``{path below prefix: {method: handler}}``.
+    One :class:`Route` per method, in the table's order (a fixed path such as ``/status`` must
+    come before ``/{id}``, which would otherwise take it)."""
+    return [
+        Route(prefix + path, endpoint, methods=[method])
+        for path, methods in table.items()
+        for method, endpoint in methods.items()
+    ]
+
+
 def requires(permission: str) -> Callable[[Endpoint], Endpoint]:
     """Guard an endpoint with a permission. The principal lands in ``request.state.principal``."""
 

@@ -28,7 +28,7 @@ from services.auth.errors import Conflict, InvalidInput, OutOfScope
 from services.auth.state import state
 from shared.audit import Actor
 from shared.auth.verify import Principal
-from shared.http import ApiError, JSONResponse, requires
+from shared.http import ApiError, JSONResponse, requires, resource_routes
 from shared.openapi import doc
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,10 @@ async def disable_gateway(request: Request) -> Response:
 
 
 def gateway_routes() -> list[Route]:
-    return [
-        Route("/api/v1/auth/gateways", list_gateways, methods=["GET"]),
-        Route("/api/v1/auth/gateways", register_gateway, methods=["POST"]),
-        Route("/api/v1/auth/gateways/{gateway_id}/disable", disable_gateway, methods=["POST"]),
-    ]
+    return resource_routes(
+        "/api/v1/auth/gateways",
+        {
+            "": {"GET": list_gateways, "POST": register_gateway},
+            "/{gateway_id}/disable": {"POST": disable_gateway},
+        },
+    )

@@ -32,6 +32,7 @@ from services.auth.gateways import Gateway
 from services.auth.state import state
 from shared.db import fetch_one
 from shared.edge import MQTT_EXCHANGE, EdgeSettings
+from shared.http import resource_routes
 from shared.machines import valid_uuid
 from shared.metrics import AUTH_SIGN_INS
 from shared.mqtt_topics import BadTopic, TopicTemplate, topic_of
@@ -181,9 +182,12 @@ def mqtt_routes() -> list[Route]:
             log.info("MQTT %s on %r refused for gateway %s", permission, name, gateway.gateway_id)
         return _answer(ok)
 
-    return [
-        Route("/api/v1/mqtt/auth/user", user, methods=["POST"]),
-        Route("/api/v1/mqtt/auth/vhost", vhost_check, methods=["POST"]),
-        Route("/api/v1/mqtt/auth/resource", resource, methods=["POST"]),
-        Route("/api/v1/mqtt/auth/topic", topic, methods=["POST"]),
-    ]
+    return resource_routes(
+        "/api/v1/mqtt/auth",
+        {
+            "/user": {"POST": user},
+            "/vhost": {"POST": vhost_check},
+            "/resource": {"POST": resource},
+            "/topic": {"POST": topic},
+        },
+    )

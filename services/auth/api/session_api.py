@@ -36,7 +36,7 @@ from services.auth.state import state
 from services.auth.users import User
 from shared.audit import client_address
 from shared.auth.roles import PERMISSIONS, Role
-from shared.http import ApiError, JSONResponse
+from shared.http import ApiError, JSONResponse, resource_routes
 from shared.metrics import AUTH_SIGN_INS, AUTH_TOKENS
 from shared.openapi import doc
 
@@ -343,11 +343,14 @@ def session_routes(keys: KeySet) -> list[Route]:
         # Verifiers cache it and refetch at once on an unknown kid: a short max-age is enough.
         return JSONResponse(keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
-    return [
-        Route("/api/v1/auth/login", login, methods=["POST"]),
-        Route("/api/v1/auth/refresh", refresh, methods=["POST"]),
-        Route("/api/v1/auth/logout", logout, methods=["POST"]),
-        Route("/api/v1/auth/me", me, methods=["GET"]),
-        Route("/api/v1/auth/token", client_credentials, methods=["POST"]),
-        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
-    ]
+    return resource_routes(
+        "",
+        {
+            "/api/v1/auth/login": {"POST": login},
+            "/api/v1/auth/refresh": {"POST": refresh},
+            "/api/v1/auth/logout": {"POST": logout},
+            "/api/v1/auth/me": {"GET": me},
+            "/api/v1/auth/token": {"POST": client_credentials},
+            "/.well-known/jwks.json": {"GET": jwks},
+        },
+    )

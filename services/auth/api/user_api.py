@@ -33,7 +33,7 @@ from services.auth.state import state
 from shared.audit import Actor
 from shared.auth.scope import covers
 from shared.auth.verify import Principal
-from shared.http import ApiError, JSONResponse, requires
+from shared.http import ApiError, JSONResponse, requires, resource_routes
 from shared.openapi import doc
 from shared.schemas import page
 
@@ -247,10 +247,10 @@ async def deactivate_user(request: Request) -> Response:
 
 
 def user_routes() -> list[Route]:
-    return [
-        Route("/api/v1/auth/users", list_users, methods=["GET"]),
-        Route("/api/v1/auth/users", create_user, methods=["POST"]),
-        Route("/api/v1/auth/users/{user_id}", get_user, methods=["GET"]),
-        Route("/api/v1/auth/users/{user_id}", update_user, methods=["PATCH"]),
-        Route("/api/v1/auth/users/{user_id}", deactivate_user, methods=["DELETE"]),
-    ]
+    return resource_routes(
+        "/api/v1/auth/users",
+        {
+            "": {"GET": list_users, "POST": create_user},
+            "/{user_id}": {"GET": get_user, "PATCH": update_user, "DELETE": deactivate_user},
+        },
+    )

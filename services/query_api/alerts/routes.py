@@ -34,7 +34,7 @@ from services.query_api.state import state
 from shared import alert_events, audit
 from shared.auth.verify import Principal
 from shared.db import fetch_page
-from shared.http import ApiError, JSONResponse, read_json, requires
+from shared.http import ApiError, JSONResponse, read_json, requires, resource_routes
 from shared.machines import valid_uuid
 from shared.openapi import doc
 from shared.params import parse_query
@@ -316,13 +316,15 @@ async def delete_rule(request: Request) -> Response:
 
 
 def alert_routes() -> list[Route]:
-    return [
-        Route("/api/v1/alerts", list_alerts, methods=["GET"]),
-        Route("/api/v1/alerts/rules", list_rules, methods=["GET"]),
-        Route("/api/v1/alerts/rules", create_rule, methods=["POST"]),
-        Route("/api/v1/alerts/rules/{rule_id}", update_rule, methods=["PUT"]),
-        Route("/api/v1/alerts/rules/{rule_id}", delete_rule, methods=["DELETE"]),
-        Route("/api/v1/alerts/{alert_id}", get_alert, methods=["GET"]),
-        Route("/api/v1/alerts/{alert_id}/acknowledge", acknowledge, methods=["POST"]),
-        Route("/api/v1/alerts/{alert_id}/clear", clear, methods=["POST"]),
-    ]
+    return resource_routes(
+        "/api/v1/alerts",
+        {
+            "": {"GET": list_alerts},
+            # Before /{alert_id}: "rules" is no alert id.
+            "/rules": {"GET": list_rules, "POST": create_rule},
+            "/rules/{rule_id}": {"PUT": update_rule, "DELETE": delete_rule},
+            "/{alert_id}": {"GET": get_alert},
+            "/{alert_id}/acknowledge": {"POST": acknowledge},
+            "/{alert_id}/clear": {"POST": clear},
+        },
+    )

@@ -45,7 +45,7 @@ from services.query_api.scope import require_every_factory
 from services.query_api.state import state
 from shared import audit
 from shared.db import fetch_page
-from shared.http import ApiError, JSONResponse, read_json, requires
+from shared.http import ApiError, JSONResponse, read_json, requires, resource_routes
 from shared.openapi import doc
 from shared.params import parse_query
 from shared.schemas import page
@@ -222,8 +222,11 @@ async def audit_log(request: Request) -> Response:
 
 
 def config_routes() -> list[Route]:
-    return [
-        Route("/api/v1/config", get_config, methods=["GET"]),
-        Route("/api/v1/config/update", update_config, methods=["POST"]),
-        Route("/api/v1/audit", audit_log, methods=["GET"]),
-    ]
+    return resource_routes(
+        "/api/v1",
+        {
+            "/config": {"GET": get_config},
+            "/config/update": {"POST": update_config},
+            "/audit": {"GET": audit_log},
+        },
+    )

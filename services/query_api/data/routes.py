@@ -17,7 +17,7 @@ from services.query_api.data.summary import SUMMARY_RANGE_S, SummaryQuery, summa
 from services.query_api.params import HistoryParams, SummaryParams, parse_history, path_uuid
 from services.query_api.scope import UNKNOWN, machine_or_404, principal, require_factory
 from services.query_api.state import state
-from shared.http import JSONResponse, requires
+from shared.http import JSONResponse, requires, resource_routes
 from shared.machines import MachineRepository
 from shared.openapi import doc
 from shared.params import parse_query
@@ -81,7 +81,7 @@ async def summary(request: Request) -> Response:
 
 
 def data_routes() -> list[Route]:
-    return [
-        Route("/api/v1/data/machine/{machine_id}", machine_history, methods=["GET"]),
-        Route("/api/v1/data/summary", summary, methods=["GET"]),
-    ]
+    return resource_routes(
+        "/api/v1/data",
+        {"/machine/{machine_id}": {"GET": machine_history}, "/summary": {"GET": summary}},
+    )

@@ -68,7 +68,7 @@ from shared import audit
 from shared.broker import Publisher
 from shared.envelope import Envelope
 from shared.errors import BrokerUnavailable
-from shared.http import ApiError, JSONResponse, requires
+from shared.http import ApiError, JSONResponse, requires, resource_routes
 from shared.ingest import pack
 from shared.log import request_id
 from shared.machines import Machine, MachineRepository
@@ -411,10 +411,14 @@ async def purge_dead_letters(request: Request) -> Response:
 
 
 def deadletter_routes() -> list[Route]:
-    return [
-        Route("/api/v1/deadletters", list_dead_letters, methods=["GET"]),
-        Route("/api/v1/deadletters/stats", dead_letter_stats, methods=["GET"]),
-        Route("/api/v1/deadletters/replay", replay_dead_letters, methods=["POST"]),
-        Route("/api/v1/deadletters/purge", purge_dead_letters, methods=["POST"]),
-        Route("/api/v1/deadletters/{letter_id}", get_dead_letter, methods=["GET"]),
-    ]
+    return resource_routes(
+        "/api/v1/deadletters",
+        {
+            "": {"GET": list_dead_letters},
+            "/stats": {"GET": dead_letter_stats},
+            "/replay": {"POST": replay_dead_letters},
+            "/purge": {"POST": purge_dead_letters},
+            # After the fixed paths: "stats" is no letter id.
+            "/{letter_id}": {"GET": get_dead_letter},
+        },
+    )

@@ -22,7 +22,7 @@ from services.query_api.params import MachineListParams, StatusParams, path_uuid
 from services.query_api.scope import OUTSIDE, UNKNOWN, machine_or_404, principal, require_factory
 from services.query_api.state import state
 from shared.db import persist
-from shared.http import JSONResponse, requires
+from shared.http import JSONResponse, requires, resource_routes
 from shared.machines import Machine, MachineRepository
 from shared.openapi import doc
 from shared.params import parse_body, parse_query
@@ -137,12 +137,16 @@ async def delete_machine(request: Request) -> Response:
 
 
 def machine_routes() -> list[Route]:
-    return [
-        # Before /machines/{machine_id}: "status" is no machine id.
-        Route("/api/v1/machines/status", machines_status, methods=["GET"]),
-        Route("/api/v1/machines", list_machines, methods=["GET"]),
-        Route("/api/v1/machines", create_machine, methods=["POST"]),
-        Route("/api/v1/machines/{machine_id}", get_machine, methods=["GET"]),
-        Route("/api/v1/machines/{machine_id}", update_machine, methods=["PATCH"]),
-        Route("/api/v1/machines/{machine_id}", delete_machine, methods=["DELETE"]),
-    ]
+    return resource_routes(
+        "/api/v1/machines",
+        {
+            # Before /{machine_id}: "status" is no machine id.
+            "/status": {"GET": machines_status},
+            "": {"GET": list_machines, "POST": create_machine},
+            "/{machine_id}": {
+                "GET": get_machine,
+                "PATCH": update_machine,
+                "DELETE": delete_machine,
+            },
+        },
+    )
