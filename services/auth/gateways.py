@@ -23,41 +23,28 @@ from services.auth.security.passwords import Hasher
 from shared import audit
 from shared.audit import Actor
 from shared.db import fetch_all, fetch_one
+from shared.records import RowRecord, columns
 from shared.redact import GATEWAY_SECRET_PREFIX
-from shared.timefmt import row_iso
 
 GATEWAY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
-_COLUMNS = (
-    "id, gateway_id, client_id, secret_hash, active, created_at, created_by, disabled_at,"
-    " last_token_at, factory_id, machine_ids"
-)
 
 
 @dataclass(frozen=True, slots=True)
-class Gateway:
+class Gateway(RowRecord):
+    LISTED = "machine_ids"
+
     id: str
     gateway_id: str
     client_id: str
+    factory_id: str
+    # The machines of its factory it may write for; None = every machine of the factory.
+    machine_ids: list[str] | None
     active: bool
     created_at: datetime
     created_by: str
     disabled_at: datetime | None
     last_token_at: datetime | None
-    factory_id: str
-    # The machines of its factory it may write for; None = every machine of the factory.
-    machine_ids: list[str] | None
     secret_hash: str = field(repr=False)
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Gateway:
-        machines = row["machine_ids"]
-        return cls(
-            **{
-                **row,
-                "id": str(row["id"]),
-                "machine_ids": None if machines is None else sorted(str(m) for m in machines),
-            }
-        )
 
     def scope_claims(self) -> dict[str, Any]:
         """What its access token says about it besides the factory (``gateway_id``, ...)."""
@@ -66,19 +53,8 @@ class Gateway:
             claims["machines"] = self.machine_ids
         return claims
 
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "gateway_id": self.gateway_id,
-            "client_id": self.client_id,
-            "factory_id": self.factory_id,
-            "machine_ids": self.machine_ids,
-            "active": self.active,
-            "created_at": row_iso(self.created_at),
-            "created_by": self.created_by,
-            "disabled_at": row_iso(self.disabled_at),
-            "last_token_at": row_iso(self.last_token_at),
-        }
+
+_COLUMNS = columns(Gateway)
 
 
 def validate_gateway_id(value: Any) -> str:

@@ -20,63 +20,48 @@ from shared.audit import Actor
 from shared.auth.roles import PERMISSIONS, Role
 from shared.auth.scope import covers, factories_claim
 from shared.db import fetch_one, fetch_page
-from shared.timefmt import row_iso as _iso
+from shared.records import RowRecord, columns
 
 # "Leave unchanged" for optional fields where None is a meaningful new value.
 UNSET: Any = object()
 USER_ROLES = (Role.OPERATOR, Role.SUPERVISOR, Role.MANAGEMENT)
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{1,63}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-_COLUMNS = (
-    "id, username, email, password_hash, role, active, created_at, updated_at,"
-    " last_login, deactivated_at, factories"
-)
 
 
 @dataclass(frozen=True, slots=True)
-class User:
+class User(RowRecord):
+    LISTED = "factories"
+
     id: str
     username: str
     email: str | None
     role: str
+    # The factories the user sees and works in; None = every factory.
+    factories: list[str] | None
     active: bool
     created_at: datetime
     updated_at: datetime
     last_login: datetime | None
     deactivated_at: datetime | None
-    # The factories the user sees and works in; None = every factory.
-    factories: list[str] | None
     password_hash: str = field(repr=False)
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> User:
-        factories = row["factories"]
-        return cls(
-            **{
-                **row,
-                "id": str(row["id"]),
-                "factories": None if factories is None else sorted(factories),
-            }
-        )
 
     @property
     def permissions(self) -> list[str]:
         return sorted(PERMISSIONS[Role(self.role)])
 
     def public(self) -> dict[str, Any]:
+        # Not super(): slots=True makes the dataclass a new class, which zero-argument super()
+        # does not know.
+        shown = RowRecord.public(self)
         return {
-            "id": self.id,
-            "username": self.username,
-            "email": self.email,
-            "role": self.role,
-            "permissions": self.permissions,
+            **shown,
             "factories": factories_claim(self.factories),
-            "active": self.active,
-            "created_at": _iso(self.created_at),
-            "updated_at": _iso(self.updated_at),
-            "last_login": _iso(self.last_login),
-            "deactivated_at": _iso(self.deactivated_at),
+            "permissions": self.permissions,
         }
+
+
+_COLUMNS = columns(User)
 
 
 def normalize_username(username: str) -> str:
