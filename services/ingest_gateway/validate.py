@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -21,15 +21,25 @@ from shared.readings import (
 )
 
 _ITEM = TypeAdapter(MachineBatch)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class Checked:
+class Sorted(Generic[T]):
+    """A batch sorted out: the machines that can be accepted (with their index in the batch,
+    in the form ``T``) and those rejected."""
+
     # What the body says; ingest takes the gateway and the factories from the credential.
     gateway_id: str | None
     factory_id: str | None
-    items: list[tuple[int, MachineBatch]]
+    items: list[tuple[int, T]]
     rejected: list[Rejection] = field(default_factory=list)
+
+
+class Checked(Sorted[MachineBatch]):
+    """What the models accept, as they parsed it."""
+
+    __slots__ = ()
 
 
 class Invalid(MillraceError):
@@ -104,12 +114,10 @@ class Item:
     points: list[tuple[int, dict[str, float]]]  # (ns, values) per reading
 
 
-@dataclass(slots=True)
-class Accepted:
-    gateway_id: str | None
-    factory_id: str | None
-    items: list[tuple[int, Item]]
-    rejected: list[Rejection] = field(default_factory=list)
+class Accepted(Sorted[Item]):
+    """What can be published, in the form publishing needs."""
+
+    __slots__ = ()
 
 
 def accept(body: bytes, ctx: ValidationContext) -> Accepted:
