@@ -12,6 +12,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 
+from services.writer.batch import reading_line
 from services.writer.settings import Settings, WriterOptions
 from services.writer.writer import Writer
 from shared import broker
@@ -34,6 +35,14 @@ def envelope(machine: str, start_ns: int, n: int, **extra_fields: float) -> Enve
         for i in range(n)
     ]
     return Envelope(source="http", readings=readings, routing_key=f"reading.f1.{machine}")
+
+
+def with_lines(env: Envelope, request_id: str) -> Envelope:
+    """``env`` as the door sends it: its readings rendered as lines, from one request."""
+    env.lines = [reading_line(r) for r in env.readings]
+    env.request_id = request_id
+    env.gateway_id = f"gw-{request_id}"
+    return env
 
 
 async def count(influx: InfluxClient, machine: str) -> int:

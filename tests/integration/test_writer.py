@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -21,6 +22,7 @@ from tests.writer_fixtures import (
     running_writer,
     start_writer,
     stored,
+    with_lines,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,19 +40,33 @@ async def test_batches_are_written_then_acked(
     assert run.writer.written_total == 1000
 
 
-async def test_rejected_reading_is_dead_lettered_alone(
-    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
+@pytest.mark.parametrize("shared", [False, True], ids=["own-message", "shared-message"])
+async def test_refused_reading_is_dead_lettered_alone_with_its_request(
+    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings, shared: bool
 ) -> None:
+    """A reading InfluxDB refuses is dead-lettered alone and the rest stored, whether its
+    request had a message of its own or group commit shared one with another request (the
+    door's rendered lines): the letter keeps the request it came from."""
     base = time.time_ns()
     async with running_writer(amqp_cleanup, influx_settings) as run:
         good, bad = await refused_reading(run.checker, base, 50)
         machine = good.readings[0]["machine_id"]
-        await run.publisher.publish([good, bad])
+        if shared:
+            good, bad = with_lines(good, "good"), with_lines(bad, "bad")
+            await asyncio.gather(
+                run.publisher.publish([good], merge_up_to=1000),
+                run.publisher.publish([bad], merge_up_to=1000),
+            )
+        else:
+            await run.publisher.publish([good, bad])
         await eventually(lambda: equals(count(run.checker, machine), 50))
         [dead] = await dead_letters(amqp_cleanup, 1)
         assert dead.dead is not None and dead.dead["reason"] == "influx_rejected"
         assert "conflict" in dead.dead["error"]
         assert dead.readings == bad.readings
+        assert (dead.gateway_id, dead.request_id) == (bad.gateway_id, bad.request_id)
+        if shared:
+            assert (dead.gateway_id, dead.request_id) == ("gw-bad", "bad")
 
 
 async def test_no_ack_while_influx_is_down(

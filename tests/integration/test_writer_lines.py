@@ -1,7 +1,7 @@
 """The door's rendered lines and group commit, end to end through real RabbitMQ and InfluxDB:
 concurrent callers share one AMQP message, the writer stores the door's lines as they are,
-messages without lines (the older format) are still stored, and a reading InfluxDB refuses in a
-shared message is dead-lettered alone with the request it came from."""
+messages without lines (the older format) are still stored. (A reading InfluxDB refuses in a
+shared message: test_writer.py, with the same case in a message of its own.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-from services.writer.batch import reading_line
 from shared import broker
 from shared.envelope import Envelope
 from shared.influx import quote_literal
@@ -19,21 +18,13 @@ from shared.settings import AmqpSettings, InfluxSettings
 from tests.polling import equals, eventually
 from tests.writer_fixtures import (
     count,
-    dead_letters,
     envelope,
     queue_depth,
-    refused_reading,
     running_writer,
+    with_lines,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def with_lines(env: Envelope, request_id: str) -> Envelope:
-    env.lines = [reading_line(r) for r in env.readings]
-    env.request_id = request_id
-    env.gateway_id = f"gw-{request_id}"
-    return env
 
 
 async def test_concurrent_callers_share_one_message_and_each_is_answered(
@@ -85,22 +76,3 @@ async def test_the_door_lines_are_written_and_old_messages_still_stored(
             f" WHERE machine_id = {quote_literal(new_machine)}"
         )
         assert series[0].values[0][1] == 77.5
-
-
-async def test_refused_reading_of_a_shared_message_dead_lettered_with_its_request(
-    amqp_cleanup: AmqpSettings, influx_settings: InfluxSettings
-) -> None:
-    base = time.time_ns()
-    async with running_writer(amqp_cleanup, influx_settings) as run:
-        good, bad = await refused_reading(run.checker, base, 30)
-        good, bad = with_lines(good, "good"), with_lines(bad, "bad")
-        machine = good.readings[0]["machine_id"]
-        await asyncio.gather(
-            run.publisher.publish([good], merge_up_to=1000),
-            run.publisher.publish([bad], merge_up_to=1000),
-        )
-        await eventually(lambda: equals(count(run.checker, machine), 30))
-        [dead] = await dead_letters(amqp_cleanup, 1)
-        assert dead.dead is not None and dead.dead["reason"] == "influx_rejected"
-        assert dead.readings == bad.readings
-        assert (dead.gateway_id, dead.request_id) == ("gw-bad", "bad")
