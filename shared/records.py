@@ -13,8 +13,9 @@ from shared.timefmt import row_iso
 class RowRecord:
     """Base of a frozen dataclass whose fields are the columns of its row.
 
-    ``from_row``: ``id`` (a UUID) as text and the optional list column ``LISTED`` sorted (None,
-    meaning "all of them", stays None). ``public``: every field its repr shows (secrets are
+    ``from_row``: the fields from a row (which may hold more columns, from a join), ``id`` (a
+    UUID) as text and the optional list column ``LISTED`` sorted (None, meaning "all of them",
+    stays None). ``public``: every field its repr shows (secrets are
     declared ``field(repr=False)``), in declaration order, timestamps as :func:`row_iso` writes
     them.
     """
@@ -24,18 +25,21 @@ class RowRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Self:
-        listed = row[cls.LISTED]
+        values = {f.name: row[f.name] for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        listed = values[cls.LISTED]
         sort = None if listed is None else sorted(str(v) for v in listed)
-        return cls(**{**row, "id": str(row["id"]), cls.LISTED: sort})
+        return cls(**{**values, "id": str(values["id"]), cls.LISTED: sort})
 
     def public(self) -> dict[str, Any]:
         shown = (f.name for f in dataclasses.fields(self) if f.repr)  # type: ignore[arg-type]
         return {name: _shown(getattr(self, name)) for name in shown}
 
 
-def columns(record: type[RowRecord]) -> str:
-    """The columns to select for ``record``: its fields, for a ``SELECT`` or ``RETURNING``."""
-    return ", ".join(f.name for f in dataclasses.fields(record))  # type: ignore[arg-type]
+def columns(record: type[RowRecord], table: str = "") -> str:
+    """The columns to select for ``record``: its fields, for a ``SELECT`` or ``RETURNING``
+    (qualified by ``table``, an alias of a join, when given)."""
+    prefix = f"{table}." if table else ""
+    return ", ".join(prefix + f.name for f in dataclasses.fields(record))  # type: ignore[arg-type]
 
 
 def _shown(value: Any) -> Any:

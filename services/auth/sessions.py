@@ -21,8 +21,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.auth.tokens import MintedToken, TokenIssuer, new_refresh_token, refresh_token_hash
 from services.auth.users import User
+from shared.records import columns
 
 log = logging.getLogger(__name__)
+
+# A refresh token's user, read in the same query as the token (users joined as ``u``).
+_USER_COLUMNS = columns(User, "u")
 
 # (jti, exp) of an access token that must be denylisted.
 AccessRef = tuple[str, int]
@@ -114,10 +118,8 @@ class SessionStore:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                "SELECT t.id, t.family_id, t.used_at, t.expires_at <= now() AS expired,"
-                " f.revoked_at, u.id AS user_id, u.username, u.email, u.password_hash,"
-                " u.role, u.active, u.created_at, u.updated_at, u.last_login, u.deactivated_at,"
-                " u.factories"
+                "SELECT t.id AS token_id, t.family_id, t.used_at, t.expires_at <= now() AS expired,"
+                f" f.revoked_at, {_USER_COLUMNS}"
                 " FROM refresh_tokens t"
                 " JOIN refresh_token_families f ON f.id = t.family_id"
                 " JOIN users u ON u.id = f.user_id"
@@ -141,28 +143,9 @@ class SessionStore:
             if row["expired"] or not row["active"]:
                 return Rotation(Outcome.INVALID)
             await conn.execute(
-                "UPDATE refresh_tokens SET used_at = now() WHERE id = %s", (row["id"],)
+                "UPDATE refresh_tokens SET used_at = now() WHERE id = %s", (row["token_id"],)
             )
-            user = User.from_row(
-                {
-                    "id": row["user_id"],
-                    **{
-                        k: row[k]
-                        for k in (
-                            "username",
-                            "email",
-                            "password_hash",
-                            "role",
-                            "active",
-                            "created_at",
-                            "updated_at",
-                            "last_login",
-                            "deactivated_at",
-                            "factories",
-                        )
-                    },
-                }
-            )
+            user = User.from_row(row)
             session = await self._issue(conn, user, family_id)
         return Rotation(Outcome.ROTATED, session=session, user=user)
 
