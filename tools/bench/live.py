@@ -40,7 +40,7 @@ from tools.bench import http_phase
 from tools.bench.figures import Context, Figure
 from tools.bench.httpload import IngestBodies, Job
 from tools.bench.memory import rss_mb
-from tools.bench.stack import instances, parent_map, tree, url
+from tools.bench.stack import CpuCensus, instances, parent_map, tree, url
 from tools.bench.stored import writers_written
 from tools.bench.table import Row, ms, num
 from tools.common.auth import access_token, dev_password, login
@@ -507,11 +507,36 @@ async def _wait_clients(http: httpx.AsyncClient, n: int, timeout_s: float) -> No
         await asyncio.sleep(0.25)  # the gauge has no notification
 
 
+# The writers and InfluxDB count as settled below this many cores together.
+SETTLED_CORES = 0.1
+
+
+async def settled(timeout_s: float = 60.0) -> float:
+    """Wait until the writers and InfluxDB are idle again (compacting, rolling up what the run
+    before sent), so every closed-loop run starts from the same state; seconds waited."""
+    started = time.monotonic()
+    before = await asyncio.to_thread(CpuCensus.take)
+    while time.monotonic() - started < timeout_s:
+        await asyncio.sleep(1.0)  # CPU use is sampled: nothing to wait on
+        now = await asyncio.to_thread(CpuCensus.take)
+        busy = sum(
+            cores
+            for owner, cores in now.breakdown(before).items()
+            if owner.startswith(("writer", "influx"))
+        )
+        if busy < SETTLED_CORES:
+            break
+        before = now
+    return time.monotonic() - started
+
+
 async def stored_rate(ctx: Context, requests: int) -> float:
     """Readings/s stored end to end, closed loop: from the first request to the writers'
     counters showing every reading (readings carry their machine's registered factory, so the
     writers' counters, not a factory's count in InfluxDB, say when they are all in)."""
     a = ctx.args
+    waited = await settled()
+    log.info("live: writers and InfluxDB settled after %.0f s", waited)
     bodies = IngestBodies(
         ctx.machines, ctx.factory("t"), time.time_ns() // 1000 - 60_000_000, a.readings_per_machine
     )
@@ -612,8 +637,9 @@ async def measure(ctx: Context) -> dict[str, float]:
             stop_rss.set()
             await sampling
     # Bracketed: the same closed loop again once the clients have gone, so what drifts within
-    # a round (InfluxDB's growing shards, the writers' rollups of the half load just sent) does
-    # not count against the clients; "without" is the mean of the two runs around "with".
+    # a round (InfluxDB's growing shards) does not count against the clients; "without" is the
+    # mean of the two runs around "with". Each run starts once the writers and InfluxDB have
+    # settled from the one before (compactions, the rollups of what it sent).
     without_after = await stored_rate(ctx, requests)
     if outcome.errors:
         raise OSError(f"stream clients failed: {outcome.errors[:3]}")
