@@ -85,15 +85,17 @@ async def _aiormq(url: str, queue: str, meter: Meter, prefetch: int, ack_every: 
     try:
         channel = await conn.channel()
         await channel.basic_qos(prefetch_count=prefetch)
-        seen = 0
+        seen = unacked = 0
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            nonlocal seen
+            nonlocal seen, unacked
             meter.first()
             seen += 1
-            if seen % ack_every == 0 or seen == meter.expected:
+            unacked += 1
+            if unacked >= ack_every or seen == meter.expected:
+                n, unacked = unacked, 0  # before the await: other deliveries run meanwhile
                 await channel.basic_ack(message.delivery_tag or 0, multiple=True)
-                meter.add(ack_every if seen % ack_every == 0 else seen % ack_every)
+                meter.add(n)
 
         await channel.basic_consume(queue, on_message, no_ack=False)
         await meter.finished
@@ -147,7 +149,7 @@ async def _aio_pika(
         in_flight: asyncio.Queue[tuple[Inbound, asyncio.Task[None]]] = asyncio.Queue(
             maxsize=groups_in_flight
         )
-        seen = 0
+        seen = unacked = 0
 
         async def publish(messages: list[Inbound]) -> None:
             assert publisher is not None
@@ -172,13 +174,15 @@ async def _aio_pika(
         acking = asyncio.create_task(acker()) if publisher is not None else None
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal seen, group
+            nonlocal seen, unacked, group
             meter.first()
             seen += 1
             if floor == "aio-pika":
-                if seen % ack_every == 0 or seen == meter.expected:
+                unacked += 1
+                if unacked >= ack_every or seen == meter.expected:
+                    n, unacked = unacked, 0  # before the await: other deliveries run meanwhile
                     await message.ack(multiple=True)
-                    meter.add(ack_every if seen % ack_every == 0 else seen % ack_every)
+                    meter.add(n)
                 return
             group.append(inbound(message))
             if len(group) < ack_every and seen < meter.expected:
