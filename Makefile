@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RUN := .run
 
-.PHONY: help install chromium screenshots up down status test test-unit lint fmt demo bench chaos soak clean lock
+.PHONY: help install chromium checktools screenshots up down status test test-unit lint fmt demo bench chaos soak clean lock
 
 help:
 	@echo "make up       start infrastructure + every service (returns when all answer /ready)"
@@ -38,6 +38,12 @@ chromium:
 
 install: $(VENV)/.installed web/node_modules/.installed chromium
 
+# The offline checks of the deployment files run the real tools: promtool (alert rules and their unit
+# tests) and nginx -t (the TLS proxy). Debian's packages; their daemons are not started here.
+checktools:
+	@command -v promtool >/dev/null 2>&1 && command -v nginx >/dev/null 2>&1 || \
+		apt-get install -y --no-install-recommends prometheus nginx-light
+
 $(RUN)/env:
 	@infra/local/env.sh
 
@@ -55,7 +61,7 @@ status:
 	@infra/local/deps.sh status
 	@infra/local/services.sh status
 
-test: up
+test: up checktools
 	set -a; . $(RUN)/env; set +a; $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
