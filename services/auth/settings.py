@@ -48,6 +48,10 @@ class AuthSettings(BaseSettings):
     # Failed sign-ins from one address within the window (a plant behind one NAT shares it;
     # correct sign-ins do not count) before the address waits for the window to end.
     throttle_address_max_failures: int = Field(default=100, ge=1)
+    # An account that signed in correctly from an address is known there this long: when that
+    # address is past its limit (someone behind the same NAT is guessing), the account still
+    # signs in from it, held only by its own backoff. 0: no account is known anywhere.
+    throttle_known_s: int = Field(default=30 * 86400, ge=0)
     # Peers (addresses, networks, or "*") whose X-Forwarded-For names the client: a sign-in the
     # console (or an ingress) passes on counts against the browser's address, not the proxy's.
     # Comma-separated; anyone else's X-Forwarded-For is ignored.

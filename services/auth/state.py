@@ -74,7 +74,8 @@ async def open_state(
     address = Policy(free=auth.throttle_address_max_failures, window_s=auth.throttle_window_s)
 
     def throttle(scope: str) -> Throttle:
-        return Throttle(redis, {"user": account, "client": account, "addr": address}, scope)
+        policies = {"user": account, "client": account, "addr": address}
+        return Throttle(redis, policies, scope, known_s=auth.throttle_known_s)
 
     return {
         "settings": settings,

@@ -1,6 +1,7 @@
 """Login throttling in Redis: an account backs off after 5 failures (429 + Retry-After, the
 wait doubling with each further failure); an address only past AUTH_THROTTLE_ADDRESS_MAX_FAILURES
-failures, so a plant behind one NAT keeps signing in; fail-open (with a WARNING) when Redis is
+failures, so a plant behind one NAT keeps signing in, and never for an account that signed in
+from there before; fail-open (with a WARNING) when Redis is
 down. Behind a trusted proxy (the console passes sign-ins on), the address counted is the one
 it forwards."""
 
@@ -85,6 +86,29 @@ def test_guesses_from_one_address_are_stopped_at_its_limit(
     # ...but the account is not locked: from another address it signs in.
     with TestClient(auth_client.app, client=(fresh_address(), 1)) as elsewhere:
         assert attempt(elsewhere, manager.username, manager.password) == 200
+
+
+def test_an_account_known_at_an_address_signs_in_while_that_address_is_stopped(
+    auth_client: TestClient, auth_settings: Settings, make_user: MakeUser
+) -> None:
+    limit = auth_settings.auth.throttle_address_max_failures
+    manager, stranger, careless = (
+        make_user(role) for role in ("Management", "Operator", "Operator")
+    )
+    with TestClient(auth_client.app, client=(fresh_address(), 1)) as plant:
+        # Earlier shifts signed in from the plant's address: they are known there.
+        assert attempt(plant, manager.username, manager.password) == 200
+        assert attempt(plant, careless.username, careless.password) == 200
+        # Someone behind the same NAT sprays guesses until the address is stopped.
+        guesses = [attempt(plant, f"guess-{i}", "password123!") for i in range(limit + 5)]
+        assert guesses[-1] == 429
+        # The known manager still signs in; an account never seen there does not.
+        assert attempt(plant, manager.username, manager.password) == 200
+        assert attempt(plant, stranger.username, stranger.password) == 429
+        # Known is not a free pass to guess: the account's own backoff still holds.
+        for _ in range(5):
+            assert attempt(plant, careless.username, "wrong password!") == 401
+        assert attempt(plant, careless.username, careless.password) == 429
 
 
 async def test_an_account_waits_twice_as_long_after_each_further_failure(

@@ -69,12 +69,11 @@ def _too_many(retry_after: int) -> ApiError:
     )
 
 
-async def _refuse_if_throttled(
-    throttle: Throttle, grant: str, who: str, subjects: tuple[Subject, ...]
-) -> None:
-    """429 + Retry-After while the account or the address of this sign-in is backing off."""
-    if (wait := await throttle.retry_after(*subjects)) is not None:
-        log.info("%s sign-in throttled for %s", grant, who)
+async def _refuse_if_throttled(throttle: Throttle, grant: str, who: Subject, address: str) -> None:
+    """429 + Retry-After while the account, or the address of this sign-in (unless the account
+    is known there), is backing off."""
+    if (wait := await throttle.retry_after_sign_in(who, address)) is not None:
+        log.info("%s sign-in throttled for %s from %s", grant, who[1], address)
         AUTH_SIGN_INS.labels(grant, "throttled").inc()
         raise _too_many(wait)
 
@@ -100,7 +99,7 @@ async def _authenticate(
     the throttle counts); 429 while the account or the caller's address is backing off."""
     address = client_address(request) or "unknown"
     subjects = (who, ("addr", address))
-    await _refuse_if_throttled(throttle, grant, f"{who[1]} from {address}", subjects)
+    await _refuse_if_throttled(throttle, grant, who, address)
     account = await find(state(request)["pool"])
     # Unknown account: verify against a dummy hash anyway, so timing does not reveal names.
     ok = await state(request)["hasher"].verify(secret_hash(account) if account else None, secret)
@@ -108,7 +107,7 @@ async def _authenticate(
         AUTH_SIGN_INS.labels(grant, "failure").inc()
         await throttle.failure(*subjects)
         return None
-    await throttle.reset(who)
+    await throttle.succeeded(who, address)
     return account
 
 

@@ -5,8 +5,11 @@ further failure doubles the wait before the next attempt (capped), so guessing o
 password slows to one try per ``max_wait_s`` while its owner, who mistyped a few times, waits
 seconds. Addresses (``("addr", ip)``) have a limit high enough for a whole plant behind one NAT:
 only failures count, so operators who sign in correctly never use it up, and past it the address
-waits for its window to end (this stops spraying guesses across many accounts). Modelled on the
-OWASP Authentication Cheat Sheet and Keycloak's brute-force detection.
+waits for its window to end (this stops spraying guesses across many accounts). An account that
+signed in correctly from an address before is *known* there: an address past its limit does not
+stop it, only its own backoff does, so a guesser behind a plant's NAT cannot lock the plant's
+people out (the OWASP cheat sheet's device cookies, keyed by account and address). Modelled on
+the OWASP Authentication Cheat Sheet and Keycloak's brute-force detection.
 
 Redis is a guard, not a dependency: when it is unreachable the check is skipped with a WARNING
 (fail-open), so an outage of the cache never locks everyone out.
@@ -53,10 +56,17 @@ class Policy:
 
 
 class Throttle:
-    def __init__(self, redis: aioredis.Redis, policies: dict[str, Policy], namespace: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        policies: dict[str, Policy],
+        namespace: str,
+        known_s: int = 0,
+    ) -> None:
         self.redis = redis
         self.policies = policies
         self.namespace = namespace
+        self.known_s = known_s
 
     def _key(self, subject: Subject) -> str:
         kind, value = subject
@@ -64,6 +74,38 @@ class Throttle:
         # Hashes (failures, until); the counters of earlier versions were strings under
         # "millrace:auth:throttle:", which a hash command would refuse with WRONGTYPE.
         return f"millrace:auth:failures:{self.namespace}:{kind}:{digest}"
+
+    def _known_key(self, account: Subject, address: str) -> str:
+        kind, value = account
+        digest = hashlib.sha256(f"{kind}\0{value}\0{address}".encode()).hexdigest()[:32]
+        return f"millrace:auth:known:{self.namespace}:{digest}"
+
+    async def retry_after_sign_in(self, account: Subject, address: str) -> int | None:
+        """Seconds until ``account`` may try to sign in from ``address`` again; None if now.
+        The address's limit does not apply to an account known there (see the module)."""
+        wait = await self.retry_after(account, ("addr", address))
+        if wait is None or not self.known_s:
+            return wait
+        own = await self.retry_after(account)
+        if own is not None:
+            return own
+        try:
+            known = await self.redis.exists(self._known_key(account, address))
+        except REDIS_ERRORS as e:
+            self._unavailable(e)
+            return None
+        return None if known else wait
+
+    async def succeeded(self, account: Subject, address: str) -> None:
+        """A correct sign-in: forget the account's failures, know it at this address."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._key(account))
+                if self.known_s:
+                    pipe.set(self._known_key(account, address), 1, ex=self.known_s)
+                await pipe.execute()
+        except REDIS_ERRORS as e:
+            self._unavailable(e)
 
     def _unavailable(self, e: Exception) -> None:
         log.warning(
