@@ -37,6 +37,9 @@ set +a
 CORES="$(nproc 2>/dev/null || echo 1)"
 WRITER_COUNT="${WRITER_COUNT:-$CORES}"
 export INGEST_GATEWAY_WORKERS="${INGEST_GATEWAY_WORKERS:-$(((CORES + 1) / 2))}"
+# millrace_build_info names the commit the processes run (the image sets it from its build).
+MILLRACE_REVISION="${MILLRACE_REVISION:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+export MILLRACE_REVISION
 [[ "$WRITER_COUNT" =~ ^[1-9][0-9]*$ ]] || { echo "services: WRITER_COUNT must be >= 1" >&2; exit 2; }
 
 base_port() {
