@@ -73,20 +73,14 @@ async def throughput(
     bodies = IngestBodies(machines, factory_id, base_us, readings_per_machine)
     async with httpx.AsyncClient(timeout=5) as client:
         baseline = await writers_written(client)
-    start_at = time.time() + 0.5
-    jobs = [
-        Job(
-            target=target("ingest_gateway", token),
-            requests=requests // processes + (1 if p < requests % processes else 0),
-            stride=processes,
-            offset=p,
-            connections=connections,
-            start_at=start_at,
-            bodies=bodies,
-        )
-        for p in range(processes)
-    ]
-    loading = asyncio.ensure_future(spread(executor, jobs))
+    whole = Job(
+        target=target("ingest_gateway", token),
+        requests=requests,
+        connections=connections,
+        start_at=time.time() + 0.5,
+        bodies=bodies,
+    )
+    loading = asyncio.ensure_future(spread(executor, whole.split(processes)))
     readings = requests * len(machines) * readings_per_machine
     stored_task = asyncio.ensure_future(
         wait_stored(readings, baseline, machines, base_us * 1000 - 1, timeout_s)
@@ -134,24 +128,17 @@ async def fixed_rate(
 ) -> Latency:
     """Open loop at ``rate`` requests/s for ``seconds``; the first ``warmup_s`` is not counted."""
     per_process = rate / processes
-    n = int(per_process * seconds)
-    start_at = time.time() + 0.5
-    jobs = [
-        Job(
-            target=job_target,
-            requests=n,
-            stride=processes,
-            offset=p,
-            connections=connections,
-            start_at=start_at,
-            rate=per_process,
-            bodies=bodies,
-            path=path,
-            retry_503=False,
-        )
-        for p in range(processes)
-    ]
-    outcomes = await spread(executor, jobs)
+    whole = Job(
+        target=job_target,
+        requests=int(per_process * seconds) * processes,
+        connections=connections,
+        start_at=time.time() + 0.5,
+        rate=rate,
+        bodies=bodies,
+        path=path,
+        retry_503=False,
+    )
+    outcomes = await spread(executor, whole.split(processes))
     errors = [e for o in outcomes for e in o.errors]
     if errors:
         raise OSError(f"load generator failed: {errors[:3]}")

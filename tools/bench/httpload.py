@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -109,14 +109,29 @@ class Job:
 
     target: Target
     requests: int  # requests this process sends
-    stride: int  # processes in the run: request numbers are offset + k * stride
-    offset: int
     connections: int
     start_at: float  # wall clock (time.time()) at which every process starts
+    stride: int = 1  # processes in the run: request numbers are offset + k * stride
+    offset: int = 0
     rate: float | None = None  # requests/s of this process; None = closed loop
     bodies: IngestBodies | None = None  # None: GET ``path`` instead
     path: str = INGEST_PATH
     retry_503: bool = True
+
+    def split(self, processes: int) -> list[Job]:
+        """This job, the whole run in one process, shared between ``processes`` load processes:
+        process p sends request numbers p, p + processes, ... and its share of ``requests`` (the
+        first ones one more where they do not divide) and of ``rate``."""
+        return [
+            replace(
+                self,
+                requests=self.requests // processes + (1 if p < self.requests % processes else 0),
+                stride=processes,
+                offset=p,
+                rate=None if self.rate is None else self.rate / processes,
+            )
+            for p in range(processes)
+        ]
 
 
 @dataclass(slots=True)
