@@ -17,6 +17,9 @@ from shared.settings import AmqpSettings
 
 
 def hub(**live: int) -> LiveHub:
+    """A hub that is never started: without its flush task, every event wakes the stream at
+    once (``flush_ms=0``) unless a test asks for coalescing and flushes by hand."""
+    live.setdefault("flush_ms", 0)
     return LiveHub(AmqpSettings(), LiveSettings(**live), connection=None, online_threshold_s=60)  # type: ignore[arg-type]
 
 
@@ -137,3 +140,27 @@ async def test_a_quiet_stream_is_woken_only_when_its_heartbeat_is_due() -> None:
     m = str(uuid.uuid4())
     h.publish(h.events_of("reading.F1." + m, envelope(m, 1.0)))
     assert [k for k, _ in frames(await sub.take() or b"")] == ["reading", "status"]
+
+
+async def test_a_busy_stream_gets_what_came_meanwhile_in_one_chunk_at_the_flush() -> None:
+    """Coalescing: a stream that took within the flush period is woken by the hub's flush,
+    not by each event, and then gets every event held meanwhile together; a stream quiet for
+    a flush period gets its next event at once."""
+    h = hub(flush_ms=600)  # far longer than the steps of this test
+    m = str(uuid.uuid4())
+    sub = Subscriber(Filter(types=frozenset({"reading"})), 100)
+    h.subscribe(sub, None)
+    h.publish(h.events_of("reading.F1." + m, envelope(m, 1.0)))
+    # Quiet until now: at once.
+    assert [d["fields"]["temperature"] for _, d in frames(await sub.take(0.5) or b"")] == [1.0]
+    for t in (2.0, 3.0, 4.0):
+        h.publish(h.events_of("reading.F1." + m, envelope(m, t)))
+    assert await sub.take(0.01) is None  # held for the flush
+    h.flush()
+    got = frames(await sub.take(0.5) or b"")
+    assert [d["fields"]["temperature"] for _, d in got] == [2.0, 3.0, 4.0]
+    h.flush()  # nothing held: nothing woken
+    assert await sub.take(0.01) is None
+    sub.taken_at -= 0.6  # a flush period without events
+    h.publish(h.events_of("reading.F1." + m, envelope(m, 5.0)))
+    assert [d["fields"]["temperature"] for _, d in frames(await sub.take(0.5) or b"")] == [5.0]

@@ -116,6 +116,10 @@ class LiveHub:
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        # Streams with events waiting for the next flush (``LiveSettings.flush_ms``).
+        self.flush_s = settings.flush_ms / 1000
+        self._dirty: list[Subscriber] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._rewatch()
 
     async def start(self) -> None:
@@ -140,6 +144,8 @@ class LiveHub:
         await self._queue.bind(exchange, routing_key=alert_events.BINDING)
         await self._queue.consume(self._on_message)
         self._sweeper = asyncio.create_task(self._sweep_presence())
+        if self.flush_s > 0:
+            self._flusher = asyncio.create_task(self._flush_every())
         log.info("live feed bound: queue %s", name)
 
     @property
@@ -153,8 +159,9 @@ class LiveHub:
         return self._channel is not None and not self._channel.is_closed
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._flusher):
+            if task is not None:
+                task.cancel()
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
@@ -167,6 +174,8 @@ class LiveHub:
     def subscribe(self, sub: Subscriber, last_event_id: str | None) -> None:
         if last_event_id:
             self._resume(sub, last_event_id)
+        if self.flush_s > 0:
+            sub.notify = self._notified
         self._subscribers.add(sub)
         for group in self._groups(sub, create=True):
             group.add(sub)
@@ -186,6 +195,28 @@ class LiveHub:
                 self._lingering[(kind, k)] = until
         self._rewatch()
         CLIENTS.set(len(self._subscribers))
+
+    # -- coalescing: one write per stream per flush, not one per event -----------------------
+
+    def _notified(self, sub: Subscriber) -> None:
+        """The first event since ``sub`` last took: at once when the stream has been quiet
+        for a flush period (a lone event, an alert, is not held back), else at the next flush
+        with whatever else comes until then."""
+        if time.monotonic() - sub.taken_at >= self.flush_s:
+            sub.wake()
+        else:
+            self._dirty.append(sub)
+
+    def flush(self) -> None:
+        """Wake every stream with events held for the flush (each writes them in one go)."""
+        dirty, self._dirty = self._dirty, []
+        for sub in dirty:
+            sub.wake()
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            self.flush()
 
     # -- what the feed may skip ----------------------------------------------------------------
 

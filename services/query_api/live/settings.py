@@ -17,5 +17,9 @@ class LiveSettings(BaseSettings):
     client_buffer: int = Field(default=2_000, ge=1)
     # Events kept to resume a reconnecting client from its Last-Event-ID.
     replay_events: int = Field(default=5_000, ge=0)
+    # A stream that got an event within the last this many ms gets the next ones together at
+    # the hub's next flush (at most this much later), one socket write for all of them; a
+    # stream quiet that long gets its next event at once. 0: every event written at once.
+    flush_ms: int = Field(default=250, ge=0, le=5_000)
     heartbeat_s: float = Field(default=15.0, gt=0)
     max_clients: int = Field(default=2_000, ge=1)

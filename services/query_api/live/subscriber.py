@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.query_api.live.events import LiveEvent, frame, ns_to_iso
@@ -45,12 +47,23 @@ class Subscriber:
         # When (monotonic s) a quiet stream is woken to send a heartbeat: the hub's one
         # periodic tick wakes every stream that is due, no timer per wait.
         self.due = math.inf
+        # Who is told when the first event since the last take arrives: None wakes the stream
+        # at once; the hub sets its own, which may hold the stream until its next flush (a
+        # busy stream then writes what came meanwhile at once, instead of one write per event).
+        self.notify: Callable[[Subscriber], None] | None = None
+        self._notified = False
+        self.taken_at = -math.inf  # when (monotonic s) the stream last took what was waiting
 
     def offer(self, ev: LiveEvent) -> bool:
         """Queue ``ev`` if it matches; False when it had to be dropped."""
         if not self.filter.matches(ev):
             return True
-        self._wake.set()
+        if not self._notified:
+            self._notified = True
+            if self.notify is None:
+                self._wake.set()
+            else:
+                self.notify(self)
         if self.dropped or len(self._pending) >= self.limit:
             self.dropped += 1
             if self._gap_from is None or ev.ts_ns < self._gap_from:
@@ -87,6 +100,8 @@ class Subscriber:
                 except TimeoutError:
                     return None
         self._wake.clear()
+        self._notified = False
+        self.taken_at = time.monotonic()
         out, self._pending = self._pending, []
         if self.dropped:
             self.gaps += 1
