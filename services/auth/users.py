@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -148,6 +149,13 @@ async def _lock(conn: AsyncConnection[Any], user_id: str) -> User | None:
     return User.from_row(row) if row else None
 
 
+async def _written(conn: AsyncConnection[Any], query: str, params: Sequence[Any]) -> User:
+    """The user an ``INSERT`` or ``UPDATE`` ... ``RETURNING`` its columns wrote."""
+    row = await fetch_one(conn, query, params)
+    assert row is not None
+    return User.from_row(row)
+
+
 async def list_users(
     pool: AsyncConnectionPool,
     *,
@@ -203,14 +211,12 @@ async def create(
     password_hash = await hasher.hash(secret)
     try:
         async with pool.connection() as conn:
-            row = await fetch_one(
+            user = await _written(
                 conn,
                 "INSERT INTO users (username, email, password_hash, role, factories)"
                 f" VALUES (%s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
                 (name, clean_email, password_hash, parsed_role.value, factories),
             )
-            assert row is not None
-            user = User.from_row(row)
             await audit.record(
                 conn,
                 actor,
@@ -264,14 +270,12 @@ async def update(
             if not sets:
                 return before, before
             assignments = ", ".join(f"{column} = %s" for column in sets)
-            row = await fetch_one(
+            after = await _written(
                 conn,
                 f"UPDATE users SET {assignments}, updated_at = now() WHERE id = %s"
                 f" RETURNING {_COLUMNS}",
                 (*sets.values(), before.id),
             )
-            assert row is not None
-            after = User.from_row(row)
             await audit.record(
                 conn,
                 actor,
@@ -302,13 +306,12 @@ async def deactivate(
             return None
         if not before.active:
             return before
-        row = await fetch_one(
+        after = await _written(
             conn,
             "UPDATE users SET active = false, deactivated_at = now(), updated_at = now()"
             f" WHERE id = %s RETURNING {_COLUMNS}",
             (before.id,),
         )
-        assert row is not None
         await audit.record(
             conn,
             actor,
@@ -317,7 +320,7 @@ async def deactivate(
             old_value={"active": True},
             new_value={"active": False},
         )
-    return User.from_row(row)
+    return after
 
 
 async def set_password(
