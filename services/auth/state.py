@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import TypedDict, cast
+from typing import TypedDict
 
 import jwt
 import redis.asyncio as aioredis
@@ -19,7 +20,7 @@ from services.auth.sessions import SessionStore
 from services.auth.settings import Settings
 from services.auth.tokens import TokenIssuer
 from shared.auth.verify import JwksCache, JwtAuthorizer
-from shared.service import postgres_ready, resources
+from shared.service import postgres_ready, request_state, resources
 from shared.settings import JwtSettings
 
 
@@ -51,8 +52,7 @@ class State(TypedDict):
     authorizer: JwtAuthorizer
 
 
-def state(request: Request) -> State:
-    return cast(State, request.scope["state"])
+state: Callable[[Request], State] = request_state
 
 
 async def open_state(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import TypedDict, cast
+from typing import TypedDict
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from shared.auth.verify import JwtAuthorizer
 from shared.machines import MachineCache, MachineRepository
 from shared.readings import ValidationContext
 from shared.redisguard import RedisGuard
-from shared.service import postgres_ready, resources
+from shared.service import postgres_ready, request_state, resources
 
 
 class State(TypedDict):
@@ -26,8 +27,7 @@ class State(TypedDict):
     authorizer: JwtAuthorizer
 
 
-def state(request: Request) -> State:
-    return cast(State, request.scope["state"])
+state: Callable[[Request], State] = request_state
 
 
 def validation_context(settings: Settings) -> ValidationContext:

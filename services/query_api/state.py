@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import TypedDict, cast
+from typing import TypedDict
 
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
@@ -19,7 +20,7 @@ from shared.influx import InfluxClient
 from shared.machines import MachineCache, MachineRepository
 from shared.readings import BUILTIN_FIELDS
 from shared.redisguard import RedisGuard
-from shared.service import influx_ready, postgres_ready, resources
+from shared.service import influx_ready, postgres_ready, request_state, resources
 
 
 class State(TypedDict):
@@ -37,8 +38,7 @@ class State(TypedDict):
     authorizer: JwtAuthorizer
 
 
-def state(request: Request) -> State:
-    return cast(State, request.scope["state"])
+state: Callable[[Request], State] = request_state
 
 
 async def _started(stack: AsyncExitStack, service: DeadLetterArchive | LiveHub) -> None:

@@ -6,7 +6,7 @@ and a one-line ``__main__.py``. See docs/architecture.md "Adding a service".
 """
 
 from shared.service import resources
-from shared.service.app import service_app
+from shared.service.app import request_state, service_app
 from shared.service.entry import load_settings, run
 from shared.service.lifespan import OpenState, lifespan
 from shared.service.probes import influx_ready, postgres_ready
@@ -17,6 +17,7 @@ __all__ = [
     "lifespan",
     "load_settings",
     "postgres_ready",
+    "request_state",
     "resources",
     "run",
     "service_app",

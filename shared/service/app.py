@@ -22,6 +22,12 @@ StateT = TypeVar("StateT", bound=Mapping[str, Any])
 Ready = Callable[[StateT], Awaitable[dict[str, bool]]]
 
 
+def request_state(request: Request) -> Any:
+    """The state the service's lifespan yielded, as a handler sees it. Each service names its
+    type once: ``state: Callable[[Request], State] = request_state``."""
+    return request.scope["state"]
+
+
 def service_app(
     name: str,
     settings: SettingsT,
@@ -39,7 +45,7 @@ def service_app(
     ops endpoints, and its worker lives in the state ``open_state`` builds."""
 
     async def ready_checks(request: Request) -> dict[str, bool]:
-        return await ready(cast(StateT, request.scope["state"]))
+        return await ready(cast(StateT, request_state(request)))
 
     docs = [*openapi_routes(openapi_title)] if openapi_title else []
     middleware = [Middleware(RequestContextMiddleware, service=name)]

@@ -55,18 +55,12 @@ class Policy:
         return max(self.window_s, self.max_wait_s) if self.backoff_s else self.window_s
 
 
+@dataclass(frozen=True, slots=True)
 class Throttle:
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        policies: dict[str, Policy],
-        namespace: str,
-        known_s: int = 0,
-    ) -> None:
-        self.redis = redis
-        self.policies = policies
-        self.namespace = namespace
-        self.known_s = known_s
+    redis: aioredis.Redis
+    policies: dict[str, Policy]
+    namespace: str
+    known_s: int = 0  # how long a correct sign-in makes its account known at its address
 
     def _key(self, subject: Subject) -> str:
         kind, value = subject
