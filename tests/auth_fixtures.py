@@ -33,9 +33,9 @@ from shared.audit import CLI_ACTOR
 from shared.security import SecuritySettings
 from shared.settings import JwtSettings, PostgresSettings, RedisSettings
 from tests import auth_testing as testing
+from tests.paths import ROOT
 
 TEST_PASSWORD_LENGTH = 12
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")

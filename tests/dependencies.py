@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +34,7 @@ from pydantic import SecretStr
 from shared.influx import InfluxClient
 from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings, InfluxSettings, PostgresSettings, RedisSettings
+from tests.paths import DEPS
 from tests.queues import delete_topology
 
 TEST_DATABASE = "millrace_test"
@@ -55,7 +55,6 @@ TEST_TABLES = (
     "users",
     "machine_metadata",
 )
-DEPS = str(Path(__file__).resolve().parents[1] / "infra/local/deps.sh")
 # The images of the containers: the versions `make up` installs from Debian (InfluxDB 1.x).
 IMAGES = {
     "postgres": "postgres:16",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import RUN
 from tools.soak.logscan import log_offsets, scan_logs
 
-RUN = Path(__file__).resolve().parents[1] / ".run"
 GRACE_S = 30.0
 _SERVICE_MARKERS = ("integration", "e2e")
 # Secrets with no recognisable shape (passwords) that tests handed to the running services.

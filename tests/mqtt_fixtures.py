@@ -37,10 +37,10 @@ from services.mqtt_bridge.settings import Settings
 from shared.edge import EdgeSettings, mqtt_client, service_credentials
 from shared.machines import Machine
 from shared.settings import AmqpSettings, MqttSettings, PostgresSettings, RedisSettings
+from tests.paths import ROOT
 from tests.registry import register_machines
 from tools.simulator.measure import AmqpTap
 
-ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "factory/{factory_id}/machine/{machine_id}/telemetry"
 # The factory test machines are registered in (create_machines): telemetry topics name it.
 FACTORY = "default"

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import ROOT
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 ALTERNATE = {
     "POSTGRES_URL": "postgresql://millrace:alternate-stack-only@127.0.0.1:5433/millrace",
     "REDIS_URL": "redis://127.0.0.1:6380/0",

@@ -18,8 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.paths import ROOT
+
 pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
-ROOT = Path(__file__).resolve().parents[2]
 READINGS = 20_000
 RUN_TIMEOUT_S = 330
 

@@ -13,7 +13,6 @@ import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,9 +23,9 @@ from shared.db import create_pool
 from shared.settings import PostgresSettings
 from tests.e2e.pipeline import iso, poll, stored_history
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 Headers = Callable[[str], dict[str, str]]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,9 +13,9 @@ import pytest
 from shared.rabbitctl import rabbitmqctl_command
 from shared.settings import AmqpSettings
 from tests.e2e.pipeline import Headers, create_machine, history, iso, poll, stored_history
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def contract_batch(machines: list[str], start: datetime, n: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,13 +18,13 @@ from starlette.testclient import TestClient
 from services.ingest_gateway.app import create_app
 from services.ingest_gateway.settings import Settings
 from shared.settings import AmqpSettings, IngestLimits, PostgresSettings
+from tests.paths import DEPS
 from tests.queues import delete_topology, take_messages
 from tests.registry import register_machines
 from tests.tokens import bearer, trust_test_key
 
 pytestmark = pytest.mark.integration
 URL = "/api/v1/data/ingest"
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 async def _create_machines(pg: PostgresSettings, n: int, factory: str = "default") -> list[str]:

@@ -30,11 +30,11 @@ from tests.mqtt_fixtures import (
     wait_until,
     with_inflight,
 )
+from tests.paths import DEPS
 from tools.simulator.measure import AmqpTap, Arrivals
 from tools.simulator.payloads import iso
 
 pytestmark = pytest.mark.integration
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 # An hour ago, whole seconds: inside the retention window whenever the tests run.
 T0_US = (time.time_ns() // 10**9 - 3600) * 10**6
 Taps = tuple[AmqpTap, AmqpTap]

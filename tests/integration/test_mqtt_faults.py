@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import cast
 
 import aio_pika
@@ -32,12 +31,12 @@ from shared.rabbitctl import rabbitmqctl_command
 from shared.readings import to_ns
 from shared.settings import AmqpSettings
 from tests.mqtt_fixtures import FACTORY, BridgeProcess, MqttScope, wait_until
+from tests.paths import DEPS
 from tools.simulator import Config, MqttPublisher, SimMachine, Simulator
 from tools.simulator.measure import AmqpTap
 from tools.simulator.payloads import iso
 
 pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(420)]
-DEPS = str(Path(__file__).resolve().parents[2] / "infra/local/deps.sh")
 
 
 def deps(action: str, name: str) -> None:

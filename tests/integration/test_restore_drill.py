@@ -26,10 +26,10 @@ import pytest
 from shared.db import migrate, open_postgres
 from shared.lineprotocol import MEASUREMENT, line
 from shared.settings import InfluxSettings, PostgresSettings
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 TIERS = {"raw": "52w", "hourly": "104w", "daily": "260w"}
 MACHINES = [str(uuid.uuid4()) for _ in range(3)]
 NS = 1_000_000_000

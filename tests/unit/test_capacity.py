@@ -7,10 +7,10 @@ import importlib.util
 import re
 import sys
 import xml.dom.minidom
-from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 DOC = ROOT / "docs" / "capacity.md"
 
 

@@ -35,8 +35,8 @@ from shared.settings import (
     PostgresSettings,
     RedisSettings,
 )
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"

@@ -32,6 +32,7 @@ from shared.settings import (
     PostgresSettings,
     RedisSettings,
 )
+from tests.paths import ROOT
 from tests.unit.test_compose import (
     CONTRACT_PORTS,
     DEPENDENCIES,
@@ -51,7 +52,6 @@ from tests.unit.test_compose import (
     sub_models,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 OVERLAYS = ["dev", "production"]
 KUBERNETES_VERSION = "1.32"

@@ -44,6 +44,7 @@ from shared.lineprotocol import MEASUREMENT
 from shared.mqtt_topics import TopicTemplate
 from shared.readings import BUILTIN_FIELDS
 from shared.settings import AmqpSettings, InfluxSettings
+from tests.paths import ROOT
 from tests.unit.test_compose import (
     CONTRACT_PORTS,
     EDGE_CONF,
@@ -52,7 +53,6 @@ from tests.unit.test_compose import (
     raw_compose,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "infra" / "prometheus"
 GRAFANA = ROOT / "infra" / "grafana"
 PROXY = ROOT / "infra" / "proxy" / "nginx.conf"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import importlib
 import tomllib
-from pathlib import Path
 
 from setuptools import find_packages
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 

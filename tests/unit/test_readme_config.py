@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import importlib
 import re
-from pathlib import Path
 
 import pytest
 from pydantic_settings import BaseSettings
 
+from tests.paths import ROOT
 from tests.unit.test_compose import read_outside_settings
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["ingest_gateway", "query_api", "auth", "mqtt_bridge", "writer", "alerter"]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 ON_TAG = "startsWith(github.ref, 'refs/tags/v')"
 
