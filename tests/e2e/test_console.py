@@ -84,8 +84,8 @@ class Console:
         self.log_in(user, pg=pg)
         expect(pg.locator("#who")).to_contain_text((user or self.operator)[0])
         expect(pg.locator("#live-state")).to_have_attribute("data-up", "1", timeout=10_000)
-        pg.fill("#f-text", find)
-        pg.press("#f-text", "Enter")
+        pg.fill("#f-text", find)  # the board filters as one types: no Enter needed
+        expect(pg.locator("#board-count")).to_have_attribute("data-find", find)
 
     def tile(self, mid: str) -> Locator:
         return self.page.locator(f'.tile[data-machine="{mid}"]')

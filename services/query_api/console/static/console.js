@@ -407,7 +407,12 @@ function renderBoard() {
       <div class="board" id="board"></div>`;
     $("#f-location").addEventListener("change", (e) => { S.filter.location = e.target.value; renderBoard(); });
     $("#f-factory").addEventListener("change", (e) => { S.filter.factory = e.target.value; renderBoard(); });
-    $("#f-text").addEventListener("change", (e) => { S.filter.text = e.target.value; renderBoard(); });
+    // Filters as the user types (the toolbar survives the redraw, so does the caret).
+    let typing;
+    $("#f-text").addEventListener("input", (e) => {
+      clearTimeout(typing);
+      typing = setTimeout(() => { S.filter.text = e.target.value; renderBoard(); }, 150);
+    });
     $("#board").addEventListener("click", onBoardClick);
   }
   fillSelect($("#f-location"), locations, S.filter.location);
@@ -416,6 +421,7 @@ function renderBoard() {
   $("#f-factory-box").hidden = !factories.length;
   const list = sortedMachines();
   $("#board-count").textContent = `${list.length} machines · most urgent first`;
+  $("#board-count").dataset.find = S.filter.text;
   keepDraft(() => { $("#board").innerHTML = list.map(tileHtml).join(""); });
   for (const m of list.slice(0, 200)) loadTrend(m);
 }
