@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e import cleanup
 from tests.logscan import remember
 from tests.polling import poll
 
@@ -50,8 +51,8 @@ def ready_url(name: str, default_port: int) -> str:
 
 def create_user(role: str, factories: tuple[str, ...] = ()) -> tuple[str, str]:
     """A new ``role`` user of ``factories`` (none: every factory) through the admin CLI, exactly
-    as an operator would create one."""
-    username = f"e2e-{role.lower()}-{uuid.uuid4().hex[:8]}"
+    as an operator would create one (removed when the run ends)."""
+    username = cleanup.user(f"e2e-{role.lower()}-{uuid.uuid4().hex[:8]}")
     password = remember(secrets.token_urlsafe(16))
     scope = [arg for factory in factories for arg in ("--factory", factory)]
     result = subprocess.run(
@@ -120,7 +121,7 @@ def create_machine(
     factory_id: str | None = None,
 ) -> str:
     """A Temperature machine registered by a Supervisor (named ``CNC-<random>`` unless ``name``;
-    in the default factory unless ``factory_id``); its id."""
+    in the default factory unless ``factory_id``); its id. Removed when the run ends."""
     body = {
         "name": name or f"CNC-{uuid.uuid4().hex[:6]}",
         "location": location,
@@ -128,10 +129,12 @@ def create_machine(
     }
     if factory_id:
         body["factory_id"] = factory_id
-    resp = httpx.post(
-        f"{urls['query_api']}/api/v1/machines",
-        json=body,
-        headers=auth_headers("Supervisor"),
+    resp = cleanup.created(
+        httpx.post(
+            f"{urls['query_api']}/api/v1/machines",
+            json=body,
+            headers=auth_headers("Supervisor"),
+        )
     )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["machine"]["id"])

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from shared.settings import IngestLimits
 from tests.browser_fixtures import browser, page  # noqa: F401  (fixtures)
+from tests.e2e import cleanup
 from tests.e2e.pipeline import create_machine, create_user, poll
 from tests.e2e.test_pipeline import iso
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
@@ -187,10 +188,12 @@ class Alerting:
         self.console = console
         self.location = console.new_location()
         self.mid = console.machine(self.location, name)
-        resp = httpx.post(
-            f"{console.urls['query_api']}/api/v1/alerts/rules",
-            json={**rule, "comparison": ">", "scope_type": "machine", "scope_value": self.mid},
-            headers=console.auth_headers("Supervisor"),
+        resp = cleanup.created(
+            httpx.post(
+                f"{console.urls['query_api']}/api/v1/alerts/rules",
+                json={**rule, "comparison": ">", "scope_type": "machine", "scope_value": self.mid},
+                headers=console.auth_headers("Supervisor"),
+            )
         )
         assert resp.status_code == 201, resp.text
         self.rule_id = resp.json()["rule"]["id"]

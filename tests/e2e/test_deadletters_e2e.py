@@ -21,6 +21,7 @@ import pytest
 
 from shared.db import create_pool
 from shared.settings import PostgresSettings
+from tests.e2e import cleanup
 from tests.e2e.pipeline import iso, poll, stored_history
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
 from tests.paths import ROOT
@@ -47,6 +48,7 @@ async def register(machine: str) -> None:
     pool = create_pool(PostgresSettings(), "e2e")
     await pool.open(wait=True)
     try:
+        cleanup.machine(machine)
         async with pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO machine_metadata (id, name, location, sensor_type)"

@@ -16,21 +16,24 @@ import psycopg
 import pytest
 
 from shared.settings import PostgresSettings
+from tests.e2e import cleanup
 from tests.e2e.pipeline import Headers, iso, stored_history
 
 pytestmark = pytest.mark.e2e
 
 
 def create_machine(urls: dict[str, str], auth_headers: Headers, factory: str) -> str:
-    resp = httpx.post(
-        f"{urls['query_api']}/api/v1/machines",
-        json={
-            "name": f"CNC-{uuid.uuid4().hex[:6]}",
-            "location": "Scope hall",
-            "sensor_type": "Temperature",
-            "factory_id": factory,
-        },
-        headers=auth_headers("Management"),
+    resp = cleanup.created(
+        httpx.post(
+            f"{urls['query_api']}/api/v1/machines",
+            json={
+                "name": f"CNC-{uuid.uuid4().hex[:6]}",
+                "location": "Scope hall",
+                "sensor_type": "Temperature",
+                "factory_id": factory,
+            },
+            headers=auth_headers("Management"),
+        )
     )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["machine"]["id"])
@@ -38,6 +41,7 @@ def create_machine(urls: dict[str, str], auth_headers: Headers, factory: str) ->
 
 def gateway_token(urls: dict[str, str], gateway_id: str, factory: str) -> str:
     """A gateway of ``factory`` registered with the admin CLI, and its client-credentials token."""
+    cleanup.gateway(gateway_id)
     done = subprocess.run(
         [sys.executable, "-m", "services.auth", "create-gateway", gateway_id, "--factory", factory],
         capture_output=True,
@@ -114,11 +118,13 @@ def test_the_console_passes_on_the_browsers_address_to_auth(
     tests/integration/test_auth_throttle.py, with cheap hashing): behind the console, that must
     be the browser's address, not the console's."""
     username, password = f"e2e-nat-{uuid.uuid4().hex[:10]}", secrets.token_urlsafe(16)
-    made = httpx.post(
-        f"{urls['auth']}/api/v1/auth/users",
-        json={"username": username, "password": password, "role": "Operator"},
-        headers=auth_headers("Management"),
-        timeout=30,
+    made = cleanup.created(
+        httpx.post(
+            f"{urls['auth']}/api/v1/auth/users",
+            json={"username": username, "password": password, "role": "Operator"},
+            headers=auth_headers("Management"),
+            timeout=30,
+        )
     )
     assert made.status_code == 201, made.text
     browser = fresh_address()

@@ -35,7 +35,8 @@ removes something only ever reaches data this module created:
   rejected). Random ids never exist in practice; the check makes it certain.
 - ``POST /api/v1/machines``, ``/api/v1/auth/users`` and ``/api/v1/auth/gateways`` create what
   the fuzzer sends; every 201 is recorded and removed at the end (machines deleted, users
-  deactivated, gateways disabled: the API has no hard delete for the last two).
+  deactivated, gateways disabled: the API has no hard delete for the last two). When the run
+  ends, the users, gateways and the machines' alerts go for good (``tests/e2e/cleanup.py``).
 - ``POST /api/v1/config/update``: no delete exists for settings, so generated setting names are
   prefixed ``fuzz.`` and never overwrite a real setting.
 - ``POST /api/v1/data/ingest``: one machine in three of a generated batch is swapped for a pool
@@ -88,6 +89,7 @@ from requests.adapters import HTTPAdapter
 from schemathesis.checks import load_all_checks
 
 from shared.readings import BUILTIN_FIELDS
+from tests.e2e import cleanup
 from tests.e2e.pipeline import create_user, service_url
 
 pytestmark = pytest.mark.e2e
@@ -285,6 +287,7 @@ def fuzzer(urls: dict[str, str]) -> Iterator[Fuzzer]:
             json={"name": f"fuzz-{run}-{i}", "location": f"Fuzz {run}", "sensor_type": "Fuzz"},
         )
         assert resp.status_code == 201, resp.text
+        cleanup.record(resp.json())
         fz.machines.append(resp.json()["machine"]["id"])
     for i in range(3):
         resp = fz.api(
@@ -298,11 +301,13 @@ def fuzzer(urls: dict[str, str]) -> Iterator[Fuzzer]:
             },
         )
         assert resp.status_code == 201, resp.text
+        cleanup.record(resp.json())
         fz.users.append(resp.json()["user"]["id"])
         resp = fz.api(
             "auth", "POST", "/api/v1/auth/gateways", json={"gateway_id": f"fuzz-{run}-{i}"}
         )
         assert resp.status_code == 201, resp.text
+        cleanup.record(resp.json())
         fz.gateways.append(resp.json()["gateway"]["gateway_id"])
     fz.created_machines.update(fz.machines)
     fz.created_users.update(fz.users)
@@ -435,6 +440,8 @@ def _record_created(case: schemathesis.Case, response: Any, fz: Fuzzer) -> None:
         body = response.json()
     except ValueError:
         return
+    if case.path in ("/api/v1/machines", "/api/v1/auth/users", "/api/v1/auth/gateways"):
+        cleanup.record(body)  # and removed for good (users, gateways) when the run ends
     if case.path == "/api/v1/machines":
         fz.created_machines.add(body["machine"]["id"])
     elif case.path == "/api/v1/auth/users":

@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.e2e import cleanup
 from tests.e2e.pipeline import create_machine, iso, poll, ready_url
 from tests.e2e.test_live_stream import post_batch, post_reading
 from tests.live_client import LiveReader
@@ -61,8 +62,10 @@ def make_rule(urls: dict[str, str], headers: Headers, machine: str, **over: Any)
         "scope_value": machine,
         **over,
     }
-    resp = httpx.post(
-        f"{urls['query_api']}/api/v1/alerts/rules", json=body, headers=headers("Supervisor")
+    resp = cleanup.created(
+        httpx.post(
+            f"{urls['query_api']}/api/v1/alerts/rules", json=body, headers=headers("Supervisor")
+        )
     )
     assert resp.status_code == 201, resp.text
     return dict(resp.json()["rule"])
@@ -234,7 +237,8 @@ def test_rule_permissions_and_validation(urls: dict[str, str], auth_headers: Hea
         headers=auth_headers("Supervisor"),
     )
     assert bad.status_code == 400
-    created = httpx.post(base, json=rule, headers=auth_headers("Supervisor")).json()["rule"]
+    made = cleanup.created(httpx.post(base, json=rule, headers=auth_headers("Supervisor")))
+    created = made.json()["rule"]
     url = f"{base}/{created['id']}"
     assert httpx.delete(url, headers=auth_headers("Supervisor")).status_code == 403
     assert httpx.delete(url, headers=auth_headers("Management")).status_code == 204
@@ -254,8 +258,13 @@ def test_a_user_of_one_factory_gets_only_its_factory_s_alerts(
     for name in ("A", "B"):
         factory = f"al{name.lower()}-{tag}"
         body = {"name": f"Oven {name}", "location": "Alert hall", "sensor_type": "Temperature"}
-        resp = httpx.post(
-            f"{q}/api/v1/machines", json={**body, "factory_id": factory}, headers=admin, timeout=10
+        resp = cleanup.created(
+            httpx.post(
+                f"{q}/api/v1/machines",
+                json={**body, "factory_id": factory},
+                headers=admin,
+                timeout=10,
+            )
         )
         assert resp.status_code == 201, resp.text
         machines[name] = resp.json()["machine"]["id"]

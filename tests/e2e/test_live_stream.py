@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.e2e import cleanup
 from tests.e2e.pipeline import create_machine, iso
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
@@ -119,8 +120,13 @@ def test_a_user_of_one_factory_streams_only_that_factory(
     machines = {}
     for factory in (fa, fb):
         body = {"name": f"L-{tag}", "location": "Live hall", "sensor_type": "Temperature"}
-        resp = httpx.post(
-            f"{q}/api/v1/machines", json={**body, "factory_id": factory}, headers=admin, timeout=10
+        resp = cleanup.created(
+            httpx.post(
+                f"{q}/api/v1/machines",
+                json={**body, "factory_id": factory},
+                headers=admin,
+                timeout=10,
+            )
         )
         assert resp.status_code == 201, resp.text
         machines[factory] = resp.json()["machine"]["id"]

@@ -29,6 +29,7 @@ import pytest
 from shared.db import create_pool
 from shared.machines import MachineRepository
 from shared.settings import MqttSettings, PostgresSettings
+from tests.e2e import cleanup
 from tests.e2e.pipeline import history, iso, stored_history
 from tests.logscan import remember
 
@@ -66,11 +67,17 @@ async def register_machines(factories: list[str]) -> list[str]:
     try:
         repo = MachineRepository(pool)
         return [
-            (
-                await repo.create(
-                    f"EDGE-{uuid.uuid4().hex[:6]}", "Edge hall", "Temperature", "active", factory
-                )
-            ).id
+            cleanup.machine(
+                (
+                    await repo.create(
+                        f"EDGE-{uuid.uuid4().hex[:6]}",
+                        "Edge hall",
+                        "Temperature",
+                        "active",
+                        factory,
+                    )
+                ).id
+            )
             for factory in factories
         ]
     finally:
@@ -79,7 +86,8 @@ async def register_machines(factories: list[str]) -> list[str]:
 
 def cli_gateway(factory: str, machines: list[str]) -> Gateway:
     """Credentials through the admin CLI, printed once, as an operator gets them."""
-    cmd = [sys.executable, "-m", "services.auth", "create-gateway", f"EDGE-{uuid.uuid4().hex[:8]}"]
+    gateway_id = cleanup.gateway(f"EDGE-{uuid.uuid4().hex[:8]}")
+    cmd = [sys.executable, "-m", "services.auth", "create-gateway", gateway_id]
     cmd += ["--factory", factory]
     for machine in machines:
         cmd += ["--machine", machine]
@@ -94,10 +102,12 @@ def cli_gateway(factory: str, machines: list[str]) -> Gateway:
 def api_gateway(urls: dict[str, str], auth_headers: Headers, factory: str) -> tuple[str, Gateway]:
     """(gateway id, credentials) through the gateway admin API."""
     gateway_id = f"EDGE-{uuid.uuid4().hex[:8]}"
-    resp = httpx.post(
-        f"{urls['auth']}/api/v1/auth/gateways",
-        json={"gateway_id": gateway_id, "factory_id": factory},
-        headers=auth_headers("Management"),
+    resp = cleanup.created(
+        httpx.post(
+            f"{urls['auth']}/api/v1/auth/gateways",
+            json={"gateway_id": gateway_id, "factory_id": factory},
+            headers=auth_headers("Management"),
+        )
     )
     assert resp.status_code == 201, resp.text
     body = resp.json()

@@ -27,6 +27,7 @@ import pytest
 from services.mqtt_bridge.settings import Settings
 from shared.edge import EdgeSettings
 from shared.settings import MqttSettings
+from tests.e2e import cleanup
 from tests.e2e.pipeline import create_machine, history, iso, poll, stored_history
 from tests.logscan import remember
 from tests.mqtt_fixtures import (
@@ -70,15 +71,17 @@ def test_mosquitto_pub_reading_is_served_by_the_query_api(
 ) -> None:
     # A machine of a factory of its own: the topic must name the factory it is registered in.
     factory = f"e2e-{uuid.uuid4().hex[:8]}"
-    created = httpx.post(
-        f"{urls['query_api']}/api/v1/machines",
-        json={
-            "name": "Press 4",
-            "location": "Press shop, Line 4",
-            "sensor_type": "Temperature",
-            "factory_id": factory,
-        },
-        headers=auth_headers("Supervisor"),
+    created = cleanup.created(
+        httpx.post(
+            f"{urls['query_api']}/api/v1/machines",
+            json={
+                "name": "Press 4",
+                "location": "Press shop, Line 4",
+                "sensor_type": "Temperature",
+                "factory_id": factory,
+            },
+            headers=auth_headers("Supervisor"),
+        )
     )
     assert created.status_code == 201, created.text
     machine = str(created.json()["machine"]["id"])
@@ -204,7 +207,7 @@ def create_gateway() -> tuple[str, str, str]:
             "-m",
             "services.auth",
             "create-gateway",
-            f"E2E-SIM-{uuid.uuid4().hex[:8]}",
+            cleanup.gateway(f"E2E-SIM-{uuid.uuid4().hex[:8]}"),
         ],
         capture_output=True,
         text=True,

@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from shared.auth.roles import PERMISSIONS, Role
+from tests.e2e import cleanup
 from tests.e2e.test_live_stream import post_batch
 from tests.polling import poll
 
@@ -77,8 +78,9 @@ def call(url: str, method: str, headers: dict[str, str]) -> httpx.Response:
 
 @pytest.fixture
 def gateway_token(urls: dict[str, str]) -> str:
+    gateway_id = cleanup.gateway(f"GW-{uuid.uuid4().hex[:6]}")
     out = subprocess.run(
-        [sys.executable, "-m", "services.auth", "create-gateway", f"GW-{uuid.uuid4().hex[:6]}"],
+        [sys.executable, "-m", "services.auth", "create-gateway", gateway_id],
         capture_output=True,
         text=True,
         check=True,
@@ -158,8 +160,13 @@ class Plant:
 
 def _machine(url: str, headers: dict[str, str], factory: str, location: str) -> str:
     body = {"name": f"M-{uuid.uuid4().hex[:6]}", "location": location, "sensor_type": "Temperature"}
-    resp = httpx.post(
-        f"{url}/api/v1/machines", json={**body, "factory_id": factory}, headers=headers, timeout=10
+    resp = cleanup.created(
+        httpx.post(
+            f"{url}/api/v1/machines",
+            json={**body, "factory_id": factory},
+            headers=headers,
+            timeout=10,
+        )
     )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["machine"]["id"])
@@ -178,7 +185,9 @@ def _plant(urls: dict[str, str], admin: dict[str, str]) -> Plant:
         "scope_type": "machine",
         "scope_value": machine_a,
     }
-    resp = httpx.post(f"{q}/api/v1/alerts/rules", json=rule, headers=admin, timeout=10)
+    resp = cleanup.created(
+        httpx.post(f"{q}/api/v1/alerts/rules", json=rule, headers=admin, timeout=10)
+    )
     assert resp.status_code == 201, resp.text
     rule_a = resp.json()["rule"]
     assert rule_a["factory_id"] == a  # a machine's rule belongs to the machine's factory
@@ -232,7 +241,7 @@ def _checks(
         ),
         (
             "POST machine in A",
-            httpx.post(f"{q}/api/v1/machines", json=new, headers=h, timeout=10),
+            cleanup.created(httpx.post(f"{q}/api/v1/machines", json=new, headers=h, timeout=10)),
             _expect(c, "write:machines", a, 201, 403),
         ),
         (
