@@ -21,6 +21,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 import aiormq
 import httpx
+import psycopg
 
 from shared.errors import InfluxQueryError, InfluxUnavailable, MillraceError
 from shared.settings import PostgresSettings
@@ -32,7 +33,7 @@ from tools.bench.stack import CpuCensus, load_average, login_token, not_ready, w
 from tools.bench.stored import drop_readings, wait_stored, writers_written
 from tools.common import logs
 from tools.common.stats import median, percentile
-from tools.simulator.registry import ensure_machines
+from tools.simulator.registry import ensure_machines, remove_machines
 
 log = logging.getLogger("tools.bench")
 
@@ -104,6 +105,7 @@ class Bench:
         self.watch = MemoryWatch()
         self.token = ""
         self.machines: list[str] = []
+        self.registered: list[str] = []  # machines this run registered: removed when it ends
         self.executor: ProcessPoolExecutor | None = None
         self.garbage: list[str] = []  # factories whose readings are dropped once written
 
@@ -412,8 +414,9 @@ class Bench:
             raise RuntimeError(f"the pipeline is not ready ({', '.join(bad)}): run `make up`")
         self.token = await asyncio.to_thread(login_token)
         pg = PostgresSettings()
-        self.machines = [m.id for m in await ensure_machines(pg, "bench", a.machines)]
-        [probe] = [m.id for m in await ensure_machines(pg, "bench-probe", 1)]
+        made = self.registered
+        self.machines = [m.id for m in await ensure_machines(pg, "bench", a.machines, made)]
+        [probe] = [m.id for m in await ensure_machines(pg, "bench-probe", 1, made)]
         data = await history.dataset() if self.wants("history") else None
         bodies = (
             await asyncio.to_thread(influx_ceiling.build_bodies, a.influx_points, 5000)
@@ -451,6 +454,17 @@ class Bench:
             await self.measured("hist", lambda: self.history(data))
 
     async def run(self) -> str:
+        """The rounds and their table; the machines the run registered go when it ends, however
+        it ends (the history figure's machine stays: its seeded month is reused by later runs)."""
+        try:
+            return await self.rounds()
+        finally:
+            try:
+                await remove_machines(PostgresSettings(), self.registered)
+            except (psycopg.Error, OSError) as e:  # never in place of how the run itself ended
+                log.warning("machines this run registered are left: %s (%s)", self.registered, e)
+
+    async def rounds(self) -> str:
         a = self.args
         probe, data, bodies = await self.prepare()
         workers = max(a.http_processes, a.mqtt_processes)
