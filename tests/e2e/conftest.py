@@ -19,6 +19,8 @@ def _remove_what_the_run_made() -> Iterator[None]:
     running stack are removed once it ends, so that the developer's console keeps showing the
     stack's own machines. Trouble doing so is a warning: it never hides or changes an outcome."""
     yield
+    if cleanup.MADE.tokens is None:  # no test signed in through ``_tokens``
+        cleanup.MADE.tokens = Tokens(service_url("auth", SERVICES["auth"]))
     for problem in cleanup.remove(cleanup.MADE, service_url("query_api", SERVICES["query_api"])):
         warnings.warn(problem, cleanup.LeftBehind, stacklevel=1)
 
