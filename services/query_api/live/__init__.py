@@ -9,4 +9,8 @@ Feed: each query_api process binds its own bounded (``x-max-length``, overflow `
 non-durable, exclusive queue to the ``telemetry`` exchange, so a slow process loses live events
 instead of holding the pipeline back; each client has its own bounded buffer and is told about a
 loss with a ``gap`` event (the console fills it from history).
+
+Writes: a stream busy with events writes what came meanwhile in one go at the hub's next flush
+(``LIVE_FLUSH_MS``, 250 ms), not one socket write per event; a quiet stream writes its next
+event at once.
 """
