@@ -38,6 +38,9 @@ class Context(Protocol):
     args: argparse.Namespace
     token: str  # an Operator access token, renewed every round
     machines: list[str]  # registered machine ids (``--machines`` of them)
+    # Machines the run registered (``made`` of tools.simulator.registry.ensure_machines): removed,
+    # with their rules and alerts, when the run ends.
+    registered: list[str]
     values: dict[str, list[float]]  # every value measured so far, by key, one per run
 
     @property
