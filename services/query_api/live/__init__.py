@@ -11,6 +11,6 @@ instead of holding the pipeline back; each client has its own bounded buffer and
 loss with a ``gap`` event (the console fills it from history).
 
 Writes: a stream busy with events writes what came meanwhile in one go at the hub's next flush
-(``LIVE_FLUSH_MS``, 250 ms), not one socket write per event; a quiet stream writes its next
+(``LIVE_FLUSH_MS``, 500 ms), not one socket write per event; a quiet stream writes its next
 event at once.
 """

@@ -20,6 +20,6 @@ class LiveSettings(BaseSettings):
     # A stream that got an event within the last this many ms gets the next ones together at
     # the hub's next flush (at most this much later), one socket write for all of them; a
     # stream quiet that long gets its next event at once. 0: every event written at once.
-    flush_ms: int = Field(default=250, ge=0, le=5_000)
+    flush_ms: int = Field(default=500, ge=0, le=5_000)
     heartbeat_s: float = Field(default=15.0, gt=0)
     max_clients: int = Field(default=2_000, ge=1)
