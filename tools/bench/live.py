@@ -581,8 +581,8 @@ async def measure(ctx: Context) -> dict[str, float]:
     a = ctx.args
     # Readings carry their machine's registered factory: the watched machines have one of
     # their own (the load's machines do not), as has the alert probe.
-    watched_machines = await ensure_machines(PostgresSettings(), WATCHED_FACTORY, 4)
-    alert_machines = await ensure_machines(PostgresSettings(), ALERT_FACTORY, 1)
+    watched_machines = await ensure_machines(PostgresSettings(), WATCHED_FACTORY, 4, ctx.registered)
+    alert_machines = await ensure_machines(PostgresSettings(), ALERT_FACTORY, 1, ctx.registered)
     for m, factory in [(m, WATCHED_FACTORY) for m in watched_machines] + [
         (alert_machines[0], ALERT_FACTORY)
     ]:
