@@ -134,6 +134,7 @@ def create_machine(
             f"{urls['query_api']}/api/v1/machines",
             json=body,
             headers=auth_headers("Supervisor"),
+            timeout=10,
         )
     )
     assert resp.status_code == 201, resp.text

@@ -257,17 +257,7 @@ def test_a_user_of_one_factory_gets_only_its_factory_s_alerts(
     rules: dict[str, str] = {}
     for name in ("A", "B"):
         factory = f"al{name.lower()}-{tag}"
-        body = {"name": f"Oven {name}", "location": "Alert hall", "sensor_type": "Temperature"}
-        resp = cleanup.created(
-            httpx.post(
-                f"{q}/api/v1/machines",
-                json={**body, "factory_id": factory},
-                headers=admin,
-                timeout=10,
-            )
-        )
-        assert resp.status_code == 201, resp.text
-        machines[name] = resp.json()["machine"]["id"]
+        machines[name] = create_machine(urls, auth_headers, "Alert hall", f"Oven {name}", factory)
         rule = make_rule(
             urls, auth_headers, machines[name], threshold=-1000.0, clear_threshold=None
         )

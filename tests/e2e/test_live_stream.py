@@ -12,7 +12,6 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e import cleanup
 from tests.e2e.pipeline import create_machine, iso
 from tests.live_client import LiveReader
 from tests.mqtt_fixtures import mosquitto_pub, service_mqtt
@@ -119,17 +118,7 @@ def test_a_user_of_one_factory_streams_only_that_factory(
     admin = auth_headers("Supervisor")  # every factory
     machines = {}
     for factory in (fa, fb):
-        body = {"name": f"L-{tag}", "location": "Live hall", "sensor_type": "Temperature"}
-        resp = cleanup.created(
-            httpx.post(
-                f"{q}/api/v1/machines",
-                json={**body, "factory_id": factory},
-                headers=admin,
-                timeout=10,
-            )
-        )
-        assert resp.status_code == 201, resp.text
-        machines[factory] = resp.json()["machine"]["id"]
+        machines[factory] = create_machine(urls, auth_headers, "Live hall", f"L-{tag}", factory)
     of_a = {"Authorization": f"Bearer {token_for('Operator', fa)}"}
     stream = {**of_a, "Accept": "text/event-stream"}
     refused = httpx.get(f"{q}/api/v1/live", params={"factory": fb}, headers=stream, timeout=10)
