@@ -117,6 +117,7 @@ class Job:
     bodies: IngestBodies | None = None  # None: GET ``path`` instead
     path: str = INGEST_PATH
     retry_503: bool = True
+    until: float | None = None  # closed loop: no request sent after this wall-clock time
 
     def split(self, processes: int) -> list[Job]:
         """This job, the whole run in one process, shared between ``processes`` load processes:
@@ -191,11 +192,14 @@ async def _send(conn: _Conn, job: Job, factory: _BodyFactory | None, g: int, out
 
 async def _closed(job: Job, factory: _BodyFactory | None, out: Outcome) -> None:
     counter = iter(range(job.requests))
+    until = job.until
 
     async def worker() -> None:
         conn = await _connect(job.target)
         try:
             for k in counter:
+                if until is not None and time.time() >= until:
+                    break
                 started = time.perf_counter()
                 status = await _send(conn, job, factory, job.offset + k * job.stride, out)
                 out.latencies_ms.append((time.perf_counter() - started) * 1000)

@@ -1,20 +1,25 @@
 """Live stream at scale, and alert latency (rows of ``make bench``).
 
-Fan-out: ``--live-clients`` stream clients (default 500, spread over a few processes of their
-own) each watch one factory, as a console board filtered to a factory does, while background
-readings flow at half the HTTP maximum into another factory (the query API's feed still receives
-every one of them). A probe posts a few readings a second into the watched factory, stamped
-with the moment it sent them, for the whole run; every client times every probe reading from
-that stamp to its arrival. In the same run: ingest throughput (closed loop) without clients,
-with them connected, and without them again (the two runs without are averaged, so drift within
-the round cancels; the probe posts during all three), and the query API's peak resident memory.
+Ingest throughput with and without the clients: one closed-loop run at full speed cut into
+stretches of ``STRETCH_S``, the clients connected for every other one (without, with, without,
+..., without); each stretch with clients is compared with the two without around it, and the
+table gives the median of those changes over every run. Pairs seconds apart see the same
+machine: what drifts over minutes on a shared machine weighs on both sides alike.
+
+Fan-out: ``BENCH_LIVE_CLIENTS`` stream clients (default 500, spread over a few processes of
+their own) each watch one factory, as a console board filtered to a factory does, while
+background readings flow at half the closed loop's rate into other factories (the query API's
+feed still receives every one of them). A probe posts a few readings a second into the watched
+factory, stamped with the moment it sent them, for the whole run; every client times every probe
+reading from that stamp to its arrival. Also the query API's peak resident memory meanwhile.
 
 Alert latency: a rule on one probe machine; a reading past its threshold is posted, and the
 clock stops when ``GET /api/v1/alerts`` lists the alert and when its ``opened`` event arrives on
 the stream. A reading past the clear threshold ends the episode before the next one.
 
-A client process is ``python -m tools.bench.live <job JSON>``: it keeps its streams open until
-its standard input closes, then prints what it measured as JSON.
+A client process is ``python -m tools.bench.live <job JSON>``: it opens its streams when a line
+``open`` comes on its standard input and closes them on ``close``; when its standard input
+closes, it prints what it measured as JSON.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -224,22 +231,29 @@ async def _client(job: ClientJob, out: ClientOutcome) -> None:
 
 
 async def _listen(job: ClientJob) -> ClientOutcome:
+    """Open the job's streams on ``open``, close them on ``close`` (lines on standard input),
+    as often as told; once standard input closes, return what every stream measured."""
     out = ClientOutcome()
     loop = asyncio.get_running_loop()
-    tasks = []
-    for _ in range(job.clients):
-        tasks.append(asyncio.create_task(_client(job, out)))
-        await asyncio.sleep(0.002)  # a ramp, not a thundering herd of TLS-less handshakes
-    # Until the benchmark closes our standard input.
-    await loop.run_in_executor(None, sys.stdin.buffer.read)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return out
+    tasks: list[asyncio.Task[None]] = []
+    while True:
+        command = (await loop.run_in_executor(None, sys.stdin.buffer.readline)).strip()
+        if command == b"open" and not tasks:
+            for _ in range(job.clients):
+                tasks.append(asyncio.create_task(_client(job, out)))
+                await asyncio.sleep(0.002)  # a ramp, not a thundering herd of handshakes
+        elif command in (b"close", b""):
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tasks = []
+            if not command:
+                return out
 
 
 class ClientFleet:
-    """``clients`` streams over ``processes`` processes (python -m tools.bench.live)."""
+    """``clients`` streams over ``processes`` processes (python -m tools.bench.live), opened
+    and closed together as often as the run needs, the processes staying up meanwhile."""
 
     def __init__(self, job: ClientJob, processes: int) -> None:
         self.jobs = [
@@ -252,6 +266,7 @@ class ClientFleet:
             for p in range(processes)
         ]
         self.procs: list[asyncio.subprocess.Process] = []
+        self._outcome: ClientOutcome | None = None
 
     async def start(self) -> None:
         for job in self.jobs:
@@ -266,8 +281,23 @@ class ClientFleet:
                 )
             )
 
+    async def _tell(self, command: bytes) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(command + b"\n")
+            await proc.stdin.drain()
+
+    async def open(self) -> None:
+        await self._tell(b"open")
+
+    async def close(self) -> None:
+        await self._tell(b"close")
+
     async def stop(self) -> ClientOutcome:
-        total = ClientOutcome()
+        """Close every stream and end the processes (once); what every stream measured."""
+        if self._outcome is not None:
+            return self._outcome
+        total = self._outcome = ClientOutcome()
         for proc in self.procs:
             assert proc.stdin is not None
             proc.stdin.close()
@@ -506,11 +536,12 @@ async def alert_episodes(probe: AlertProbe, stop: asyncio.Event) -> AlertTimes:
 
 # ------------------------------------------------------------------ the measured run
 async def _wait_clients(http: httpx.AsyncClient, n: int, timeout_s: float) -> None:
+    """Until the query API counts ``n`` stream clients connected."""
     deadline = time.monotonic() + timeout_s
-    while (got := await live_clients(http)) < n:
+    while (got := await live_clients(http)) != n:
         if time.monotonic() > deadline:
-            raise OSError(f"only {got} of {n} stream clients connected in {timeout_s:.0f} s")
-        await asyncio.sleep(0.25)  # the gauge has no notification
+            raise OSError(f"{got} stream clients connected, not {n}, after {timeout_s:.0f} s")
+        await asyncio.sleep(0.1)  # the gauge has no notification
 
 
 # The pipeline (the query API aside) counts as settled below this many cores together.
@@ -534,51 +565,126 @@ async def settled(timeout_s: float = 60.0) -> float:
     return time.monotonic() - started
 
 
-async def stored_rate(ctx: Context, requests: int) -> float:
-    """Readings/s stored end to end, closed loop: from the first request to the writers'
-    counters showing every reading (readings carry their machine's registered factory, so the
-    writers' counters, not a factory's count in InfluxDB, say when they are all in)."""
+# The throughput comparison is one closed-loop run at full speed, cut into stretches: without
+# the clients, with them, without, ..., without. Each stretch with clients is compared with the
+# two without around it, a few seconds apart: what drifts over minutes on a shared machine
+# (InfluxDB compacting its growing shards, other tenants) weighs on both sides alike. A
+# stretch's first seconds (the clients connecting or leaving, the writers catching up) are
+# not counted.
+STRETCHES = 9
+STRETCH_S = 12.0
+UNCOUNTED_S = 3.0
+
+
+@dataclass(slots=True)
+class Toggled:
+    """Readings/s stored in each stretch, in order (even stretches without the clients), and
+    the cores the query API, the pipeline and the client processes used in each."""
+
+    rates: list[float] = field(default_factory=list)
+    cores: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def without(self) -> list[float]:
+        return self.rates[0::2]
+
+    @property
+    def with_clients(self) -> list[float]:
+        return self.rates[1::2]
+
+    def changes(self) -> list[float]:
+        """Each stretch with the clients against the mean of the two without around it."""
+        r = self.rates
+        return [r[i] / ((r[i - 1] + r[i + 1]) / 2) - 1 for i in range(1, len(r) - 1, 2)]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` (their children not counted)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def _until(wall: float) -> None:
+    await asyncio.sleep(max(0.0, wall - time.time()))  # the run's own schedule
+
+
+async def toggled(ctx: Context, fleet: ClientFleet, http: httpx.AsyncClient, idle: int) -> Toggled:
+    """The closed loop, the clients opened for every other stretch (``idle``: stream clients
+    connected to the query API that are not the benchmark's)."""
     a = ctx.args
     waited = await settled()
     log.info("live: pipeline settled after %.0f s", waited)
     bodies = IngestBodies(
         ctx.machines, ctx.factory("t"), time.time_ns() // 1000 - 60_000_000, a.readings_per_machine
     )
-    async with httpx.AsyncClient(timeout=5) as http:
-        baseline = await writers_written(http)
-        jobs = [
-            Job(
-                target=http_phase.target("ingest_gateway", ctx.token),
-                requests=requests // a.http_processes + (p < requests % a.http_processes),
-                stride=a.http_processes,
-                offset=p,
-                connections=a.http_connections,
-                start_at=time.time() + 0.5,
-                bodies=bodies,
+    start = time.time() + 0.5
+    end = start + STRETCHES * STRETCH_S
+    job = Job(
+        target=http_phase.target("ingest_gateway", ctx.token),
+        requests=1 << 40,  # stopped by the clock (``until``), not by a count
+        connections=a.http_connections,
+        start_at=start,
+        bodies=bodies,
+        until=end,
+    )
+    loading = asyncio.ensure_future(http_phase.spread(ctx.pool, job.split(a.http_processes)))
+    client_pids = [p.pid for p in fleet.procs]
+    out = Toggled()
+    try:
+        for i in range(STRETCHES):
+            begins = start + i * STRETCH_S
+            await _until(begins)
+            if i % 2:
+                await fleet.open()
+            elif i:
+                await fleet.close()
+            await _until(begins + UNCOUNTED_S)
+            await _wait_clients(http, idle + CLIENTS if i % 2 else idle, STRETCH_S / 2)
+            census, clients_s = await asyncio.to_thread(CpuCensus.take), cpu_seconds(client_pids)
+            n0, t0 = await writers_written(http), time.time()
+            await _until(begins + STRETCH_S)
+            n1, t1 = await writers_written(http), time.time()
+            now, clients_now = await asyncio.to_thread(CpuCensus.take), cpu_seconds(client_pids)
+            out.rates.append((n1 - n0) / (t1 - t0))
+            used = now.since(census)
+            clients = (clients_now - clients_s) / max(now.at - census.at, 1e-9)
+            by_owner = now.breakdown(census)
+            out.cores.append(
+                {
+                    "pipeline": used["pipeline"],
+                    "query_api": by_owner.get("query_api", 0.0),
+                    "clients": clients,
+                    "load": used["bench"] - clients,
+                    "other": used["other"],
+                }
             )
-            for p in range(a.http_processes)
-        ]
-        outcomes = await http_phase.spread(ctx.pool, jobs)
-        statuses = http_phase.merge_statuses(outcomes)
-        if statuses.get(202, 0) != requests:
-            raise OSError(f"not every batch accepted: {statuses}")
-        started = min(o.started for o in outcomes)
-        expected = requests * len(ctx.machines) * a.readings_per_machine
-        deadline = time.monotonic() + 300
-        while (written := await writers_written(http) - baseline) < expected:
-            if time.monotonic() > deadline:
-                raise OSError(f"only {written} of {expected} readings stored in time")
-            await asyncio.sleep(0.1)  # the counters have no change notification
-        done_at = time.time()
-    ctx.note_backlog(started, done_at)
-    return expected / (done_at - started)
+            log.info(
+                "live: stretch %d (%s clients): %.0f readings/s; cores %s",
+                i,
+                "with" if i % 2 else "without",
+                out.rates[-1],
+                ", ".join(f"{k} {c:.2f}" for k, c in by_owner.items() if c >= 0.01),
+            )
+    finally:
+        outcomes = await loading
+    errors = [e for o in outcomes for e in o.errors]
+    if errors:
+        raise OSError(f"load generator failed: {errors[:3]}")
+    statuses = http_phase.merge_statuses(outcomes)
+    if set(statuses) != {202}:
+        raise OSError(f"answers other than 202 in the closed loop: {statuses}")
+    ctx.note_backlog(start, end)
+    return out
 
 
 async def measure(ctx: Context) -> dict[str, float]:
-    """One run: throughput without clients, clients connected, half load with alert episodes,
-    throughput with clients, and without again; probe readings throughout, query_api's RSS
-    while the clients are connected."""
-    a = ctx.args
+    """One run: the toggled closed loop, then half load with the clients connected (their
+    latency, alert episodes, query_api's RSS); probe readings throughout."""
     # Readings carry their machine's registered factory: the watched machines have one of
     # their own (the load's machines do not), as has the alert probe.
     watched_machines = await ensure_machines(PostgresSettings(), WATCHED_FACTORY, 4, ctx.registered)
@@ -589,45 +695,46 @@ async def measure(ctx: Context) -> dict[str, float]:
         if m.factory_id != factory:
             raise RuntimeError(f"machine {m.name} is registered in {m.factory_id}, not {factory}")
     probes = [m.id for m in watched_machines]
-    alert_machine = alert_machines[0].id
-    watched = WATCHED_FACTORY
-    requests = max(1000, a.http_requests // 2)
-
-    # The probe posts for the whole round, the three closed-loop runs included: its HTTP client
-    # (0.04 cores of this process) then weighs on the runs without clients as on the one with
-    # them, and the runs differ only by the clients connected.
+    # The probe posts for the whole round, the closed loop included: its HTTP client (0.04
+    # cores of this process) then weighs on the stretches without clients as on those with.
     stop_probes = asyncio.Event()
     probing = asyncio.create_task(
-        probe_readings(ctx.token, watched, probes, PROBE_RATE, stop_probes)
+        probe_readings(ctx.token, WATCHED_FACTORY, probes, PROBE_RATE, stop_probes)
     )
+    fleet = ClientFleet(
+        ClientJob(url("query_api"), ctx.token, WATCHED_FACTORY, CLIENTS), CLIENT_PROCESSES
+    )
+    await fleet.start()
     try:
-        return await _round(ctx, requests, watched, alert_machine)
+        return await _round(ctx, fleet, alert_machines[0].id)
     finally:
+        await fleet.stop()  # the round's own stop, or the processes ended after a failure
         stop_probes.set()
         await probing
 
 
-async def _round(ctx: Context, requests: int, watched: str, alert_machine: str) -> dict[str, float]:
+async def _round(ctx: Context, fleet: ClientFleet, alert_machine: str) -> dict[str, float]:
     a = ctx.args
-    machines = ctx.machines
-    per_request = len(machines) * a.readings_per_machine
-    without = await stored_rate(ctx, requests)
-    half_load = a.fresh_load or without / 2
-    rss_idle = await asyncio.to_thread(query_api_rss)
-    fleet = ClientFleet(ClientJob(url("query_api"), ctx.token, watched, CLIENTS), CLIENT_PROCESSES)
-    stop_rss, rss = asyncio.Event(), [rss_idle]
-    sampling = asyncio.create_task(sample_rss(stop_rss, rss))
+    per_request = len(ctx.machines) * a.readings_per_machine
     async with httpx.AsyncClient(timeout=5) as http:
-        before = await live_clients(http)
-        await fleet.start()
+        idle = await live_clients(http)
+        loop = await toggled(ctx, fleet, http, idle)
+        without = statistics.median(loop.without)
+        half_load = a.fresh_load or without / 2
+        rss_idle = await asyncio.to_thread(query_api_rss)
+        stop_rss, rss = asyncio.Event(), [rss_idle]
+        sampling = asyncio.create_task(sample_rss(stop_rss, rss))
+        await settled()
+        opened = time.time()
+        await fleet.open()
         try:
-            await _wait_clients(http, before + CLIENTS, 60)
+            await _wait_clients(http, idle + CLIENTS, 60)
             async with AlertProbe(ctx.token, ALERT_FACTORY, alert_machine) as alert:
                 await alert.warm_up(http)
                 stop_alerts = asyncio.Event()
                 alerting = asyncio.create_task(alert_episodes(alert, stop_alerts))
                 bodies = IngestBodies(
-                    machines,
+                    ctx.machines,
                     ctx.factory("l"),
                     time.time_ns() // 1000 - 60_000_000,
                     a.readings_per_machine,
@@ -645,21 +752,16 @@ async def _round(ctx: Context, requests: int, watched: str, alert_machine: str) 
                 window = (begun, time.time())
                 stop_alerts.set()
                 alerts = await alerting
-            with_clients = await stored_rate(ctx, requests)
             connected_at_end = await live_clients(http)
         finally:
-            outcome = await fleet.stop()
+            await fleet.close()
             stop_rss.set()
             await sampling
-    # Bracketed: the same closed loop again once the clients have gone, so what drifts within
-    # a round (InfluxDB's growing shards) does not count against the clients; "without" is the
-    # mean of the two runs around "with". Each run starts once the writers and InfluxDB have
-    # settled from the one before (compactions, the rollups of what it sent).
-    without_after = await stored_rate(ctx, requests)
+    outcome = await fleet.stop()
     if outcome.errors:
         raise OSError(f"stream clients failed: {outcome.errors[:3]}")
-    if connected_at_end < before + CLIENTS:
-        raise OSError(f"only {connected_at_end - before} stream clients still connected")
+    if connected_at_end < idle + CLIENTS:
+        raise OSError(f"only {connected_at_end - idle} stream clients still connected")
     if set(load.statuses) != {202}:
         raise OSError(f"answers other than 202 under the half load: {load.statuses}")
     if len(alerts.stream_ms) < 3:
@@ -667,22 +769,33 @@ async def _round(ctx: Context, requests: int, watched: str, alert_machine: str) 
     # The probe readings sent within the window (arrival less latency): a stream writes what
     # came within its flush period at once, so counting arrivals would let the window's edge cut
     # a chunk in two; every reading sent in the window still arrives, as the clients stay on.
-    latencies = [lat for at, lat in outcome.samples if window[0] <= at - lat / 1000 <= window[1]]
+    latencies = [
+        lat
+        for at, lat in outcome.samples
+        if at >= opened and window[0] <= at - lat / 1000 <= window[1]
+    ]
     expected = CLIENTS * PROBE_RATE * (window[1] - window[0])
+    changes = loop.changes()
+    log.info(
+        "live: closed loop stretches (readings/s, without/with alternating): %s; change with "
+        "clients per pair: %s; cores per stretch (query_api/clients/pipeline/load/other): %s",
+        ", ".join(f"{r:,.0f}" for r in loop.rates),
+        ", ".join(f"{c:+.1%}" for c in changes),
+        ", ".join(
+            f"{c['query_api']:.2f}/{c['clients']:.2f}/{c['pipeline']:.2f}/{c['load']:.2f}/"
+            f"{c['other']:.2f}"
+            for c in loop.cores
+        ),
+    )
     log.info(
         "live: %d clients, reading→client p50 %.0f ms p99 %.0f ms at %.0f readings/s "
-        "(%.1f %% of the probe readings delivered); "
-        "stored %.0f/s with clients, %.0f/s without (before) and %.0f/s (after); "
-        "query_api RSS %.0f MB (%.0f idle); "
+        "(%.1f %% of the probe readings delivered); query_api RSS %.0f MB (%.0f idle); "
         "alert p99 API %.0f ms, stream %.0f ms (%d episodes, %d missed)",
-        outcome.connected,
+        CLIENTS,
         percentile(latencies, 50),
         percentile(latencies, 99),
         load.achieved_rps * per_request,
         100 * len(latencies) / expected if expected else 0.0,
-        with_clients,
-        without,
-        without_after,
         max(rss),
         rss_idle,
         percentile(alerts.api_ms, 99),
@@ -690,6 +803,8 @@ async def _round(ctx: Context, requests: int, watched: str, alert_machine: str) 
         len(alerts.stream_ms),
         len(alerts.failures),
     )
+    with_cores = loop.cores[1::2]
+    without_cores = loop.cores[0::2]
     return {
         "live.p50": percentile(latencies, 50),
         "live.p99": percentile(latencies, 99),
@@ -698,13 +813,14 @@ async def _round(ctx: Context, requests: int, watched: str, alert_machine: str) 
         "live.load": load.achieved_rps * per_request,
         "live.rss": max(rss),
         "live.rss.idle": rss_idle,
-        "live.tput.with": with_clients,
-        "live.tput.without": (without + without_after) / 2,
-        # Paired within the round: the machine's speed drifts by tens of percent between rounds,
-        # so the change is taken per round and its median read, as the HTTP rows do.
-        "live.tput.change": with_clients / ((without + without_after) / 2) - 1,
-        "live.tput.without.before": without,
-        "live.tput.without.after": without_after,
+        "live.tput.with": statistics.median(loop.with_clients),
+        "live.tput.without": without,
+        # Paired within the run, stretch by stretch (the table pools every run's pairs).
+        "live.tput.change": statistics.median(changes),
+        **{f"live.tput.pair{i}": c for i, c in enumerate(changes)},
+        "live.cores.query_api.with": statistics.median(c["query_api"] for c in with_cores),
+        "live.cores.query_api.without": statistics.median(c["query_api"] for c in without_cores),
+        "live.cores.clients": statistics.median(c["clients"] for c in with_cores),
         "live.alert.api.p50": percentile(alerts.api_ms, 50),
         "live.alert.api.p99": percentile(alerts.api_ms, 99),
         "live.alert.stream.p50": percentile(alerts.stream_ms, 50),
@@ -718,7 +834,9 @@ def rows(ctx: Context, v: dict[str, float]) -> list[Row]:
     """The table's rows for what ``measure`` returned (medians over runs)."""
     if "live.p99" not in v:
         return []
-    change = v["live.tput.change"]  # the median of the per-round changes
+    # Every pair of every run, pooled: the median of their changes is the figure.
+    pairs = [c for k, cs in ctx.values.items() if k.startswith("live.tput.pair") for c in cs]
+    change = statistics.median(pairs) if pairs else v["live.tput.change"]
     worst_alert = max(v["live.alert.api.p99"], v["live.alert.stream.p99"])
     return [
         Row(
@@ -734,9 +852,12 @@ def rows(ctx: Context, v: dict[str, float]) -> list[Row]:
         Row(
             f"HTTP readings/s stored with {CLIENTS} stream clients connected",
             num(v["live.tput.with"]),
-            f"same run without clients: {num(v['live.tput.without'])} (mean of "
-            f"{num(v['live.tput.without.before'])} before, "
-            f"{num(v['live.tput.without.after'])} after); ratio: median of each round's",
+            f"same closed loop without them: {num(v['live.tput.without'])}; change: median of "
+            f"{len(pairs)} stretches with clients, each against the two without around it "
+            f"({min(pairs, default=change):+.0%} to {max(pairs, default=change):+.0%}); "
+            f"query_api {v['live.cores.query_api.with']:.2f} cores with, "
+            f"{v['live.cores.query_api.without']:.2f} without; client processes "
+            f"{v['live.cores.clients']:.2f}",
             f"{change:+.0%}",
             f"within {THROUGHPUT_TOLERANCE:.0%}",
             "yes" if change >= -THROUGHPUT_TOLERANCE else "NO",
