@@ -8,7 +8,7 @@ import uuid
 import orjson
 import pytest
 
-from services.query_api.live.hub import LiveHub
+from services.query_api.live.hub import FLUSH_SLOTS, LiveHub
 from services.query_api.live.settings import LiveSettings
 from services.query_api.live.subscriber import Filter, Subscriber
 from shared import alert_events
@@ -164,3 +164,29 @@ async def test_a_busy_stream_gets_what_came_meanwhile_in_one_chunk_at_the_flush(
     sub.taken_at -= 0.6  # a flush period without events
     h.publish(h.events_of("reading.F1." + m, envelope(m, 5.0)))
     assert [d["fields"]["temperature"] for _, d in frames(await sub.take(0.5) or b"")] == [5.0]
+
+
+async def test_busy_streams_take_turns_at_the_flush_one_slot_a_tick() -> None:
+    """Many screens watching the same machines get the same events at the same moment: their
+    held events are written slot by slot over the period, not all in one tick, and every
+    stream is woken once a period."""
+    h = hub(flush_ms=600)
+    m = str(uuid.uuid4())
+    subs = [Subscriber(Filter(types=frozenset({"reading"})), 100) for _ in range(2 * FLUSH_SLOTS)]
+    for sub in subs:
+        h.subscribe(sub, None)
+    h.publish(h.events_of("reading.F1." + m, envelope(m, 1.0)))
+    for sub in subs:  # quiet until now: every one at once
+        assert await sub.take(0.5)
+    h.publish(h.events_of("reading.F1." + m, envelope(m, 2.0)))
+    assert not [sub for sub in subs if await sub.take(0)]  # held for the flush
+    woken = []
+    for slot in range(FLUSH_SLOTS):
+        h.flush(slot)
+        chunks = {i: await sub.take(0) for i, sub in enumerate(subs)}
+        woken.append([i for i, chunk in chunks.items() if chunk])
+        for i in woken[-1]:
+            got = frames(chunks[i] or b"")
+            assert [d["fields"]["temperature"] for _, d in got] == [2.0]
+    assert all(len(w) == 2 for w in woken)
+    assert sorted(i for w in woken for i in w) == list(range(2 * FLUSH_SLOTS))

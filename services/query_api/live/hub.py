@@ -65,6 +65,8 @@ MAX_NEEDLES = 16
 # An id stays watched this long after its last client left: a client reconnecting within it
 # (a new token, a network blip) resumes from its Last-Event-ID without a gap.
 LINGER_S = 60.0
+# Slots of the flush period (``LIVE_FLUSH_MS``): the streams take turns, one slot per tick.
+FLUSH_SLOTS = 10
 SKIPPED = Counter(
     "millrace_live_skipped_total", "Feed messages acknowledged undecoded: no client watches them"
 )
@@ -116,9 +118,12 @@ class LiveHub:
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        # Streams with events waiting for the next flush (``LiveSettings.flush_ms``).
+        # Streams with events waiting for their next flush (``LiveSettings.flush_ms``), by
+        # slot: each stream has one of ``FLUSH_SLOTS`` slots of the period, and the hub flushes
+        # one slot per tick.
         self.flush_s = settings.flush_ms / 1000
-        self._dirty: list[Subscriber] = []
+        self._dirty: list[list[Subscriber]] = [[] for _ in range(FLUSH_SLOTS)]
+        self._next_slot = 0
         self._flusher: asyncio.Task[None] | None = None
         self._rewatch()
 
@@ -176,6 +181,8 @@ class LiveHub:
             self._resume(sub, last_event_id)
         if self.flush_s > 0:
             sub.notify = self._notified
+            sub.slot = self._next_slot
+            self._next_slot = (self._next_slot + 1) % FLUSH_SLOTS
         self._subscribers.add(sub)
         for group in self._groups(sub, create=True):
             group.add(sub)
@@ -200,23 +207,33 @@ class LiveHub:
 
     def _notified(self, sub: Subscriber) -> None:
         """The first event since ``sub`` last took: at once when the stream has been quiet
-        for a flush period (a lone event, an alert, is not held back), else at the next flush
-        with whatever else comes until then."""
+        for a flush period (a lone event, an alert, is not held back), else at its slot's next
+        flush with whatever else comes until then."""
         if time.monotonic() - sub.taken_at >= self.flush_s:
             sub.wake()
         else:
-            self._dirty.append(sub)
+            self._dirty[sub.slot].append(sub)
 
-    def flush(self) -> None:
-        """Wake every stream with events held for the flush (each writes them in one go)."""
-        dirty, self._dirty = self._dirty, []
-        for sub in dirty:
-            sub.wake()
+    def flush(self, slot: int | None = None) -> None:
+        """Wake the streams with events held for the flush of ``slot`` (None: every slot);
+        each writes what it holds in one go."""
+        for s in range(FLUSH_SLOTS) if slot is None else (slot,):
+            dirty, self._dirty[s] = self._dirty[s], []
+            for sub in dirty:
+                sub.wake()
 
     async def _flush_every(self) -> None:
+        """One slot per tick, every slot once a period. Streams that got the same events at
+        the same moment (a board of many screens) would otherwise all write in the same tick:
+        a burst of wake-ups and socket writes twice a second that holds a core for tens of
+        milliseconds (and the clients' machines with it); spread over the slots, the same
+        writes come in small steps."""
+        tick = self.flush_s / FLUSH_SLOTS
+        slot = 0
         while True:
-            await asyncio.sleep(self.flush_s)
-            self.flush()
+            await asyncio.sleep(tick)
+            self.flush(slot)
+            slot = (slot + 1) % FLUSH_SLOTS
 
     # -- what the feed may skip ----------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class Subscriber:
         # busy stream then writes what came meanwhile at once, instead of one write per event).
         self.notify: Callable[[Subscriber], None] | None = None
         self._notified = False
+        self.slot = 0  # the hub's flush slot for this stream
         self.taken_at = -math.inf  # when (monotonic s) the stream last took what was waiting
 
     def offer(self, ev: LiveEvent) -> bool:
