@@ -579,12 +579,13 @@ async def settled(timeout_s: float = 60.0) -> float:
     return time.monotonic() - started
 
 
-# The throughput comparison is one closed-loop run at full speed, cut into stretches: without
-# the clients, with them, without, ..., without. Each stretch with clients is compared with the
-# two without around it, a few seconds apart: what drifts over minutes on a shared machine
-# (InfluxDB compacting its growing shards, other tenants) weighs on both sides alike. A
-# stretch's first seconds (the clients connecting or leaving, the writers catching up) are
-# not counted.
+# The throughput comparison is one closed-loop run at full speed, cut into stretches with and
+# without the clients in turn. Each stretch in the middle of three is compared with the two
+# around it, a few seconds apart: what drifts over minutes on a shared machine (InfluxDB
+# compacting its growing shards, other tenants) weighs on both sides alike. Runs take turns
+# at which side comes first, so that work of the pipeline's that recurs at the same moment of
+# every run (a log rolled, a cache written out) does not fall on one side only. A stretch's
+# first seconds (the clients connecting or leaving, the writers catching up) are not counted.
 STRETCHES = 11
 STRETCH_S = 12.0
 UNCOUNTED_S = 3.0
@@ -592,24 +593,35 @@ UNCOUNTED_S = 3.0
 
 @dataclass(slots=True)
 class Toggled:
-    """Readings/s stored in each stretch, in order (even stretches without the clients), and
-    the cores the query API, the pipeline and the client processes used in each."""
+    """Readings/s stored in each stretch, in order, and the cores the query API, the pipeline
+    and the client processes used in each; the clients are connected in the odd stretches, or
+    in the even ones when ``with_first``."""
 
+    with_first: bool = False
     rates: list[float] = field(default_factory=list)
     cores: list[dict[str, float]] = field(default_factory=list)
 
+    def clients_in(self, i: int) -> bool:
+        return (i % 2 == 0) == self.with_first
+
     @property
     def without(self) -> list[float]:
-        return self.rates[0::2]
+        return [r for i, r in enumerate(self.rates) if not self.clients_in(i)]
 
     @property
     def with_clients(self) -> list[float]:
-        return self.rates[1::2]
+        return [r for i, r in enumerate(self.rates) if self.clients_in(i)]
 
     def changes(self) -> list[float]:
-        """Each stretch with the clients against the mean of the two without around it."""
+        """The change the clients make, for every odd stretch against the two around it: the
+        stretch with the clients over the mean of the two without, or the mean of the two with
+        over the stretch without."""
         r = self.rates
-        return [r[i] / ((r[i - 1] + r[i + 1]) / 2) - 1 for i in range(1, len(r) - 1, 2)]
+        out = []
+        for i in range(1, len(r) - 1, 2):
+            around = (r[i - 1] + r[i + 1]) / 2
+            out.append(r[i] / around - 1 if self.clients_in(i) else around / r[i] - 1)
+        return out
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -627,7 +639,9 @@ async def _until(wall: float) -> None:
     await asyncio.sleep(max(0.0, wall - time.time()))  # the run's own schedule
 
 
-async def toggled(ctx: Context, fleet: ClientFleet, http: httpx.AsyncClient, idle: int) -> Toggled:
+async def toggled(
+    ctx: Context, fleet: ClientFleet, http: httpx.AsyncClient, idle: int, with_first: bool
+) -> Toggled:
     """The closed loop, the clients opened for every other stretch (``idle``: stream clients
     connected to the query API that are not the benchmark's)."""
     a = ctx.args
@@ -648,17 +662,17 @@ async def toggled(ctx: Context, fleet: ClientFleet, http: httpx.AsyncClient, idl
     )
     loading = asyncio.ensure_future(http_phase.spread(ctx.pool, job.split(a.http_processes)))
     client_pids = [p.pid for p in fleet.procs]
-    out = Toggled()
+    out = Toggled(with_first)
+    connected = False
     try:
         for i in range(STRETCHES):
             begins = start + i * STRETCH_S
             await _until(begins)
-            if i % 2:
-                await fleet.open()
-            elif i:
-                await fleet.close()
+            if out.clients_in(i) != connected:
+                connected = out.clients_in(i)
+                await (fleet.open() if connected else fleet.close())
             await _until(begins + UNCOUNTED_S)
-            await _wait_clients(http, idle + CLIENTS if i % 2 else idle, STRETCH_S / 2)
+            await _wait_clients(http, idle + CLIENTS if connected else idle, STRETCH_S / 2)
             census, clients_s = await asyncio.to_thread(CpuCensus.take), cpu_seconds(client_pids)
             n0, t0 = await writers_written(http), time.time()
             await _until(begins + STRETCH_S)
@@ -680,11 +694,13 @@ async def toggled(ctx: Context, fleet: ClientFleet, http: httpx.AsyncClient, idl
             log.info(
                 "live: stretch %d (%s clients): %.0f readings/s; cores %s",
                 i,
-                "with" if i % 2 else "without",
+                "with" if connected else "without",
                 out.rates[-1],
                 ", ".join(f"{k} {c:.2f}" for k, c in by_owner.items() if c >= 0.01),
             )
     finally:
+        if connected:
+            await fleet.close()
         outcomes = await loading
     errors = [e for o in outcomes for e in o.errors]
     if errors:
@@ -732,7 +748,8 @@ async def _round(ctx: Context, fleet: ClientFleet, alert_machine: str) -> dict[s
     per_request = len(ctx.machines) * a.readings_per_machine
     async with httpx.AsyncClient(timeout=5) as http:
         idle = await live_clients(http)
-        loop = await toggled(ctx, fleet, http, idle)
+        # Runs take turns at which side of the closed loop comes first.
+        loop = await toggled(ctx, fleet, http, idle, len(ctx.values.get("live.p99", [])) % 2 == 1)
         without = statistics.median(loop.without)
         half_load = a.fresh_load or without / 2
         rss_idle = await asyncio.to_thread(query_api_rss)
@@ -791,8 +808,9 @@ async def _round(ctx: Context, fleet: ClientFleet, alert_machine: str) -> dict[s
     expected = CLIENTS * PROBE_RATE * (window[1] - window[0])
     changes = loop.changes()
     log.info(
-        "live: closed loop stretches (readings/s, without/with alternating): %s; change with "
+        "live: closed loop stretches (readings/s, %s first): %s; change with "
         "clients per pair: %s; cores per stretch (query_api/clients/pipeline/load/other): %s",
+        "with clients" if loop.with_first else "without clients",
         ", ".join(f"{r:,.0f}" for r in loop.rates),
         ", ".join(f"{c:+.1%}" for c in changes),
         ", ".join(
@@ -817,8 +835,8 @@ async def _round(ctx: Context, fleet: ClientFleet, alert_machine: str) -> dict[s
         len(alerts.stream_ms),
         len(alerts.failures),
     )
-    with_cores = loop.cores[1::2]
-    without_cores = loop.cores[0::2]
+    with_cores = [c for i, c in enumerate(loop.cores) if loop.clients_in(i)]
+    without_cores = [c for i, c in enumerate(loop.cores) if not loop.clients_in(i)]
     return {
         "live.p50": percentile(latencies, 50),
         "live.p99": percentile(latencies, 99),

@@ -12,5 +12,6 @@ loss with a ``gap`` event (the console fills it from history).
 
 Writes: a stream busy with events writes what came meanwhile in one go at the hub's next flush
 (``LIVE_FLUSH_MS``, 500 ms), not one socket write per event; a quiet stream writes its next
-event at once.
+event at once. The streams take turns at the flush (one slot of the period each), so streams
+that got the same events together do not all write in the same tick.
 """
