@@ -885,7 +885,7 @@ def rows(ctx: Context, v: dict[str, float]) -> list[Row]:
             f"HTTP readings/s stored with {CLIENTS} stream clients connected",
             num(v["live.tput.with"]),
             f"same closed loop without them: {num(v['live.tput.without'])}; change: median of "
-            f"{len(pairs)} stretches with clients, each against the two without around it "
+            f"{len(pairs)} pairs, each a stretch against the two of the other side around it "
             f"({min(pairs, default=change):+.0%} to {max(pairs, default=change):+.0%}); "
             f"query_api {v['live.cores.query_api.with']:.2f} cores with, "
             f"{v['live.cores.query_api.without']:.2f} without; client processes "
