@@ -265,6 +265,24 @@ def test_alert_shows_live_is_acknowledged_by_the_user_and_clears(console: Consol
 
 
 def test_management_pages_only_for_management(console: Console) -> None:
+    # The settings page lists the configuration, its audited changes and the rule the
+    # temperature setting makes. A fresh stack has none of them: the setting is set here when
+    # unset (a harmless 1000 °C; a set one was audited when set), and its rule waited for.
+    api, management = console.urls["query_api"], console.auth_headers("Management")
+    setting = "max_temperature_threshold"
+    now = httpx.get(f"{api}/api/v1/config", params={"name": setting}, headers=management)
+    if now.status_code == 404:
+        resp = httpx.post(
+            f"{api}/api/v1/config/update",
+            json={"setting_name": setting, "setting_value": 1000.0},
+            headers=management,
+        )
+        assert resp.status_code == 200, resp.text
+    poll(
+        lambda: httpx.get(f"{api}/api/v1/alerts/rules", headers=management).text,
+        lambda rules: setting in rules,
+        timeout=15,
+    )
     pg = console.page
     console.sign_in("")
     expect(pg.locator('#nav a[data-nav="deadletters"]')).to_be_hidden()
