@@ -35,7 +35,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -47,7 +46,7 @@ from tools.bench import http_phase
 from tools.bench.figures import Context, Figure
 from tools.bench.httpload import IngestBodies, Job
 from tools.bench.memory import rss_mb
-from tools.bench.stack import CpuCensus, instances, parent_map, tree, url
+from tools.bench.stack import CpuCensus, cpu_seconds, instances, parent_map, tree, url
 from tools.bench.stored import writers_written
 from tools.bench.table import Row, ms, num
 from tools.common.auth import access_token, dev_password, login
@@ -624,14 +623,12 @@ class Toggled:
         return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds used so far by ``pids`` (their children not counted)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def processes_cpu(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` (those gone count nothing)."""
     total = 0.0
     for pid in pids:
         with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += cpu_seconds(pid)
     return total
 
 
@@ -673,11 +670,11 @@ async def toggled(
                 await (fleet.open() if connected else fleet.close())
             await _until(begins + UNCOUNTED_S)
             await _wait_clients(http, idle + CLIENTS if connected else idle, STRETCH_S / 2)
-            census, clients_s = await asyncio.to_thread(CpuCensus.take), cpu_seconds(client_pids)
+            census, clients_s = await asyncio.to_thread(CpuCensus.take), processes_cpu(client_pids)
             n0, t0 = await writers_written(http), time.time()
             await _until(begins + STRETCH_S)
             n1, t1 = await writers_written(http), time.time()
-            now, clients_now = await asyncio.to_thread(CpuCensus.take), cpu_seconds(client_pids)
+            now, clients_now = await asyncio.to_thread(CpuCensus.take), processes_cpu(client_pids)
             out.rates.append((n1 - n0) / (t1 - t0))
             used = now.since(census)
             clients = (clients_now - clients_s) / max(now.at - census.at, 1e-9)

@@ -32,16 +32,11 @@ from shared.edge import EdgeSettings, service_credentials
 from shared.machines import MachineRepository
 from shared.settings import AmqpSettings, MqttSettings, PostgresSettings
 from tools.bench.figures import Context, Figure
+from tools.bench.stack import cpu_seconds
 from tools.bench.table import Row
 from tools.simulator.mqtt import MqttPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def _free_port() -> int:
@@ -184,13 +179,13 @@ class Drain:
                 while (done := await finished()) < self.messages:
                     now = time.monotonic()
                     if first is None and done > 0:
-                        first = (now, done, sum(_cpu_s(p.pid) for p, _ in procs))
+                        first = (now, done, sum(cpu_seconds(p.pid) for p, _ in procs))
                     if now > deadline or any(p.poll() is not None for p, _ in procs):
                         raise RuntimeError(f"drain stuck at {done} of {self.messages} messages")
                     wait = poll_ms / 1000 or _poll_s(first, now, done, self.messages)
                     await asyncio.sleep(wait)
                 end = time.monotonic()
-                cpu = sum(_cpu_s(p.pid) for p, _ in procs)
+                cpu = sum(cpu_seconds(p.pid) for p, _ in procs)
                 groups = 0.0
                 for _, port in procs:  # after the CPU reading: this scrape is not counted
                     text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text

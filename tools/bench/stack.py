@@ -192,6 +192,16 @@ def wait_quiet(max_wait_s: float, log: object = print) -> tuple[bool, float]:
         time.sleep(1.0)  # polling other engineers' processes: nothing to wait on
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds ``pid`` has used (user + system, its children not counted); OSError once
+    it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 @dataclass(slots=True)
 class CpuCensus:
     """CPU seconds used so far by the pipeline, by the benchmark and by everything else, and
@@ -206,7 +216,6 @@ class CpuCensus:
 
     @classmethod
     def take(cls) -> CpuCensus:
-        tick = os.sysconf("SC_CLK_TCK")
         parents = parent_map()
         own = tree({os.getpid()}, parents)
         census = cls()
@@ -227,11 +236,9 @@ class CpuCensus:
                 owner.setdefault(pid, name)
         for pid in parents:
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                cpu = cpu_seconds(pid)
             except OSError:
                 continue
-            fields = stat.rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / tick
             if pid in own:
                 census.bench += cpu
             elif pid in owner:
